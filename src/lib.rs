@@ -1,0 +1,9 @@
+//! pnnc: a compiler for polynomial neural networks that run under CKKS
+//! homomorphic encryption.
+//!
+//! Pipeline (each stage reads the previous stage's output type):
+//! `syntax` (text -> AST) -> `check` (AST -> [`ir::Model`] + diagnostics) ->
+//! `train` (IR + data -> weights) / `he` (IR + weights -> circuit).
+//! `data` loads data sets described by [`ir::DataSpec`]; `cli` wires it up.
+
+pub mod ir;

@@ -1,0 +1,3 @@
+fn main() {
+    println!("pnnc {}", env!("CARGO_PKG_VERSION"));
+}
