@@ -35,8 +35,9 @@ pub struct Node {
     /// Logical shape of this node's output.
     pub shape: Vec<usize>,
     pub source: Vec<String>,
-    consumers: usize,
-    /// Read by several branches: never modified after creation.
+    /// Nodes reading this one.
+    readers: Vec<usize>,
+    /// Read by residual branches still being lowered: readers not all known yet.
     shared: bool,
 }
 
@@ -122,7 +123,7 @@ pub fn lower(
             inputs: vec![],
             shape: shape.clone(),
             source: vec!["input".into()],
-            consumers: 0,
+            readers: vec![],
             shared: false,
         }],
         input_transform: None,
@@ -151,18 +152,19 @@ impl Lowerer<'_> {
     }
 
     fn push(&mut self, kind: NodeKind, inputs: Vec<usize>, shape: Vec<usize>, source: Vec<String>) -> usize {
+        let id = self.nodes.len();
         for &i in &inputs {
-            self.nodes[i].consumers += 1;
+            self.nodes[i].readers.push(id);
         }
         self.nodes.push(Node {
             kind,
             inputs,
             shape,
             source,
-            consumers: 0,
+            readers: vec![],
             shared: false,
         });
-        self.nodes.len() - 1
+        id
     }
 
     fn op(&mut self, op: &Op, v: Value) -> Result<Value, HeError> {
@@ -202,7 +204,9 @@ impl Lowerer<'_> {
                 let v = self.settle(v);
                 self.nodes[v.node].shared = true;
                 let a = self.seq(body, v.clone())?;
-                let b = self.seq(shortcut, v)?;
+                let b = self.seq(shortcut, v.clone())?;
+                // Every reader of the block input is known now.
+                self.nodes[v.node].shared = false;
                 if a.shape.iter().product::<usize>() != b.shape.iter().product::<usize>() {
                     return Err(HeError::Model(format!(
                         "{}: residual branches give shapes {:?} and {:?}",
@@ -259,9 +263,9 @@ impl Lowerer<'_> {
     /// Fold a pending map backward if that is free; keep it pending otherwise.
     fn settle(&mut self, v: Value) -> Value {
         match &v.pending {
-            Some(p) if self.can_fold(v.node, p, 0) => {
+            Some(p) if self.can_fold(v.node, p, None) => {
                 let p = p.clone();
-                self.fold(v.node, &p, &v.sources);
+                self.fold(v.node, &p, &v.sources, None);
                 Value {
                     pending: None,
                     sources: vec![],
@@ -283,8 +287,8 @@ impl Lowerer<'_> {
         if p.is_identity() {
             return Ok(v.node);
         }
-        if self.can_fold(v.node, &p, 0) {
-            self.fold(v.node, &p, &v.sources);
+        if self.can_fold(v.node, &p, None) {
+            self.fold(v.node, &p, &v.sources, None);
             return Ok(v.node);
         }
         let kind = match p.as_diagonal() {
@@ -294,23 +298,39 @@ impl Lowerer<'_> {
         Ok(self.push(kind, vec![v.node], v.shape, v.sources))
     }
 
-    fn can_fold(&self, n: usize, p: &AffineMap, readers: usize) -> bool {
+    /// Readers of `n` other than `reader` (the node folding into it, if any).
+    fn other_readers(&self, n: usize, reader: Option<usize>) -> Vec<usize> {
+        self.nodes[n].readers.iter().copied().filter(|&r| Some(r) != reader).collect()
+    }
+
+    fn can_fold(&self, n: usize, p: &AffineMap, reader: Option<usize>) -> bool {
         let node = &self.nodes[n];
-        if node.shared || node.consumers != readers {
+        if node.shared {
+            return false;
+        }
+        let others = self.other_readers(n, reader);
+        if let NodeKind::Poly { .. } = node.kind {
+            // Scale the coefficients and undo it in every other reader, which
+            // must be a linear node (its matrix absorbs the inverse).
+            return p.as_uniform().is_some_and(|(a, _)| a != 0.0)
+                && others.iter().all(|&r| matches!(self.nodes[r].kind, NodeKind::Linear(_)));
+        }
+        if !others.is_empty() {
             return false;
         }
         match &node.kind {
             NodeKind::Input | NodeKind::Affine { .. } => p.as_diagonal().is_some(),
-            NodeKind::Linear(_) => true,
-            NodeKind::Poly { .. } => p.as_uniform().is_some(),
+            NodeKind::Linear(_) | NodeKind::Poly { .. } => true,
             NodeKind::Add => {
-                self.can_fold(node.inputs[0], p, 1) && self.can_fold(node.inputs[1], &p.linear_part(), 1)
+                self.can_fold(node.inputs[0], p, Some(n))
+                    && self.can_fold(node.inputs[1], &p.linear_part(), Some(n))
             }
         }
     }
 
-    fn fold(&mut self, n: usize, p: &AffineMap, sources: &[String]) {
+    fn fold(&mut self, n: usize, p: &AffineMap, sources: &[String], reader: Option<usize>) {
         let inputs = self.nodes[n].inputs.clone();
+        let others = self.other_readers(n, reader);
         let diag = p.as_diagonal();
         let node = &mut self.nodes[n];
         node.source.extend(sources.iter().cloned());
@@ -333,10 +353,21 @@ impl Lowerer<'_> {
                 let (a, b) = p.as_uniform().unwrap_or((1.0, 0.0));
                 coeffs.iter_mut().for_each(|c| *c *= a);
                 coeffs[0] += b;
+                let len = self.nodes[n].len();
+                let undo = AffineMap::identity(len).scaled(1.0 / a);
+                let undo = AffineMap {
+                    bias: vec![-b / a; len],
+                    ..undo
+                };
+                for r in others {
+                    if let NodeKind::Linear(m) = &mut self.nodes[r].kind {
+                        *m = m.compose(&undo);
+                    }
+                }
             }
             NodeKind::Add => {
-                self.fold(inputs[0], p, &[]);
-                self.fold(inputs[1], &p.linear_part(), &[]);
+                self.fold(inputs[0], p, &[], Some(n));
+                self.fold(inputs[1], &p.linear_part(), &[], Some(n));
             }
         }
     }
