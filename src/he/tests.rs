@@ -319,8 +319,8 @@ fn bad_circuits_are_clear_errors() {
     let err = edit(&path, "\"degree\": 2", "\"degree\": 5").unwrap_err();
     assert!(err.to_string().contains("coefficients"), "{err}");
     write();
-    let err = edit(&path, "\"op\": \"add\"", "\"op\": \"mul\"").err();
-    assert!(err.is_none() || matches!(err, Some(CircuitError::Invalid { .. })));
+    let err = edit(&path, "\"op\": \"poly\"", "\"op\": \"mul\"").unwrap_err();
+    assert!(matches!(err, CircuitError::Invalid { .. }), "{err}");
     write();
     let err = edit(&path, "\"rotations\": [", "\"rotations\": [99999, ").unwrap_err();
     assert!(matches!(err, CircuitError::Invalid { .. }), "{err}");
@@ -387,9 +387,12 @@ fn parameters_follow_depth_and_deep_circuits_get_a_bootstrapping_plan() {
 
 #[test]
 fn bsgs_rule_examples() {
-    // A full 8x8 matrix: g = 4 -> baby {1,2,3}, giant {4}.
+    // A full 8x8 matrix: g = 2 (baby {1}, giant {2,4,6}) ties g = 4 (baby
+    // {1,2,3}, giant {4}); the smaller g wins.
     let all: Vec<u64> = (0..8).collect();
-    assert_eq!(build::bsgs(&all, 8), (4, vec![1, 2, 3, 4]));
+    assert_eq!(build::bsgs(&all, 8), (2, vec![1, 2, 4, 6]));
+    // A 3-tap band: diagonals {0, 1, 15} at dim 16 -> g = 1, keys {1, 15}.
+    assert_eq!(build::bsgs(&[0, 1, 15], 16), (1, vec![1, 15]));
     // Only the main diagonal: no rotations.
     assert_eq!(build::bsgs(&[0], 8), (1, vec![]));
 }
