@@ -19,7 +19,9 @@ pub struct CalibrateArgs {
 }
 
 pub fn run(args: &CalibrateArgs) -> ExitCode {
-    let (model, ck) = match load_model(&args.model).and_then(|m| load_weights(&m, &args.weights).map(|c| (m, c))) {
+    let (model, ck) = match load_model(&args.model)
+        .and_then(|m| load_weights(&m, &args.weights).map(|c| (m, c)))
+    {
         Ok(p) => p,
         Err(e) => return fail(e, "pass the model and the weights trained for it"),
     };
@@ -56,7 +58,10 @@ pub fn run(args: &CalibrateArgs) -> ExitCode {
         }
     }
     let mut escaped = false;
-    println!("{:<32} {:>10} {:>10} {:>12} {:>12}", "activation", "B", "max |x|", "out values", "out samples");
+    println!(
+        "{:<32} {:>10} {:>10} {:>12} {:>12}",
+        "activation", "B", "max |x|", "out values", "out samples"
+    );
     for (name, b) in &ranges {
         let (max, out, n, out_s) = stats.get(name).copied().unwrap_or_default();
         escaped |= out > 0;
@@ -67,7 +72,10 @@ pub fn run(args: &CalibrateArgs) -> ExitCode {
         );
     }
     if escaped {
-        eprintln!("warning: {}: some activation inputs leave [-B, B]; encrypted results may be wrong for them", args.model.display());
+        eprintln!(
+            "warning: {}: some activation inputs leave [-B, B]; encrypted results may be wrong for them",
+            args.model.display()
+        );
         eprintln!("help: retrain with a boundary loss, or raise the activation's range");
     }
     ExitCode::SUCCESS

@@ -17,7 +17,8 @@ pub fn fail(message: impl std::fmt::Display, help: &str) -> std::process::ExitCo
 pub fn load_model(path: &Path) -> Result<Model, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     if path.extension().is_some_and(|e| e == "json") {
-        return serde_json::from_str(&text).map_err(|e| format!("{}: not a checked model: {e}", path.display()));
+        return serde_json::from_str(&text)
+            .map_err(|e| format!("{}: not a checked model: {e}", path.display()));
     }
     Err(format!(
         "{}: reading .pnn sources needs the checker, which this build does not include; pass the checked model as JSON",
@@ -41,8 +42,8 @@ pub struct Sample {
 
 pub fn load_samples(path: &Path, expected_len: usize) -> Result<Vec<Sample>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let samples: Vec<Sample> =
-        serde_json::from_str(&text).map_err(|e| format!("{}: not a sample list: {e}", path.display()))?;
+    let samples: Vec<Sample> = serde_json::from_str(&text)
+        .map_err(|e| format!("{}: not a sample list: {e}", path.display()))?;
     for (i, s) in samples.iter().enumerate() {
         if s.x.len() != expected_len {
             return Err(format!(
@@ -58,6 +59,8 @@ pub fn load_samples(path: &Path, expected_len: usize) -> Result<Vec<Sample>, Str
 pub fn argmax(v: &[f64]) -> usize {
     v.iter()
         .enumerate()
-        .fold((0, f64::NEG_INFINITY), |(bi, bv), (i, &x)| if x > bv { (i, x) } else { (bi, bv) })
+        .fold((0, f64::NEG_INFINITY), |(bi, bv), (i, &x)| {
+            if x > bv { (i, x) } else { (bi, bv) }
+        })
         .0
 }

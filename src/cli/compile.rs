@@ -29,11 +29,24 @@ pub fn run(args: &CompileArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(e, "pass the weights `pnnc train` wrote for this model"),
     };
-    let range: Vec<f64> = args.input_range.split(',').filter_map(|s| s.trim().parse().ok()).collect();
+    let range: Vec<f64> = args
+        .input_range
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
     let [lo, hi] = range[..] else {
-        return fail(format!("--input-range `{}` is not LO,HI", args.input_range), "e.g. --input-range 0,1");
+        return fail(
+            format!("--input-range `{}` is not LO,HI", args.input_range),
+            "e.g. --input-range 0,1",
+        );
     };
-    let compiled = match compile(&model, &ck, &CompileOptions { input_range: [lo, hi] }) {
+    let compiled = match compile(
+        &model,
+        &ck,
+        &CompileOptions {
+            input_range: [lo, hi],
+        },
+    ) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {}: {e}", args.model.display());
@@ -43,17 +56,39 @@ pub fn run(args: &CompileArgs) -> ExitCode {
     for w in &compiled.warnings {
         eprintln!("warning: {}: {w}", args.model.display());
     }
-    let out = args.output.clone().unwrap_or_else(|| args.model.with_extension("circuit.json"));
+    let out = args
+        .output
+        .clone()
+        .unwrap_or_else(|| args.model.with_extension("circuit.json"));
     match io::write(&out, &compiled.circuit, &compiled.tensors, io::INLINE_LIMIT) {
         Ok(side) => {
             let c = &compiled.circuit;
             let p = &c.params;
-            println!("wrote {}{}", out.display(), side.map(|s| format!(" (+ {})", s.display())).unwrap_or_default());
+            println!(
+                "wrote {}{}",
+                out.display(),
+                side.map(|s| format!(" (+ {})", s.display()))
+                    .unwrap_or_default()
+            );
             println!(
                 "depth {} (model {}), N = {}, slots {}, q0 {} bits, scale 2^{}, levels {}, log Q {} (max {} at {}-bit security)",
-                c.depth, compiled.ir_depth, p.ring_dim, p.slots, p.first_mod_bits, p.scale_bits, p.mult_depth, p.log_q, p.max_log_q, p.security
+                c.depth,
+                compiled.ir_depth,
+                p.ring_dim,
+                p.slots,
+                p.first_mod_bits,
+                p.scale_bits,
+                p.mult_depth,
+                p.log_q,
+                p.max_log_q,
+                p.security
             );
-            println!("packing dim {}, {} ops, {} rotation keys", c.packing.dim, c.ops.len(), c.rotations.len());
+            println!(
+                "packing dim {}, {} ops, {} rotation keys",
+                c.packing.dim,
+                c.ops.len(),
+                c.rotations.len()
+            );
             if let Some(plan) = &p.bootstrapping {
                 println!(
                     "bootstrapping: after values {:?} ({} levels per segment, {} per bootstrap)",

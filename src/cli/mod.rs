@@ -9,7 +9,11 @@ pub mod simulate;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "pnnc", version, about = "Compiler for polynomial neural networks under CKKS")]
+#[command(
+    name = "pnnc",
+    version,
+    about = "Compiler for polynomial neural networks under CKKS"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

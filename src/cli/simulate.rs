@@ -1,9 +1,9 @@
 //! `pnnc simulate CIRCUIT --data SAMPLES [-n N] [--noise] [--model M --weights W]`
 
 use super::common::{argmax, fail, load_model, load_samples, load_weights};
+use crate::he::io;
 use crate::he::reference::Reference;
 use crate::he::simulate::{NoiseModel, logits};
-use crate::he::io;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -38,10 +38,17 @@ pub fn run(args: &SimulateArgs) -> ExitCode {
     };
     samples.truncate(args.limit.unwrap_or(usize::MAX));
     let reference = match (&args.model, &args.weights) {
-        (Some(m), Some(w)) => match load_model(m).and_then(|m| load_weights(&m, w).map(|ck| (m, ck))) {
-            Ok(pair) => Some(pair),
-            Err(e) => return fail(e, "pass the model and weights the circuit was compiled from"),
-        },
+        (Some(m), Some(w)) => {
+            match load_model(m).and_then(|m| load_weights(&m, w).map(|ck| (m, ck))) {
+                Ok(pair) => Some(pair),
+                Err(e) => {
+                    return fail(
+                        e,
+                        "pass the model and weights the circuit was compiled from",
+                    );
+                }
+            }
+        }
         _ => None,
     };
     let reference = match &reference {
@@ -52,7 +59,8 @@ pub fn run(args: &SimulateArgs) -> ExitCode {
         None => None,
     };
     let mut noise = args.noise.then(|| NoiseModel::for_circuit(&lc, 1));
-    let (mut correct, mut labelled, mut agree, mut max_diff, mut max_noise) = (0, 0, 0, 0.0f64, 0.0f64);
+    let (mut correct, mut labelled, mut agree, mut max_diff, mut max_noise) =
+        (0, 0, 0, 0.0f64, 0.0f64);
     for s in &samples {
         let y = logits(&lc, &s.x, None);
         if let Some(label) = s.label {
@@ -63,22 +71,34 @@ pub fn run(args: &SimulateArgs) -> ExitCode {
             match r.logits(&s.x) {
                 Ok(want) => {
                     agree += usize::from(argmax(&want) == argmax(&y));
-                    max_diff = want.iter().zip(&y).fold(max_diff, |m, (a, b)| m.max((a - b).abs()));
+                    max_diff = want
+                        .iter()
+                        .zip(&y)
+                        .fold(max_diff, |m, (a, b)| m.max((a - b).abs()));
                 }
                 Err(e) => return fail(e, ""),
             }
         }
         if let Some(n) = noise.as_mut() {
             let noisy = logits(&lc, &s.x, Some(n));
-            max_noise = noisy.iter().zip(&y).fold(max_noise, |m, (a, b)| m.max((a - b).abs()));
+            max_noise = noisy
+                .iter()
+                .zip(&y)
+                .fold(max_noise, |m, (a, b)| m.max((a - b).abs()));
         }
     }
     println!("samples {}", samples.len());
     if labelled > 0 {
-        println!("accuracy {:.4} ({correct}/{labelled})", correct as f64 / labelled as f64);
+        println!(
+            "accuracy {:.4} ({correct}/{labelled})",
+            correct as f64 / labelled as f64
+        );
     }
     if reference.is_some() {
-        println!("agreement with the unfolded network: {agree}/{} identical predictions, max logit difference {max_diff:.3e}", samples.len());
+        println!(
+            "agreement with the unfolded network: {agree}/{} identical predictions, max logit difference {max_diff:.3e}",
+            samples.len()
+        );
     }
     if noise.is_some() {
         println!("predicted CKKS error (noise model): max logit deviation {max_noise:.3e}");

@@ -220,7 +220,9 @@ pub fn op_map(op: &Op, params: &dyn ParamSource) -> Result<Option<AffineMap>, St
             per_channel(in_shape, &scale, &shift)
         }
         OpKind::Scale { factor } => AffineMap::identity(in_len).scaled(*factor),
-        OpKind::AvgPool { kernel, stride } => pool_map(in_shape, op.output.dims(), *kernel, *stride)?,
+        OpKind::AvgPool { kernel, stride } => {
+            pool_map(in_shape, op.output.dims(), *kernel, *stride)?
+        }
         OpKind::GlobalAvgPool => {
             let (c, hw) = match in_shape {
                 [c, rest @ ..] => (*c, rest.iter().product::<usize>().max(1)),
@@ -266,7 +268,9 @@ fn conv_map(
     let (c, h, wd) = spatial(in_shape, "conv")?;
     let (oc, oh, ow) = spatial(out_shape, "conv output")?;
     if c != ci_n || oc != co_n {
-        return Err(format!("conv channels {ci_n}->{co_n} do not match shapes {in_shape:?} -> {out_shape:?}"));
+        return Err(format!(
+            "conv channels {ci_n}->{co_n} do not match shapes {in_shape:?} -> {out_shape:?}"
+        ));
     }
     let mut rows = Vec::with_capacity(oc * oh * ow);
     let mut bias = Vec::with_capacity(oc * oh * ow);

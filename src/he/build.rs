@@ -44,7 +44,9 @@ pub fn ir_depth(model: &Model) -> u32 {
     fn cost(op: &Op, level: u32) -> u32 {
         match &op.kind {
             OpKind::Dense { .. } | OpKind::Conv { .. } => level + levels::LINEAR,
-            OpKind::BatchNorm { foldable: false, .. } => level + levels::UNFOLDED_BATCHNORM,
+            OpKind::BatchNorm {
+                foldable: false, ..
+            } => level + levels::UNFOLDED_BATCHNORM,
             OpKind::Poly(act) => level + levels::poly(act.degree),
             OpKind::Residual { body, shortcut } => seq(body, level).max(seq(shortcut, level)),
             _ => level + levels::FREE,
@@ -67,7 +69,11 @@ fn node_cost(kind: &NodeKind) -> u32 {
 pub fn bsgs(diags: &[u64], dim: u64) -> (u64, Vec<i64>) {
     let steps = |g: u64| {
         let baby: BTreeSet<u64> = diags.iter().map(|k| k % g).filter(|&s| s != 0).collect();
-        let giant: BTreeSet<u64> = diags.iter().map(|k| k - k % g).filter(|&s| s != 0).collect();
+        let giant: BTreeSet<u64> = diags
+            .iter()
+            .map(|k| k - k % g)
+            .filter(|&s| s != 0)
+            .collect();
         (baby, giant)
     };
     let mut best: Option<(usize, u64)> = None;
@@ -88,7 +94,9 @@ pub fn bsgs(diags: &[u64], dim: u64) -> (u64, Vec<i64>) {
 pub fn compile(model: &Model, ck: &Checkpoint, opts: &CompileOptions) -> Result<Compiled, HeError> {
     let [lo, hi] = opts.input_range;
     if !(lo.is_finite() && hi.is_finite() && lo <= hi) {
-        return Err(HeError::Data(format!("input range [{lo}, {hi}] is not an interval")));
+        return Err(HeError::Data(format!(
+            "input range [{lo}, {hi}] is not an interval"
+        )));
     }
     let source = CheckpointParams(ck);
     let lowered = lower(model, &source, normalization_map(model, ck)?)?;
@@ -116,7 +124,11 @@ pub fn compile(model: &Model, ck: &Checkpoint, opts: &CompileOptions) -> Result<
     for (i, n) in nodes.iter().enumerate() {
         let r: Vec<(f64, f64)> = match &n.kind {
             NodeKind::Input => match &lowered.input_transform {
-                Some((s, b)) => s.iter().zip(b).map(|(s, b)| affine_iv(*s, *b, (lo, hi))).collect(),
+                Some((s, b)) => s
+                    .iter()
+                    .zip(b)
+                    .map(|(s, b)| affine_iv(*s, *b, (lo, hi)))
+                    .collect(),
                 None => vec![(lo, hi); len0],
             },
             NodeKind::Linear(m) => {
@@ -127,7 +139,11 @@ pub fn compile(model: &Model, ck: &Checkpoint, opts: &CompileOptions) -> Result<
                     .map(|(row, b)| {
                         row.iter().fold((*b, *b), |(l, h), &(c, v)| {
                             let (xl, xh) = x[c as usize];
-                            if v >= 0.0 { (l + v * xl, h + v * xh) } else { (l + v * xh, h + v * xl) }
+                            if v >= 0.0 {
+                                (l + v * xl, h + v * xh)
+                            } else {
+                                (l + v * xh, h + v * xl)
+                            }
                         })
                     })
                     .collect()
@@ -155,7 +171,9 @@ pub fn compile(model: &Model, ck: &Checkpoint, opts: &CompileOptions) -> Result<
                     }
                 }
                 bounds[i] = bound;
-                x.iter().map(|&(l, h)| poly::chebyshev_interval(coeffs, l, h)).collect()
+                x.iter()
+                    .map(|&(l, h)| poly::chebyshev_interval(coeffs, l, h))
+                    .collect()
             }
             NodeKind::Add => ranges[n.inputs[0]]
                 .iter()
@@ -174,8 +192,14 @@ pub fn compile(model: &Model, ck: &Checkpoint, opts: &CompileOptions) -> Result<
     let f64t = |v: Vec<f64>| TensorData::F64 { data: v };
     let input = InputSpec {
         shape: model.input.dims().to_vec(),
-        scale: lowered.input_transform.as_ref().map(|_| "input.scale".to_string()),
-        shift: lowered.input_transform.as_ref().map(|_| "input.shift".to_string()),
+        scale: lowered
+            .input_transform
+            .as_ref()
+            .map(|_| "input.scale".to_string()),
+        shift: lowered
+            .input_transform
+            .as_ref()
+            .map(|_| "input.shift".to_string()),
         range: [lo, hi],
     };
     if let Some((s, b)) = &lowered.input_transform {
@@ -254,7 +278,8 @@ pub fn compile(model: &Model, ck: &Checkpoint, opts: &CompileOptions) -> Result<
         {
             return Err(HeError::Weights {
                 op: name.clone(),
-                message: "folding produced a non-finite value (a BatchNorm variance + eps of 0?)".into(),
+                message: "folding produced a non-finite value (a BatchNorm variance + eps of 0?)"
+                    .into(),
             });
         }
     }
@@ -319,7 +344,9 @@ fn choose_params(
             let max = params::max_levels(security)?;
             let segment = max.saturating_sub(params::BOOTSTRAP_LEVELS);
             if segment == 0 {
-                return Err(HeError::Params(format!("no room for bootstrapping at security {security}")));
+                return Err(HeError::Params(format!(
+                    "no room for bootstrapping at security {security}"
+                )));
             }
             let plan = bootstrap_plan(lowered, level, segment)?;
             (params::MAX_RING_DIM, max, Some(plan))
@@ -342,7 +369,11 @@ fn choose_params(
 
 /// Greedy: refresh a value just before an op would take it past `segment`
 /// levels since its last refresh.
-fn bootstrap_plan(lowered: &Lowered, level: &[u32], segment: u32) -> Result<BootstrapPlan, HeError> {
+fn bootstrap_plan(
+    lowered: &Lowered,
+    level: &[u32],
+    segment: u32,
+) -> Result<BootstrapPlan, HeError> {
     let mut since = vec![0u32; lowered.nodes.len()];
     let mut after = BTreeSet::new();
     for (i, n) in lowered.nodes.iter().enumerate().skip(1) {

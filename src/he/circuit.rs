@@ -222,7 +222,9 @@ pub enum CircuitError {
         "{path}: circuit format version {found}, this pnnc reads version {VERSION}\n  help: recompile the model with this pnnc (`pnnc compile`)"
     )]
     Version { path: PathBuf, found: u64 },
-    #[error("{path}: invalid circuit: {message}\n  help: recompile with `pnnc compile`; do not edit circuits by hand")]
+    #[error(
+        "{path}: invalid circuit: {message}\n  help: recompile with `pnnc compile`; do not edit circuits by hand"
+    )]
     Invalid { path: PathBuf, message: String },
     #[error("{path}: weights sidecar `{file}`: {message}")]
     Sidecar {
@@ -258,11 +260,10 @@ impl LoadedCircuit {
 /// Parse circuit JSON; checks format and version before anything else so
 /// that an old or foreign file gets the version message, not a field error.
 pub fn parse(text: &str, path: &Path) -> Result<Circuit, CircuitError> {
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| CircuitError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| CircuitError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
     if value.get("format").and_then(|f| f.as_str()) != Some(FORMAT) {
         return Err(CircuitError::Parse {
             path: path.to_path_buf(),

@@ -27,7 +27,10 @@ pub fn to_json(circuit: &Circuit) -> Result<String, String> {
 
 /// The sidecar path for a circuit path: `x.circuit.json` -> `x.circuit.safetensors`.
 pub fn sidecar_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let stem = name.strip_suffix(".json").unwrap_or(&name);
     path.with_file_name(format!("{stem}.safetensors"))
 }
@@ -41,12 +44,18 @@ pub fn sidecar_bytes(tensors: &BTreeMap<String, TensorData>) -> Result<Vec<u8>, 
     let raw: Vec<(String, Dtype, Vec<u8>, usize)> = tensors
         .iter()
         .map(|(name, t)| match t {
-            TensorData::F64 { data } => {
-                (name.clone(), Dtype::F64, data.iter().flat_map(|x| x.to_le_bytes()).collect(), data.len())
-            }
-            TensorData::I64 { data } => {
-                (name.clone(), Dtype::I64, data.iter().flat_map(|x| x.to_le_bytes()).collect(), data.len())
-            }
+            TensorData::F64 { data } => (
+                name.clone(),
+                Dtype::F64,
+                data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                data.len(),
+            ),
+            TensorData::I64 { data } => (
+                name.clone(),
+                Dtype::I64,
+                data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                data.len(),
+            ),
         })
         .collect();
     let views = raw
@@ -83,7 +92,10 @@ pub fn write(
         let sp = sidecar_path(path);
         let bytes = sidecar_bytes(tensors).map_err(invalid)?;
         c.tensors = TensorStore::Sidecar {
-            file: sp.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            file: sp
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             sha256: hex(&Sha256::digest(&bytes)),
         };
         write_atomic(&sp, &bytes).map_err(|e| invalid(e.to_string()))?;
@@ -141,7 +153,11 @@ fn read_sidecar(bytes: &[u8]) -> Result<BTreeMap<String, TensorData>, String> {
             Dtype::I64 => TensorData::I64 {
                 data: chunks.map(i64::from_le_bytes).collect(),
             },
-            d => return Err(format!("tensor `{name}` has dtype {d:?}, expected F64 or I64")),
+            d => {
+                return Err(format!(
+                    "tensor `{name}` has dtype {d:?}, expected F64 or I64"
+                ));
+            }
         };
         out.insert(name, t);
     }

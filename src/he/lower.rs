@@ -22,9 +22,15 @@ use crate::ir::{Model, Op, OpKind};
 pub enum NodeKind {
     Input,
     Linear(AffineMap),
-    Affine { scale: Vec<f64>, shift: Vec<f64> },
+    Affine {
+        scale: Vec<f64>,
+        shift: Vec<f64>,
+    },
     /// Chebyshev coefficients on [-1, 1]; `range` is the declared B.
-    Poly { coeffs: Vec<f64>, range: f64 },
+    Poly {
+        coeffs: Vec<f64>,
+        range: f64,
+    },
     Add,
 }
 
@@ -67,7 +73,12 @@ impl Lowered {
         for node in &self.nodes {
             let v = match &node.kind {
                 NodeKind::Input => match &self.input_transform {
-                    Some((s, b)) => x.iter().zip(s).zip(b).map(|((x, s), b)| x * s + b).collect(),
+                    Some((s, b)) => x
+                        .iter()
+                        .zip(s)
+                        .zip(b)
+                        .map(|((x, s), b)| x * s + b)
+                        .collect(),
                     None => x.to_vec(),
                 },
                 NodeKind::Linear(m) => m.apply(&values[node.inputs[0]]),
@@ -151,7 +162,13 @@ impl Lowerer<'_> {
         Ok(v)
     }
 
-    fn push(&mut self, kind: NodeKind, inputs: Vec<usize>, shape: Vec<usize>, source: Vec<String>) -> usize {
+    fn push(
+        &mut self,
+        kind: NodeKind,
+        inputs: Vec<usize>,
+        shape: Vec<usize>,
+        source: Vec<String>,
+    ) -> usize {
         let id = self.nodes.len();
         for &i in &inputs {
             self.nodes[i].readers.push(id);
@@ -215,7 +232,12 @@ impl Lowerer<'_> {
                 }
                 let ia = self.materialize(a, 1.0)?;
                 let ib = self.materialize(b, 1.0)?;
-                let node = self.push(NodeKind::Add, vec![ia, ib], out_shape.clone(), vec![op.name.clone()]);
+                let node = self.push(
+                    NodeKind::Add,
+                    vec![ia, ib],
+                    out_shape.clone(),
+                    vec![op.name.clone()],
+                );
                 Ok(Value {
                     node,
                     pending: None,
@@ -241,7 +263,12 @@ impl Lowerer<'_> {
                 let mut sources = v.sources;
                 sources.push(op.name.clone());
                 if matches!(op.kind, OpKind::Dense { .. } | OpKind::Conv { .. }) {
-                    let node = self.push(NodeKind::Linear(map), vec![v.node], out_shape.clone(), sources);
+                    let node = self.push(
+                        NodeKind::Linear(map),
+                        vec![v.node],
+                        out_shape.clone(),
+                        sources,
+                    );
                     Ok(Value {
                         node,
                         pending: None,
@@ -300,7 +327,12 @@ impl Lowerer<'_> {
 
     /// Readers of `n` other than `reader` (the node folding into it, if any).
     fn other_readers(&self, n: usize, reader: Option<usize>) -> Vec<usize> {
-        self.nodes[n].readers.iter().copied().filter(|&r| Some(r) != reader).collect()
+        self.nodes[n]
+            .readers
+            .iter()
+            .copied()
+            .filter(|&r| Some(r) != reader)
+            .collect()
     }
 
     fn can_fold(&self, n: usize, p: &AffineMap, reader: Option<usize>) -> bool {
@@ -313,7 +345,9 @@ impl Lowerer<'_> {
             // Scale the coefficients and undo it in every other reader, which
             // must be a linear node (its matrix absorbs the inverse).
             return p.as_uniform().is_some_and(|(a, _)| a != 0.0)
-                && others.iter().all(|&r| matches!(self.nodes[r].kind, NodeKind::Linear(_)));
+                && others
+                    .iter()
+                    .all(|&r| matches!(self.nodes[r].kind, NodeKind::Linear(_)));
         }
         if !others.is_empty() {
             return false;
@@ -376,6 +410,11 @@ impl Lowerer<'_> {
 /// (a, b) after (s, t): x -> a (s x + t) + b.
 fn compose_diag(a: &[f64], b: &[f64], s: &[f64], t: &[f64]) -> (Vec<f64>, Vec<f64>) {
     let scale = a.iter().zip(s).map(|(a, s)| a * s).collect();
-    let shift = a.iter().zip(t).zip(b).map(|((a, t), b)| a * t + b).collect();
+    let shift = a
+        .iter()
+        .zip(t)
+        .zip(b)
+        .map(|((a, t), b)| a * t + b)
+        .collect();
     (scale, shift)
 }

@@ -36,7 +36,11 @@ pub fn max_log_qp(ring_dim: u64, security: u32) -> Result<u32, HeError> {
         128 => 0,
         192 => 1,
         256 => 2,
-        s => return Err(HeError::Params(format!("security {s} is not 128, 192 or 256"))),
+        s => {
+            return Err(HeError::Params(format!(
+                "security {s} is not 128, 192 or 256"
+            )));
+        }
     };
     HE_STANDARD
         .iter()

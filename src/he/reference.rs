@@ -7,6 +7,9 @@ use super::affine::{self, ParamSource};
 use super::poly;
 use crate::ir::{Checkpoint, Model, Op, OpKind};
 
+/// Per-element (scale, shift).
+pub type Elementwise = (Vec<f64>, Vec<f64>);
+
 /// A checkpoint seen as f64 parameters.
 pub struct CheckpointParams<'a>(pub &'a Checkpoint);
 
@@ -43,7 +46,7 @@ pub struct Reference<'a> {
     model: &'a Model,
     params: CheckpointParams<'a>,
     /// Input normalisation as (scale, shift) per element of the input.
-    norm: Option<(Vec<f64>, Vec<f64>)>,
+    norm: Option<Elementwise>,
 }
 
 impl<'a> Reference<'a> {
@@ -76,7 +79,12 @@ impl<'a> Reference<'a> {
             )));
         }
         let v = match &self.norm {
-            Some((s, b)) => x.iter().zip(s).zip(b).map(|((x, s), b)| x * s + b).collect(),
+            Some((s, b)) => x
+                .iter()
+                .zip(s)
+                .zip(b)
+                .map(|((x, s), b)| x * s + b)
+                .collect(),
             None => x.to_vec(),
         };
         self.seq(&self.model.net, v, observe)
@@ -108,8 +116,7 @@ impl<'a> Reference<'a> {
             OpKind::Poly(act) => {
                 observe(&op.name, &v);
                 let coeffs = self.params.param(op, "coeffs").map_err(weights)?;
-                Ok(v
-                    .iter()
+                Ok(v.iter()
                     .map(|&x| poly::eval_basis(act.basis, &coeffs, x / act.range))
                     .collect())
             }
@@ -146,10 +153,7 @@ impl<'a> Reference<'a> {
 
 /// The checkpoint's per-channel normalisation as per-element (scale, shift);
 /// None when it is empty (the network was trained on raw inputs).
-pub fn normalization_map(
-    model: &Model,
-    ck: &Checkpoint,
-) -> Result<Option<(Vec<f64>, Vec<f64>)>, HeError> {
+pub fn normalization_map(model: &Model, ck: &Checkpoint) -> Result<Option<Elementwise>, HeError> {
     let n = &ck.normalization;
     if n.mean.is_empty() && n.std.is_empty() {
         return Ok(None);
@@ -166,8 +170,7 @@ pub fn normalization_map(
             ),
         });
     }
-    if n.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) || n.mean.iter().any(|m| !m.is_finite())
-    {
+    if n.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) || n.mean.iter().any(|m| !m.is_finite()) {
         return Err(HeError::Weights {
             op: "normalization".into(),
             message: "std must be finite and positive, mean finite".into(),

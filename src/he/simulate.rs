@@ -60,7 +60,13 @@ pub fn run(lc: &LoadedCircuit, x: &[f64], mut noise: Option<&mut NoiseModel>) ->
     for op in &c.ops {
         let x = &values[op.inputs[0]];
         let mut y: Vec<f64> = match &op.kind {
-            OpKind::Linear { rows, cols, values: vals, bias, .. } => {
+            OpKind::Linear {
+                rows,
+                cols,
+                values: vals,
+                bias,
+                ..
+            } => {
                 let mut y = lc.f64s(bias).to_vec();
                 for ((&r, &col), &v) in lc.i64s(rows).iter().zip(lc.i64s(cols)).zip(lc.f64s(vals)) {
                     y[r as usize] += v * x[col as usize];
@@ -74,7 +80,11 @@ pub fn run(lc: &LoadedCircuit, x: &[f64], mut noise: Option<&mut NoiseModel>) ->
                 .map(|((x, s), b)| x * s + b)
                 .collect(),
             OpKind::Poly { coeffs, .. } => x.iter().map(|&t| eval_chebyshev(coeffs, t)).collect(),
-            OpKind::Add { .. } => x.iter().zip(&values[op.inputs[1]]).map(|(a, b)| a + b).collect(),
+            OpKind::Add { .. } => x
+                .iter()
+                .zip(&values[op.inputs[1]])
+                .map(|(a, b)| a + b)
+                .collect(),
         };
         if let Some(n) = noise.as_deref_mut() {
             let std = n.rescale_std * f64::from(op.level_out - op.level_in).sqrt();

@@ -23,7 +23,11 @@ fn op(name: &str, kind: OpKind, input: &[usize], output: &[usize]) -> Op {
 }
 
 fn dense(name: &str, i: usize, o: usize) -> Op {
-    let kind = OpKind::Dense { in_features: i, out_features: o, bias: true };
+    let kind = OpKind::Dense {
+        in_features: i,
+        out_features: o,
+        bias: true,
+    };
     op(name, kind, &[i], &[o])
 }
 
@@ -42,7 +46,12 @@ fn conv(name: &str, input: [usize; 3], co: usize, k: usize, s: usize, p: usize) 
 }
 
 fn bn(name: &str, shape: &[usize]) -> Op {
-    let kind = OpKind::BatchNorm { channels: shape[0], eps: 1e-5, momentum: 0.1, foldable: true };
+    let kind = OpKind::BatchNorm {
+        channels: shape[0],
+        eps: 1e-5,
+        momentum: 0.1,
+        foldable: true,
+    };
     op(name, kind, shape, shape)
 }
 
@@ -72,13 +81,22 @@ fn model(name: &str, input: &[usize], classes: usize, net: Vec<Op>) -> Model {
             epochs: 1,
             batch: 1,
             seed: 1,
-            optimizer: Optimizer::Sgd { lr: 0.1, momentum: 0.0, weight_decay: 0.0, nesterov: false },
+            optimizer: Optimizer::Sgd {
+                lr: 0.1,
+                momentum: 0.0,
+                weight_decay: 0.0,
+                nesterov: false,
+            },
             poly_lr_scale: 0.1,
             schedule: Schedule::Constant,
             boundary: None,
             clip: None,
         },
-        he: HeConfig { scheme: Scheme::Ckks, security: 128, depth_budget: None },
+        he: HeConfig {
+            scheme: Scheme::Ckks,
+            security: 128,
+            depth_budget: None,
+        },
         params: 0,
         depth: 0,
     };
@@ -115,7 +133,15 @@ fn conv_net() -> Model {
             bn("bn1", &[3, 6, 6]),
             act("p1", &[3, 6, 6], 4, Basis::Power, 6.0),
             bn("bn2", &[3, 6, 6]),
-            op("pool", OpKind::AvgPool { kernel: [2, 2], stride: [2, 2] }, &[3, 6, 6], &[3, 3, 3]),
+            op(
+                "pool",
+                OpKind::AvgPool {
+                    kernel: [2, 2],
+                    stride: [2, 2],
+                },
+                &[3, 6, 6],
+                &[3, 3, 3],
+            ),
             conv("c2", [3, 3, 3], 4, 3, 2, 1),
             act("p2", &[4, 2, 2], 2, Basis::Chebyshev, 6.0),
             bn("bn3", &[4, 2, 2]),
@@ -135,10 +161,29 @@ fn residual_net() -> Model {
         conv("b.c2", s, 2, 3, 1, 1),
         bn("b.bn3", &s),
     ];
-    let block = op("block", OpKind::Residual { body, shortcut: vec![] }, &s, &s);
-    let body2 = vec![conv("r.c", s, 2, 3, 1, 1), act("r.p", &s, 2, Basis::Power, 8.0)];
+    let block = op(
+        "block",
+        OpKind::Residual {
+            body,
+            shortcut: vec![],
+        },
+        &s,
+        &s,
+    );
+    let body2 = vec![
+        conv("r.c", s, 2, 3, 1, 1),
+        act("r.p", &s, 2, Basis::Power, 8.0),
+    ];
     let shortcut2 = vec![conv("r.sc", s, 2, 1, 1, 0), bn("r.bn", &s)];
-    let block2 = op("block2", OpKind::Residual { body: body2, shortcut: shortcut2 }, &s, &s);
+    let block2 = op(
+        "block2",
+        OpKind::Residual {
+            body: body2,
+            shortcut: shortcut2,
+        },
+        &s,
+        &s,
+    );
     model(
         "residual_net",
         &s,
@@ -163,15 +208,23 @@ pub fn random_checkpoint(m: &Model, seed: u64) -> Checkpoint {
         model_name: m.name.clone(),
         model_hash: m.source_hash.clone(),
         normalization: Normalization {
-            mean: (0..m.input.dims()[0]).map(|c| 0.3 + 0.1 * c as f32).collect(),
-            std: (0..m.input.dims()[0]).map(|c| 0.25 + 0.1 * c as f32).collect(),
+            mean: (0..m.input.dims()[0])
+                .map(|c| 0.3 + 0.1 * c as f32)
+                .collect(),
+            std: (0..m.input.dims()[0])
+                .map(|c| 0.25 + 0.1 * c as f32)
+                .collect(),
         },
         ..Default::default()
     };
     for o in m.ops() {
         for (name, shape) in o.param_shapes() {
             let n: usize = shape.iter().product();
-            let fan_in = if shape.len() > 1 { shape[1..].iter().product::<usize>() } else { 1 };
+            let fan_in = if shape.len() > 1 {
+                shape[1..].iter().product::<usize>()
+            } else {
+                1
+            };
             let data: Vec<f32> = (0..n)
                 .map(|_| {
                     if name.ends_with("running_var") || name.ends_with("gamma") {
@@ -190,7 +243,9 @@ pub fn random_checkpoint(m: &Model, seed: u64) -> Checkpoint {
 }
 
 fn random_input(m: &Model, rng: &mut StdRng) -> Vec<f64> {
-    (0..m.input.numel()).map(|_| rng.gen_range(0.0..1.0)).collect()
+    (0..m.input.numel())
+        .map(|_| rng.gen_range(0.0..1.0))
+        .collect()
 }
 
 fn tmp(name: &str) -> PathBuf {
@@ -201,7 +256,10 @@ fn tmp(name: &str) -> PathBuf {
 
 fn max_rel_diff(a: &[f64], b: &[f64]) -> f64 {
     let scale = a.iter().fold(1.0f64, |m, x| m.max(x.abs()));
-    a.iter().zip(b).fold(0.0f64, |m, (x, y)| m.max((x - y).abs())) / scale
+    a.iter()
+        .zip(b)
+        .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()))
+        / scale
 }
 
 /// Folded (lowered graph), circuit (written, reloaded, simulated) and the
@@ -221,8 +279,14 @@ fn check_equivalence(m: &Model, inline_limit: usize) {
         let want = reference.logits(&x).unwrap();
         let folded = compiled.lowered.eval(&x);
         let circuit = simulate::logits(&loaded, &x, None);
-        assert!(max_rel_diff(&want, &folded) < 1e-5, "{want:?} vs folded {folded:?}");
-        assert!(max_rel_diff(&want, &circuit) < 1e-5, "{want:?} vs circuit {circuit:?}");
+        assert!(
+            max_rel_diff(&want, &folded) < 1e-5,
+            "{want:?} vs folded {folded:?}"
+        );
+        assert!(
+            max_rel_diff(&want, &circuit) < 1e-5,
+            "{want:?} vs circuit {circuit:?}"
+        );
     }
     std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
 }
@@ -259,7 +323,10 @@ fn interval_bounds_contain_every_observed_activation_input() {
             let mut observed = Vec::new();
             reference
                 .run(&x, &mut |name, v| {
-                    observed.push((name.to_string(), v.iter().fold(0.0f64, |a, x| a.max(x.abs()))))
+                    observed.push((
+                        name.to_string(),
+                        v.iter().fold(0.0f64, |a, x| a.max(x.abs())),
+                    ))
                 })
                 .unwrap();
             for (name, max) in observed {
@@ -268,15 +335,18 @@ fn interval_bounds_contain_every_observed_activation_input() {
                     .ops
                     .iter()
                     .find_map(|o| match &o.kind {
-                        super::circuit::OpKind::Poly { interval_bound, declared_range, .. }
-                            if o.source.contains(&name) =>
-                        {
-                            Some((*interval_bound, *declared_range))
-                        }
+                        super::circuit::OpKind::Poly {
+                            interval_bound,
+                            declared_range,
+                            ..
+                        } if o.source.contains(&name) => Some((*interval_bound, *declared_range)),
                         _ => None,
                     })
                     .unwrap();
-                assert!(max / range <= bound * (1.0 + 1e-9) + 1e-12, "{name}: {max} > {bound} * {range}");
+                assert!(
+                    max / range <= bound * (1.0 + 1e-9) + 1e-12,
+                    "{name}: {max} > {bound} * {range}"
+                );
             }
         }
     }
@@ -310,11 +380,17 @@ fn bad_circuits_are_clear_errors() {
     let write = || io::write(&path, &c.circuit, &c.tensors, io::INLINE_LIMIT).unwrap();
     write();
     let err = edit(&path, "\"version\": 1", "\"version\": 2").unwrap_err();
-    assert!(matches!(err, CircuitError::Version { found: 2, .. }), "{err}");
+    assert!(
+        matches!(err, CircuitError::Version { found: 2, .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("recompile"), "{err}");
     write();
     let err = edit(&path, "\"level_out\": 1", "\"level_out\": 3").unwrap_err();
-    assert!(matches!(err, CircuitError::Invalid { .. }) && err.to_string().contains("levels"), "{err}");
+    assert!(
+        matches!(err, CircuitError::Invalid { .. }) && err.to_string().contains("levels"),
+        "{err}"
+    );
     write();
     let err = edit(&path, "\"degree\": 2", "\"degree\": 5").unwrap_err();
     assert!(err.to_string().contains("coefficients"), "{err}");
@@ -325,14 +401,20 @@ fn bad_circuits_are_clear_errors() {
     let err = edit(&path, "\"rotations\": [", "\"rotations\": [99999, ").unwrap_err();
     assert!(matches!(err, CircuitError::Invalid { .. }), "{err}");
     std::fs::write(&path, "{\"format\": \"pnnc-circuit\"").unwrap();
-    assert!(matches!(io::load(&path).unwrap_err(), CircuitError::Parse { .. }));
+    assert!(matches!(
+        io::load(&path).unwrap_err(),
+        CircuitError::Parse { .. }
+    ));
     // A sidecar that is not the one the circuit was written with.
     io::write(&path, &c.circuit, &c.tensors, 0).unwrap();
     let side = io::sidecar_path(&path);
     let other = compile(&m, &random_checkpoint(&m, 8), &CompileOptions::default()).unwrap();
     std::fs::write(&side, io::sidecar_bytes(&other.tensors).unwrap()).unwrap();
     let err = io::load(&path).unwrap_err();
-    assert!(matches!(err, CircuitError::Sidecar { .. }) && err.to_string().contains("sha256"), "{err}");
+    assert!(
+        matches!(err, CircuitError::Sidecar { .. }) && err.to_string().contains("sha256"),
+        "{err}"
+    );
     assert!(matches!(c.circuit.tensors, TensorStore::Inline { .. }));
 }
 
@@ -346,7 +428,10 @@ fn missing_or_bad_weights_name_the_op() {
     let mut ck = random_checkpoint(&m, 7);
     ck.tensors.get_mut("fc2.weight").unwrap().data[3] = f32::NAN;
     let err = compile(&m, &ck, &CompileOptions::default()).unwrap_err();
-    assert!(matches!(err, HeError::Weights { .. }) && err.to_string().contains("fc2"), "{err}");
+    assert!(
+        matches!(err, HeError::Weights { .. }) && err.to_string().contains("fc2"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -356,7 +441,10 @@ fn an_impossible_declared_range_is_a_compile_error() {
     // A bias of 100 puts every input of p1 far beyond B = 4.
     ck.tensors.get_mut("fc1.bias").unwrap().data[0] = 100.0;
     let err = compile(&m, &ck, &CompileOptions::default()).unwrap_err();
-    assert!(matches!(err, HeError::Range { ref op, .. } if op == "p1"), "{err}");
+    assert!(
+        matches!(err, HeError::Range { ref op, .. } if op == "p1"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -377,7 +465,12 @@ fn parameters_follow_depth_and_deep_circuits_get_a_bootstrapping_plan() {
     }
     net.push(dense("head", 4, 2));
     let deep = model("deep", &[4], 2, net);
-    let c = compile(&deep, &random_checkpoint(&deep, 1), &CompileOptions::default()).unwrap();
+    let c = compile(
+        &deep,
+        &random_checkpoint(&deep, 1),
+        &CompileOptions::default(),
+    )
+    .unwrap();
     assert_eq!(c.circuit.depth, 61);
     let plan = c.circuit.params.bootstrapping.as_ref().expect("a plan");
     assert_eq!(c.circuit.params.ring_dim, 65536);
@@ -423,5 +516,63 @@ fn tiny_fixture_is_up_to_date() {
         let text = serde_json::to_string_pretty(&samples).unwrap() + "\n";
         std::fs::write(path.with_file_name("tiny.samples.json"), text).unwrap();
     }
-    assert_eq!(std::fs::read(&path).unwrap(), bytes, "run with PNNC_UPDATE_FIXTURES=1 to refresh");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        bytes,
+        "run with PNNC_UPDATE_FIXTURES=1 to refresh"
+    );
+}
+
+#[test]
+fn cli_compile_then_simulate_agrees_with_the_reference() {
+    use crate::cli::{calibrate, compile as cc, simulate as cs};
+    use std::process::ExitCode;
+    let m = conv_net();
+    let ck = random_checkpoint(&m, 7);
+    let dir = tmp("cli").parent().unwrap().to_path_buf();
+    let model_path = dir.join("conv.json");
+    std::fs::write(&model_path, serde_json::to_string(&m).unwrap()).unwrap();
+    let w = dir.join("conv.safetensors");
+    ck.save(&w).unwrap();
+    let mut rng = StdRng::seed_from_u64(9);
+    let samples: Vec<_> = (0..10)
+        .map(|i| serde_json::json!({"x": random_input(&m, &mut rng), "label": i % 3}))
+        .collect();
+    let data = dir.join("samples.json");
+    std::fs::write(&data, serde_json::to_string(&samples).unwrap()).unwrap();
+    let out = dir.join("conv.circuit.json");
+    let code = cc::run(&cc::CompileArgs {
+        model: model_path.clone(),
+        weights: w.clone(),
+        output: Some(out.clone()),
+        input_range: "0,1".into(),
+    });
+    assert_eq!(code, ExitCode::SUCCESS);
+    let code = cs::run(&cs::SimulateArgs {
+        circuit: out.clone(),
+        data: data.clone(),
+        limit: Some(5),
+        noise: true,
+        model: Some(model_path.clone()),
+        weights: Some(w.clone()),
+    });
+    assert_eq!(code, ExitCode::SUCCESS);
+    let code = calibrate::run(&calibrate::CalibrateArgs {
+        model: model_path.clone(),
+        weights: w,
+        data,
+    });
+    assert_eq!(code, ExitCode::SUCCESS);
+    // Weights of another model are a usage error, not a panic.
+    let other = random_checkpoint(&tiny_mlp(), 1);
+    let wrong = dir.join("other.safetensors");
+    other.save(&wrong).unwrap();
+    let code = cc::run(&cc::CompileArgs {
+        model: model_path,
+        weights: wrong,
+        output: Some(out),
+        input_range: "0,1".into(),
+    });
+    assert_eq!(code, ExitCode::from(2));
+    std::fs::remove_dir_all(&dir).ok();
 }

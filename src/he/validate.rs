@@ -6,7 +6,12 @@ use super::circuit::{LoadedCircuit, OpKind, TensorData};
 use crate::ir::levels;
 use std::collections::BTreeSet;
 
-fn f64s<'a>(lc: &'a LoadedCircuit, name: &str, len: usize, what: &str) -> Result<&'a [f64], String> {
+fn f64s<'a>(
+    lc: &'a LoadedCircuit,
+    name: &str,
+    len: usize,
+    what: &str,
+) -> Result<&'a [f64], String> {
     match lc.tensors.get(name) {
         Some(TensorData::F64 { data }) if data.len() == len => {
             if data.iter().all(|x| x.is_finite()) {
@@ -36,17 +41,26 @@ pub fn validate(lc: &LoadedCircuit) -> Result<(), String> {
     let c = &lc.circuit;
     let p = &c.params;
     if p.scheme != "ckks" {
-        return Err(format!("params.scheme is `{}`, only `ckks` exists", p.scheme));
+        return Err(format!(
+            "params.scheme is `{}`, only `ckks` exists",
+            p.scheme
+        ));
     }
     if !p.ring_dim.is_power_of_two() || p.slots != p.ring_dim / 2 {
-        return Err(format!("params: ring_dim {} / slots {} inconsistent", p.ring_dim, p.slots));
+        return Err(format!(
+            "params: ring_dim {} / slots {} inconsistent",
+            p.ring_dim, p.slots
+        ));
     }
     if c.packing.layout != "flat-replicated" {
         return Err(format!("packing.layout `{}` is unknown", c.packing.layout));
     }
     let dim = c.packing.dim;
     if !dim.is_power_of_two() || dim > p.slots {
-        return Err(format!("packing.dim {dim} must be a power of two <= slots {}", p.slots));
+        return Err(format!(
+            "packing.dim {dim} must be a power of two <= slots {}",
+            p.slots
+        ));
     }
     if c.input.shape != c.model.input_shape {
         return Err("input.shape differs from model.input_shape".into());
@@ -66,17 +80,37 @@ pub fn validate(lc: &LoadedCircuit) -> Result<(), String> {
         if op.inputs.iter().any(|&j| j >= op.id) {
             return Err(format!("{what}: reads a value not yet produced"));
         }
-        let arity = if matches!(op.kind, OpKind::Add { .. }) { 2 } else { 1 };
+        let arity = if matches!(op.kind, OpKind::Add { .. }) {
+            2
+        } else {
+            1
+        };
         if op.inputs.len() != arity {
-            return Err(format!("{what}: needs {arity} inputs, has {}", op.inputs.len()));
+            return Err(format!(
+                "{what}: needs {arity} inputs, has {}",
+                op.inputs.len()
+            ));
         }
         let in_len = lens[op.inputs[0]];
         if op.in_shape.iter().product::<usize>() != in_len {
-            return Err(format!("{what}: in_shape {:?} does not match its input ({in_len} values)", op.in_shape));
+            return Err(format!(
+                "{what}: in_shape {:?} does not match its input ({in_len} values)",
+                op.in_shape
+            ));
         }
         let out_len: usize = op.out_shape.iter().product();
         let (len_in, len_out, cost) = match &op.kind {
-            OpKind::Linear { in_len: li, out_len: lo, rows, cols, values, bias, diagonals, baby_step, rotations: rots } => {
+            OpKind::Linear {
+                in_len: li,
+                out_len: lo,
+                rows,
+                cols,
+                values,
+                bias,
+                diagonals,
+                baby_step,
+                rotations: rots,
+            } => {
                 let r = i64s(lc, rows, &what)?;
                 let cl = i64s(lc, cols, &what)?;
                 let v = f64s(lc, values, r.len(), &what)?;
@@ -88,10 +122,14 @@ pub fn validate(lc: &LoadedCircuit) -> Result<(), String> {
                 let mut prev: Option<(i64, i64)> = None;
                 for (&row, &col) in r.iter().zip(cl) {
                     if row < 0 || row as usize >= *lo || col < 0 || col as usize >= *li {
-                        return Err(format!("{what}: matrix entry ({row}, {col}) outside {lo} x {li}"));
+                        return Err(format!(
+                            "{what}: matrix entry ({row}, {col}) outside {lo} x {li}"
+                        ));
                     }
                     if prev.is_some_and(|p| p >= (row, col)) {
-                        return Err(format!("{what}: matrix entries not sorted by (row, col) or duplicated"));
+                        return Err(format!(
+                            "{what}: matrix entries not sorted by (row, col) or duplicated"
+                        ));
                     }
                     prev = Some((row, col));
                     diags.insert((col as u64 + dim - row as u64) % dim);
@@ -102,7 +140,9 @@ pub fn validate(lc: &LoadedCircuit) -> Result<(), String> {
                 }
                 let (g, rs) = bsgs(&diags, dim);
                 if g != *baby_step || &rs != rots {
-                    return Err(format!("{what}: `baby_step`/`rotations` do not follow the BSGS rule"));
+                    return Err(format!(
+                        "{what}: `baby_step`/`rotations` do not follow the BSGS rule"
+                    ));
                 }
                 rotations.extend(rs);
                 (*li, *lo, levels::LINEAR)
@@ -112,24 +152,43 @@ pub fn validate(lc: &LoadedCircuit) -> Result<(), String> {
                 f64s(lc, shift, *len, &what)?;
                 (*len, *len, levels::UNFOLDED_BATCHNORM)
             }
-            OpKind::Poly { len, degree, coeffs, declared_range, .. } => {
+            OpKind::Poly {
+                len,
+                degree,
+                coeffs,
+                declared_range,
+                ..
+            } => {
                 if *degree == 0 || coeffs.len() != *degree as usize + 1 {
-                    return Err(format!("{what}: degree {degree} with {} coefficients", coeffs.len()));
+                    return Err(format!(
+                        "{what}: degree {degree} with {} coefficients",
+                        coeffs.len()
+                    ));
                 }
-                if coeffs.iter().any(|x| !x.is_finite()) || !(*declared_range > 0.0) {
-                    return Err(format!("{what}: non-finite coefficient or non-positive range"));
+                if coeffs.iter().any(|x| !x.is_finite())
+                    || declared_range.is_nan()
+                    || *declared_range <= 0.0
+                {
+                    return Err(format!(
+                        "{what}: non-finite coefficient or non-positive range"
+                    ));
                 }
                 (*len, *len, levels::poly(*degree))
             }
             OpKind::Add { len } => {
                 if lens[op.inputs[1]] != *len {
-                    return Err(format!("{what}: addends have {} and {} values", in_len, lens[op.inputs[1]]));
+                    return Err(format!(
+                        "{what}: addends have {} and {} values",
+                        in_len, lens[op.inputs[1]]
+                    ));
                 }
                 (*len, *len, levels::FREE)
             }
         };
         if len_in != in_len || len_out != out_len {
-            return Err(format!("{what}: lengths {len_in} -> {len_out} do not match shapes ({in_len} -> {out_len})"));
+            return Err(format!(
+                "{what}: lengths {len_in} -> {len_out} do not match shapes ({in_len} -> {out_len})"
+            ));
         }
         if out_len as u64 > dim {
             return Err(format!("{what}: {out_len} values exceed packing.dim {dim}"));
@@ -150,16 +209,25 @@ pub fn validate(lc: &LoadedCircuit) -> Result<(), String> {
         return Err(format!("output value {} does not exist", c.output));
     }
     if lens[c.output] < c.model.classes {
-        return Err(format!("output has {} values, fewer than {} classes", lens[c.output], c.model.classes));
+        return Err(format!(
+            "output has {} values, fewer than {} classes",
+            lens[c.output], c.model.classes
+        ));
     }
     if c.depth != level[c.output] {
-        return Err(format!("depth {} but the output is at level {}", c.depth, level[c.output]));
+        return Err(format!(
+            "depth {} but the output is at level {}",
+            c.depth, level[c.output]
+        ));
     }
     if c.rotations != rotations.into_iter().collect::<Vec<_>>() {
         return Err("`rotations` is not the union of the ops' rotations".into());
     }
     if c.params.bootstrapping.is_none() && c.params.mult_depth < c.depth {
-        return Err(format!("params.mult_depth {} < depth {} without bootstrapping", c.params.mult_depth, c.depth));
+        return Err(format!(
+            "params.mult_depth {} < depth {} without bootstrapping",
+            c.params.mult_depth, c.depth
+        ));
     }
     Ok(())
 }
