@@ -8,5 +8,6 @@
 
 pub mod check;
 pub mod cli;
+pub mod he;
 pub mod ir;
 pub mod syntax;

@@ -1,7 +1,11 @@
 //! The `pnnc` command line: the top-level [`Command`] enum and dispatch.
 //! Other stages add their subcommands as `src/cli/<name>.rs`.
 
+pub mod calibrate;
 mod check;
+pub mod common;
+pub mod compile;
+pub mod simulate;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::process::ExitCode;
@@ -24,6 +28,12 @@ pub enum Command {
     Fmt(check::FmtArgs),
     /// Explain a diagnostic code, e.g. `pnnc explain E0100`.
     Explain(check::ExplainArgs),
+    /// Compile a trained model to a CKKS circuit (JSON).
+    Compile(compile::CompileArgs),
+    /// Evaluate a circuit in plaintext, optionally with a CKKS noise model.
+    Simulate(simulate::SimulateArgs),
+    /// Measure activation input ranges of a trained model on data.
+    Calibrate(calibrate::CalibrateArgs),
     /// Time the checker on model files (median of repeated runs).
     #[command(hide = true)]
     BenchCheck(check::BenchArgs),
@@ -66,6 +76,9 @@ pub fn run(command: &Command) -> ExitCode {
         Command::Info(a) => check::info(a),
         Command::Fmt(a) => check::fmt(a),
         Command::Explain(a) => check::explain(a),
+        Command::Compile(a) => compile::run(a),
+        Command::Simulate(a) => simulate::run(a),
+        Command::Calibrate(a) => calibrate::run(a),
         Command::BenchCheck(a) => check::bench(a),
     }
 }

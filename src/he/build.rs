@@ -1,0 +1,403 @@
+//! From the lowered graph to a [`Circuit`]: levels, ranges, packing,
+//! rotations, CKKS parameters and the bootstrapping plan.
+
+use super::HeError;
+use super::circuit::{
+    BootstrapPlan, Circuit, CircuitOp, CkksParams, FORMAT, InputSpec, OpKind as COp, Packing,
+    TensorData, TensorStore, VERSION,
+};
+use super::lower::{Lowered, NodeKind, lower};
+use super::reference::{CheckpointParams, normalization_map};
+use super::{params, poly};
+use crate::ir::{Checkpoint, Model, Op, OpKind, levels};
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(Debug, Clone)]
+pub struct CompileOptions {
+    /// Bounds of every raw input value (before normalisation).
+    pub input_range: [f64; 2],
+}
+
+impl Default for CompileOptions {
+    fn default() -> Self {
+        CompileOptions {
+            input_range: [0.0, 1.0],
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    pub circuit: Circuit,
+    pub tensors: BTreeMap<String, TensorData>,
+    pub lowered: Lowered,
+    /// Depth of the IR by `ir::levels` (what `pnnc info` reports).
+    pub ir_depth: u32,
+    pub warnings: Vec<String>,
+}
+
+/// Depth of the IR by the shared level rules.
+pub fn ir_depth(model: &Model) -> u32 {
+    fn seq(ops: &[Op], level: u32) -> u32 {
+        ops.iter().fold(level, |l, op| cost(op, l))
+    }
+    fn cost(op: &Op, level: u32) -> u32 {
+        match &op.kind {
+            OpKind::Dense { .. } | OpKind::Conv { .. } => level + levels::LINEAR,
+            OpKind::BatchNorm {
+                foldable: false, ..
+            } => level + levels::UNFOLDED_BATCHNORM,
+            OpKind::Poly(act) => level + levels::poly(act.degree),
+            OpKind::Residual { body, shortcut } => seq(body, level).max(seq(shortcut, level)),
+            _ => level + levels::FREE,
+        }
+    }
+    seq(&model.net, 0)
+}
+
+/// Levels an emitted node consumes (rules from `ir::levels` only).
+fn node_cost(kind: &NodeKind) -> u32 {
+    match kind {
+        NodeKind::Input | NodeKind::Add => levels::FREE,
+        NodeKind::Linear(_) => levels::LINEAR,
+        NodeKind::Affine { .. } => levels::UNFOLDED_BATCHNORM,
+        NodeKind::Poly { coeffs, .. } => levels::poly(coeffs.len().saturating_sub(1) as u32),
+    }
+}
+
+/// Baby step g and rotation steps for diagonals `diags` (docs/circuit-format.md).
+pub fn bsgs(diags: &[u64], dim: u64) -> (u64, Vec<i64>) {
+    let steps = |g: u64| {
+        let baby: BTreeSet<u64> = diags.iter().map(|k| k % g).filter(|&s| s != 0).collect();
+        let giant: BTreeSet<u64> = diags
+            .iter()
+            .map(|k| k - k % g)
+            .filter(|&s| s != 0)
+            .collect();
+        (baby, giant)
+    };
+    let mut best: Option<(usize, u64)> = None;
+    let mut g = 1;
+    while g <= dim {
+        let (b, gi) = steps(g);
+        if best.is_none_or(|(c, _)| b.len() + gi.len() < c) {
+            best = Some((b.len() + gi.len(), g));
+        }
+        g *= 2;
+    }
+    let g = best.map_or(1, |(_, g)| g);
+    let (b, gi) = steps(g);
+    let rotations: BTreeSet<i64> = b.union(&gi).map(|&s| s as i64).collect();
+    (g, rotations.into_iter().collect())
+}
+
+pub fn compile(model: &Model, ck: &Checkpoint, opts: &CompileOptions) -> Result<Compiled, HeError> {
+    let [lo, hi] = opts.input_range;
+    if !(lo.is_finite() && hi.is_finite() && lo <= hi) {
+        return Err(HeError::Data(format!(
+            "input range [{lo}, {hi}] is not an interval"
+        )));
+    }
+    let source = CheckpointParams(ck);
+    let lowered = lower(model, &source, normalization_map(model, ck)?)?;
+    let nodes = &lowered.nodes;
+    let mut warnings = Vec::new();
+
+    // Levels.
+    let mut level = vec![0u32; nodes.len()];
+    for (i, n) in nodes.iter().enumerate().skip(1) {
+        let level_in = n.inputs.iter().map(|&j| level[j]).max().unwrap_or(0);
+        level[i] = level_in + node_cost(&n.kind);
+    }
+    let depth = level[lowered.output];
+    let ir_depth = ir_depth(model);
+    if depth != ir_depth {
+        warnings.push(format!(
+            "circuit depth {depth} differs from the model's depth {ir_depth} by the level rules (a BatchNorm or pooling could not fold)"
+        ));
+    }
+
+    // Interval analysis, per element.
+    let len0 = nodes[0].len();
+    let mut ranges: Vec<Vec<(f64, f64)>> = Vec::with_capacity(nodes.len());
+    let mut bounds = vec![0.0f64; nodes.len()];
+    for (i, n) in nodes.iter().enumerate() {
+        let r: Vec<(f64, f64)> = match &n.kind {
+            NodeKind::Input => match &lowered.input_transform {
+                Some((s, b)) => s
+                    .iter()
+                    .zip(b)
+                    .map(|(s, b)| affine_iv(*s, *b, (lo, hi)))
+                    .collect(),
+                None => vec![(lo, hi); len0],
+            },
+            NodeKind::Linear(m) => {
+                let x = &ranges[n.inputs[0]];
+                m.rows
+                    .iter()
+                    .zip(&m.bias)
+                    .map(|(row, b)| {
+                        row.iter().fold((*b, *b), |(l, h), &(c, v)| {
+                            let (xl, xh) = x[c as usize];
+                            if v >= 0.0 {
+                                (l + v * xl, h + v * xh)
+                            } else {
+                                (l + v * xh, h + v * xl)
+                            }
+                        })
+                    })
+                    .collect()
+            }
+            NodeKind::Affine { scale, shift } => ranges[n.inputs[0]]
+                .iter()
+                .zip(scale.iter().zip(shift))
+                .map(|(&r, (&s, &b))| affine_iv(s, b, r))
+                .collect(),
+            NodeKind::Poly { coeffs, range } => {
+                let x = &ranges[n.inputs[0]];
+                let mut bound = 0.0f64;
+                for &(l, h) in x {
+                    bound = bound.max(l.abs()).max(h.abs());
+                    if l > 1.0 || h < -1.0 {
+                        let name = n.source.first().cloned().unwrap_or_default();
+                        return Err(HeError::Range {
+                            op: name,
+                            message: format!(
+                                "declared range B = {range} is impossible: for every input in [{lo}, {hi}] some activation input lies in [{}, {}], entirely outside [-B, B]\n  help: retrain with a boundary loss, or declare a range that covers it",
+                                l * range,
+                                h * range
+                            ),
+                        });
+                    }
+                }
+                bounds[i] = bound;
+                x.iter()
+                    .map(|&(l, h)| poly::chebyshev_interval(coeffs, l, h))
+                    .collect()
+            }
+            NodeKind::Add => ranges[n.inputs[0]]
+                .iter()
+                .zip(&ranges[n.inputs[1]])
+                .map(|(a, b)| (a.0 + b.0, a.1 + b.1))
+                .collect(),
+        };
+        ranges.push(r);
+    }
+
+    // Packing and rotations.
+    let max_len = nodes.iter().map(|n| n.len()).max().unwrap_or(1).max(1);
+    let dim = (max_len as u64).next_power_of_two();
+
+    let mut tensors = BTreeMap::new();
+    let f64t = |v: Vec<f64>| TensorData::F64 { data: v };
+    let input = InputSpec {
+        shape: model.input.dims().to_vec(),
+        scale: lowered
+            .input_transform
+            .as_ref()
+            .map(|_| "input.scale".to_string()),
+        shift: lowered
+            .input_transform
+            .as_ref()
+            .map(|_| "input.shift".to_string()),
+        range: [lo, hi],
+    };
+    if let Some((s, b)) = &lowered.input_transform {
+        tensors.insert("input.scale".into(), f64t(s.clone()));
+        tensors.insert("input.shift".into(), f64t(b.clone()));
+    }
+    let mut ops = Vec::new();
+    let mut all_rotations = BTreeSet::new();
+    for (id, n) in nodes.iter().enumerate().skip(1) {
+        let in_shape = nodes[n.inputs[0]].shape.clone();
+        let t = |s: &str| format!("v{id}.{s}");
+        let kind = match &n.kind {
+            NodeKind::Input => return Err(HeError::Model("input node inside the network".into())),
+            NodeKind::Linear(m) => {
+                let (mut rows, mut cols, mut vals) = (Vec::new(), Vec::new(), Vec::new());
+                let mut diags = BTreeSet::new();
+                for (r, row) in m.rows.iter().enumerate() {
+                    for &(c, v) in row {
+                        rows.push(r as i64);
+                        cols.push(i64::from(c));
+                        vals.push(v);
+                        diags.insert((u64::from(c) + dim - r as u64) % dim);
+                    }
+                }
+                let diagonals: Vec<u64> = diags.into_iter().collect();
+                let (baby_step, rotations) = bsgs(&diagonals, dim);
+                all_rotations.extend(rotations.iter().copied());
+                tensors.insert(t("rows"), TensorData::I64 { data: rows });
+                tensors.insert(t("cols"), TensorData::I64 { data: cols });
+                tensors.insert(t("values"), f64t(vals));
+                tensors.insert(t("bias"), f64t(m.bias.clone()));
+                COp::Linear {
+                    in_len: m.in_len,
+                    out_len: m.out_len(),
+                    rows: t("rows"),
+                    cols: t("cols"),
+                    values: t("values"),
+                    bias: t("bias"),
+                    diagonals,
+                    baby_step,
+                    rotations,
+                }
+            }
+            NodeKind::Affine { scale, shift } => {
+                tensors.insert(t("scale"), f64t(scale.clone()));
+                tensors.insert(t("shift"), f64t(shift.clone()));
+                COp::Affine {
+                    len: scale.len(),
+                    scale: t("scale"),
+                    shift: t("shift"),
+                }
+            }
+            NodeKind::Poly { coeffs, range } => COp::Poly {
+                len: n.len(),
+                degree: coeffs.len().saturating_sub(1) as u32,
+                coeffs: coeffs.clone(),
+                declared_range: *range,
+                interval_bound: bounds[id],
+            },
+            NodeKind::Add => COp::Add { len: n.len() },
+        };
+        ops.push(CircuitOp {
+            id,
+            inputs: n.inputs.clone(),
+            source: n.source.clone(),
+            in_shape,
+            out_shape: n.shape.clone(),
+            level_in: n.inputs.iter().map(|&j| level[j]).max().unwrap_or(0),
+            level_out: level[id],
+            kind,
+        });
+    }
+    for (name, t) in &tensors {
+        if let TensorData::F64 { data } = t
+            && data.iter().any(|x| !x.is_finite())
+        {
+            return Err(HeError::Weights {
+                op: name.clone(),
+                message: "folding produced a non-finite value (a BatchNorm variance + eps of 0?)"
+                    .into(),
+            });
+        }
+    }
+
+    let params = choose_params(model.he.security, depth, dim, &lowered, &level)?;
+    let circuit = Circuit {
+        format: FORMAT.into(),
+        version: VERSION,
+        model: super::circuit::ModelInfo {
+            name: model.name.clone(),
+            source_hash: model.source_hash.clone(),
+            input_shape: model.input.dims().to_vec(),
+            classes: model.classes,
+            class_names: model.class_names.clone(),
+            data: model.train.data.clone(),
+            normalization: ck.normalization.clone(),
+        },
+        params,
+        packing: Packing {
+            layout: "flat-replicated".into(),
+            dim,
+        },
+        input,
+        ops,
+        output: lowered.output,
+        depth,
+        rotations: all_rotations.into_iter().collect(),
+        tensors: TensorStore::Inline {
+            tensors: BTreeMap::new(),
+        },
+    };
+    Ok(Compiled {
+        circuit,
+        tensors,
+        lowered,
+        ir_depth,
+        warnings,
+    })
+}
+
+fn affine_iv(s: f64, b: f64, (l, h): (f64, f64)) -> (f64, f64) {
+    let (a, c) = (s * l + b, s * h + b);
+    (a.min(c), a.max(c))
+}
+
+fn choose_params(
+    security: u32,
+    depth: u32,
+    dim: u64,
+    lowered: &Lowered,
+    level: &[u32],
+) -> Result<CkksParams, HeError> {
+    if dim > params::MAX_RING_DIM / 2 {
+        return Err(HeError::Params(format!(
+            "a tensor of {dim} values does not fit one ciphertext at N = {} (the flat packing needs a smaller model)",
+            params::MAX_RING_DIM
+        )));
+    }
+    let (ring_dim, mult_depth, bootstrapping) = match params::ring_dim_for(depth, dim, security)? {
+        Some(n) => (n, depth, None),
+        None => {
+            let max = params::max_levels(security)?;
+            let segment = max.saturating_sub(params::BOOTSTRAP_LEVELS);
+            if segment == 0 {
+                return Err(HeError::Params(format!(
+                    "no room for bootstrapping at security {security}"
+                )));
+            }
+            let plan = bootstrap_plan(lowered, level, segment)?;
+            (params::MAX_RING_DIM, max, Some(plan))
+        }
+    };
+    let (log_q, _) = params::log_q(mult_depth);
+    Ok(CkksParams {
+        scheme: "ckks".into(),
+        security,
+        ring_dim,
+        slots: ring_dim / 2,
+        first_mod_bits: params::FIRST_MOD_BITS,
+        scale_bits: params::SCALE_BITS,
+        mult_depth,
+        log_q,
+        max_log_q: params::max_log_qp(ring_dim, security)?,
+        bootstrapping,
+    })
+}
+
+/// Greedy: refresh a value just before an op would take it past `segment`
+/// levels since its last refresh.
+fn bootstrap_plan(
+    lowered: &Lowered,
+    level: &[u32],
+    segment: u32,
+) -> Result<BootstrapPlan, HeError> {
+    let mut since = vec![0u32; lowered.nodes.len()];
+    let mut after = BTreeSet::new();
+    for (i, n) in lowered.nodes.iter().enumerate().skip(1) {
+        let cost = level[i] - n.inputs.iter().map(|&j| level[j]).max().unwrap_or(0);
+        if cost > segment {
+            return Err(HeError::Params(format!(
+                "one op needs {cost} levels, more than the {segment} left between bootstraps"
+            )));
+        }
+        let mut s = n.inputs.iter().map(|&j| since[j]).max().unwrap_or(0);
+        if s + cost > segment {
+            for &j in &n.inputs {
+                if since[j] > 0 {
+                    after.insert(j);
+                    since[j] = 0;
+                }
+            }
+            s = 0;
+        }
+        since[i] = s + cost;
+    }
+    Ok(BootstrapPlan {
+        bootstrap_levels: params::BOOTSTRAP_LEVELS,
+        levels_per_segment: segment,
+        after_values: after.into_iter().collect(),
+    })
+}

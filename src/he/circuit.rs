@@ -1,0 +1,292 @@
+//! The HE circuit: what `pnnc compile` writes and the CKKS runners execute.
+//!
+//! Plain serde data; the normative description is `docs/circuit-format.md`
+//! (schema: `docs/circuit.schema.json`). Every op works on one ciphertext per
+//! sample holding the flat (row-major, CHW) tensor in slots `[0, numel)`,
+//! zeros up to `packing.dim`, that block repeated to fill all slots.
+
+use crate::ir::{DataSpec, Normalization};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Value of the `format` field.
+pub const FORMAT: &str = "pnnc-circuit";
+/// Version of this format; readers reject any other.
+pub const VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Circuit {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// Always [`VERSION`].
+    pub version: u32,
+    pub model: ModelInfo,
+    pub params: CkksParams,
+    pub packing: Packing,
+    pub input: InputSpec,
+    /// In evaluation order; op `i` produces value `i + 1` (value 0 is the input).
+    pub ops: Vec<CircuitOp>,
+    /// The value holding the logits (first `model.classes` slots).
+    pub output: usize,
+    /// Levels consumed at the output = max `level_out`; equals `pnnc info`'s depth.
+    pub depth: u32,
+    /// Every rotation step any op needs (sorted, unique, in (0, packing.dim)).
+    pub rotations: Vec<i64>,
+    /// Numeric arrays referenced by name from ops.
+    pub tensors: TensorStore,
+}
+
+/// Where the model came from, and what a runner needs to load its data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelInfo {
+    pub name: String,
+    pub source_hash: String,
+    /// Input shape without batch, e.g. `[1, 28, 28]`.
+    pub input_shape: Vec<usize>,
+    pub classes: usize,
+    pub class_names: Vec<String>,
+    /// The model's `train { data: ... }`, so `simulate` can load data itself.
+    pub data: Option<DataSpec>,
+    /// The normalisation the network was trained with. Informational: it is
+    /// already folded into the circuit (runners feed raw samples).
+    pub normalization: Normalization,
+}
+
+/// CKKS parameters chosen for the model's depth and security level.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CkksParams {
+    /// Always `"ckks"`.
+    pub scheme: String,
+    /// Classical security in bits: 128, 192 or 256 (HE standard table).
+    pub security: u32,
+    /// Ring dimension N (power of two).
+    pub ring_dim: u64,
+    /// N / 2.
+    pub slots: u64,
+    /// Bits of the first (base) modulus q0.
+    pub first_mod_bits: u32,
+    /// Bits of each scaling modulus = log2 of the encoding scale.
+    pub scale_bits: u32,
+    /// Multiplicative depth the key material supports (levels L).
+    pub mult_depth: u32,
+    /// first_mod_bits + mult_depth * scale_bits (+ special primes excluded).
+    pub log_q: u32,
+    /// The HE-standard maximum log2(Q*P) for `ring_dim` at `security`.
+    pub max_log_q: u32,
+    /// Present when `depth` exceeds what N = 2^16 allows; then `mult_depth`
+    /// is the depth between bootstraps, not the circuit's depth.
+    pub bootstrapping: Option<BootstrapPlan>,
+}
+
+/// Where to refresh ciphertexts when the circuit is deeper than one modulus chain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapPlan {
+    /// Levels a bootstrap itself consumes (assumed; library dependent).
+    pub bootstrap_levels: u32,
+    /// Levels usable by the circuit between two bootstraps.
+    pub levels_per_segment: u32,
+    /// Values (op outputs) to bootstrap right after they are produced.
+    pub after_values: Vec<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Packing {
+    /// Always `"flat-replicated"`.
+    pub layout: String,
+    /// Power of two >= every vector length in the circuit, <= slots. Rotations
+    /// are cyclic modulo `dim` because the block repeats `slots / dim` times
+    /// (OpenFHE: encode with batch size `dim`).
+    pub dim: u64,
+}
+
+/// The encrypted input: raw samples (not normalised), optionally transformed
+/// elementwise by the client before encryption: x' = x * scale + shift.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    pub shape: Vec<usize>,
+    /// Elementwise pre-scaling (tensor of length numel), when not folded away.
+    pub scale: Option<String>,
+    pub shift: Option<String>,
+    /// Bounds of the raw input values assumed by range analysis.
+    pub range: [f64; 2],
+}
+
+/// One homomorphic operation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitOp {
+    /// Value this op produces (= its index + 1).
+    pub id: usize,
+    /// Values it reads (earlier ids).
+    pub inputs: Vec<usize>,
+    /// The IR ops this op implements (dotted names), for messages.
+    pub source: Vec<String>,
+    /// Logical tensor shapes (e.g. `[16, 14, 14]`); vectors are their flat form.
+    pub in_shape: Vec<usize>,
+    pub out_shape: Vec<usize>,
+    /// Levels consumed before / after this op (fresh input: 0).
+    pub level_in: u32,
+    pub level_out: u32,
+    pub kind: OpKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum OpKind {
+    /// y = M x + b. `M` is sparse COO (`rows`, `cols`, `values` tensors, sorted
+    /// by (row, col), unique), `out_len` x `in_len`; `bias` has `out_len` values.
+    Linear {
+        in_len: usize,
+        out_len: usize,
+        rows: String,
+        cols: String,
+        values: String,
+        bias: String,
+        /// Nonzero generalized diagonals k = (col - row) mod dim, sorted.
+        diagonals: Vec<u64>,
+        /// Baby-step size g of the BSGS evaluation (power of two).
+        baby_step: u64,
+        /// Rotation steps this op uses (baby steps, then giant steps), sorted.
+        rotations: Vec<i64>,
+    },
+    /// y = scale * x + shift elementwise (a BatchNorm that could not fold).
+    Affine {
+        len: usize,
+        scale: String,
+        shift: String,
+    },
+    /// y = sum_k coeffs[k] T_k(x), elementwise; inputs are in [-1, 1].
+    Poly {
+        len: usize,
+        degree: u32,
+        /// Chebyshev coefficients on [-1, 1] (scalings already folded).
+        coeffs: Vec<f64>,
+        /// The activation's declared range B (input was divided by B upstream).
+        declared_range: f64,
+        /// Interval bound of |x / B| from range analysis (<= 1 is safe).
+        interval_bound: f64,
+    },
+    /// y = a + b (residual join); the runner aligns levels (max).
+    Add { len: usize },
+}
+
+/// The circuit's numeric arrays, inline or in a safetensors sidecar.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "storage", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TensorStore {
+    Inline {
+        tensors: BTreeMap<String, TensorData>,
+    },
+    /// `file` is relative to the circuit file; `sha256` is of its bytes.
+    /// Tensors inside: F64 for values, I64 for indices.
+    Sidecar { file: String, sha256: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "dtype", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TensorData {
+    F64 { data: Vec<f64> },
+    I64 { data: Vec<i64> },
+}
+
+impl TensorData {
+    pub fn len(&self) -> usize {
+        match self {
+            TensorData::F64 { data } => data.len(),
+            TensorData::I64 { data } => data.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CircuitError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not a pnnc circuit: {message}\n  help: produce one with `pnnc compile`")]
+    Parse { path: PathBuf, message: String },
+    #[error(
+        "{path}: circuit format version {found}, this pnnc reads version {VERSION}\n  help: recompile the model with this pnnc (`pnnc compile`)"
+    )]
+    Version { path: PathBuf, found: u64 },
+    #[error(
+        "{path}: invalid circuit: {message}\n  help: recompile with `pnnc compile`; do not edit circuits by hand"
+    )]
+    Invalid { path: PathBuf, message: String },
+    #[error("{path}: weights sidecar `{file}`: {message}")]
+    Sidecar {
+        path: PathBuf,
+        file: String,
+        message: String,
+    },
+}
+
+/// A circuit with its tensors resolved (sidecar loaded and verified).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadedCircuit {
+    pub circuit: Circuit,
+    pub tensors: BTreeMap<String, TensorData>,
+}
+
+impl LoadedCircuit {
+    pub fn f64s(&self, name: &str) -> &[f64] {
+        match self.tensors.get(name) {
+            Some(TensorData::F64 { data }) => data,
+            _ => &[],
+        }
+    }
+
+    pub fn i64s(&self, name: &str) -> &[i64] {
+        match self.tensors.get(name) {
+            Some(TensorData::I64 { data }) => data,
+            _ => &[],
+        }
+    }
+}
+
+/// Parse circuit JSON; checks format and version before anything else so
+/// that an old or foreign file gets the version message, not a field error.
+pub fn parse(text: &str, path: &Path) -> Result<Circuit, CircuitError> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| CircuitError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    if value.get("format").and_then(|f| f.as_str()) != Some(FORMAT) {
+        return Err(CircuitError::Parse {
+            path: path.to_path_buf(),
+            message: format!("field `format` is not \"{FORMAT}\""),
+        });
+    }
+    match value.get("version").and_then(|v| v.as_u64()) {
+        Some(v) if v == u64::from(VERSION) => {}
+        Some(found) => {
+            return Err(CircuitError::Version {
+                path: path.to_path_buf(),
+                found,
+            });
+        }
+        None => {
+            return Err(CircuitError::Parse {
+                path: path.to_path_buf(),
+                message: "field `version` is missing or not an integer".into(),
+            });
+        }
+    }
+    serde_json::from_value(value).map_err(|e| CircuitError::Invalid {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}

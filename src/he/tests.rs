@@ -1,0 +1,578 @@
+//! End-to-end tests of the HE stage on small models built in code with
+//! random weights: folding equivalence, ranges, levels, format, errors.
+
+use super::circuit::{CircuitError, TensorStore};
+use super::reference::Reference;
+use super::{CompileOptions, HeError, build, compile, io, simulate};
+use crate::ir::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::path::{Path, PathBuf};
+
+fn op(name: &str, kind: OpKind, input: &[usize], output: &[usize]) -> Op {
+    Op {
+        name: name.into(),
+        kind,
+        input: Shape(input.to_vec()),
+        output: Shape(output.to_vec()),
+        params: 0,
+        levels: 0,
+        level: 0,
+        loc: SrcLoc::default(),
+    }
+}
+
+fn dense(name: &str, i: usize, o: usize) -> Op {
+    let kind = OpKind::Dense {
+        in_features: i,
+        out_features: o,
+        bias: true,
+    };
+    op(name, kind, &[i], &[o])
+}
+
+fn conv(name: &str, input: [usize; 3], co: usize, k: usize, s: usize, p: usize) -> Op {
+    let [ci, h, w] = input;
+    let out = [co, (h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1];
+    let kind = OpKind::Conv {
+        in_channels: ci,
+        out_channels: co,
+        kernel: [k, k],
+        stride: [s, s],
+        padding: [p, p],
+        bias: true,
+    };
+    op(name, kind, &input, &out)
+}
+
+fn bn(name: &str, shape: &[usize]) -> Op {
+    let kind = OpKind::BatchNorm {
+        channels: shape[0],
+        eps: 1e-5,
+        momentum: 0.1,
+        foldable: true,
+    };
+    op(name, kind, shape, shape)
+}
+
+fn act(name: &str, shape: &[usize], degree: u32, basis: Basis, range: f64) -> Op {
+    let kind = OpKind::Poly(PolyAct {
+        def: "p".into(),
+        degree,
+        basis,
+        range,
+        fit: FitTarget::Relu,
+        fit_method: FitMethod::LeastSquares { points: 100 },
+        learnable: true,
+    });
+    op(name, kind, shape, shape)
+}
+
+fn model(name: &str, input: &[usize], classes: usize, net: Vec<Op>) -> Model {
+    let mut m = Model {
+        name: name.into(),
+        source_hash: format!("hash-{name}"),
+        input: Shape(input.to_vec()),
+        classes,
+        class_names: vec![],
+        net,
+        train: TrainConfig {
+            data: None,
+            epochs: 1,
+            batch: 1,
+            seed: 1,
+            optimizer: Optimizer::Sgd {
+                lr: 0.1,
+                momentum: 0.0,
+                weight_decay: 0.0,
+                nesterov: false,
+            },
+            poly_lr_scale: 0.1,
+            schedule: Schedule::Constant,
+            boundary: None,
+            clip: None,
+        },
+        he: HeConfig {
+            scheme: Scheme::Ckks,
+            security: 128,
+            depth_budget: None,
+        },
+        params: 0,
+        depth: 0,
+    };
+    m.depth = build::ir_depth(&m);
+    m
+}
+
+/// Tiny MLP: flatten -> dense -> poly (power basis) -> BN -> dense -> BN -> poly -> dense.
+pub fn tiny_mlp() -> Model {
+    model(
+        "tiny_mlp",
+        &[2, 5],
+        3,
+        vec![
+            op("flat", OpKind::Flatten, &[2, 5], &[10]),
+            dense("fc1", 10, 8),
+            act("p1", &[8], 2, Basis::Power, 4.0),
+            bn("bn1", &[8]),
+            dense("fc2", 8, 6),
+            bn("bn2", &[6]),
+            act("p2", &[6], 3, Basis::Chebyshev, 5.0),
+            dense("head", 6, 3),
+        ],
+    )
+}
+
+fn conv_net() -> Model {
+    model(
+        "conv_net",
+        &[2, 6, 6],
+        3,
+        vec![
+            conv("c1", [2, 6, 6], 3, 3, 1, 1),
+            bn("bn1", &[3, 6, 6]),
+            act("p1", &[3, 6, 6], 4, Basis::Power, 6.0),
+            bn("bn2", &[3, 6, 6]),
+            op(
+                "pool",
+                OpKind::AvgPool {
+                    kernel: [2, 2],
+                    stride: [2, 2],
+                },
+                &[3, 6, 6],
+                &[3, 3, 3],
+            ),
+            conv("c2", [3, 3, 3], 4, 3, 2, 1),
+            act("p2", &[4, 2, 2], 2, Basis::Chebyshev, 6.0),
+            bn("bn3", &[4, 2, 2]),
+            op("flat", OpKind::Flatten, &[4, 2, 2], &[16]),
+            dense("head", 16, 3),
+        ],
+    )
+}
+
+fn residual_net() -> Model {
+    let s = [2, 4, 4];
+    let body = vec![
+        conv("b.c1", s, 2, 3, 1, 1),
+        bn("b.bn1", &s),
+        act("b.p", &s, 3, Basis::Power, 8.0),
+        bn("b.bn2", &s),
+        conv("b.c2", s, 2, 3, 1, 1),
+        bn("b.bn3", &s),
+    ];
+    let block = op(
+        "block",
+        OpKind::Residual {
+            body,
+            shortcut: vec![],
+        },
+        &s,
+        &s,
+    );
+    let body2 = vec![
+        conv("r.c", s, 2, 3, 1, 1),
+        act("r.p", &s, 2, Basis::Power, 8.0),
+    ];
+    let shortcut2 = vec![conv("r.sc", s, 2, 1, 1, 0), bn("r.bn", &s)];
+    let block2 = op(
+        "block2",
+        OpKind::Residual {
+            body: body2,
+            shortcut: shortcut2,
+        },
+        &s,
+        &s,
+    );
+    model(
+        "residual_net",
+        &s,
+        3,
+        vec![
+            conv("stem", [2, 4, 4], 2, 3, 1, 1),
+            act("p0", &s, 2, Basis::Power, 8.0),
+            block,
+            act("p1", &s, 2, Basis::Chebyshev, 16.0),
+            block2,
+            bn("bn_out", &s),
+            op("gap", OpKind::GlobalAvgPool, &s, &[2]),
+            dense("head", 2, 3),
+        ],
+    )
+}
+
+/// Random weights of the right shapes; small enough that activations stay in range.
+pub fn random_checkpoint(m: &Model, seed: u64) -> Checkpoint {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut ck = Checkpoint {
+        model_name: m.name.clone(),
+        model_hash: m.source_hash.clone(),
+        normalization: Normalization {
+            mean: (0..m.input.dims()[0])
+                .map(|c| 0.3 + 0.1 * c as f32)
+                .collect(),
+            std: (0..m.input.dims()[0])
+                .map(|c| 0.25 + 0.1 * c as f32)
+                .collect(),
+        },
+        ..Default::default()
+    };
+    for o in m.ops() {
+        for (name, shape) in o.param_shapes() {
+            let n: usize = shape.iter().product();
+            let fan_in = if shape.len() > 1 {
+                shape[1..].iter().product::<usize>()
+            } else {
+                1
+            };
+            let data: Vec<f32> = (0..n)
+                .map(|_| {
+                    if name.ends_with("running_var") || name.ends_with("gamma") {
+                        rng.gen_range(0.5..1.5)
+                    } else if name.ends_with("coeffs") {
+                        rng.gen_range(-0.5..0.5)
+                    } else {
+                        rng.gen_range(-1.0..1.0) / (fan_in as f32).sqrt()
+                    }
+                })
+                .collect();
+            ck.tensors.insert(name, Tensor::new(shape, data));
+        }
+    }
+    ck
+}
+
+fn random_input(m: &Model, rng: &mut StdRng) -> Vec<f64> {
+    (0..m.input.numel())
+        .map(|_| rng.gen_range(0.0..1.0))
+        .collect()
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("pnnc-he-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(format!("{name}.circuit.json"))
+}
+
+fn max_rel_diff(a: &[f64], b: &[f64]) -> f64 {
+    let scale = a.iter().fold(1.0f64, |m, x| m.max(x.abs()));
+    a.iter()
+        .zip(b)
+        .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()))
+        / scale
+}
+
+/// Folded (lowered graph), circuit (written, reloaded, simulated) and the
+/// unfolded reference agree to 1e-5 relative.
+fn check_equivalence(m: &Model, inline_limit: usize) {
+    let ck = random_checkpoint(m, 7);
+    let compiled = compile(m, &ck, &CompileOptions::default()).unwrap();
+    assert_eq!(compiled.circuit.depth, m.depth, "circuit depth vs IR depth");
+    assert!(compiled.warnings.is_empty(), "{:?}", compiled.warnings);
+    let path = tmp(&m.name);
+    io::write(&path, &compiled.circuit, &compiled.tensors, inline_limit).unwrap();
+    let loaded = io::load(&path).unwrap();
+    let reference = Reference::new(m, &ck).unwrap();
+    let mut rng = StdRng::seed_from_u64(3);
+    for _ in 0..20 {
+        let x = random_input(m, &mut rng);
+        let want = reference.logits(&x).unwrap();
+        let folded = compiled.lowered.eval(&x);
+        let circuit = simulate::logits(&loaded, &x, None);
+        assert!(
+            max_rel_diff(&want, &folded) < 1e-5,
+            "{want:?} vs folded {folded:?}"
+        );
+        assert!(
+            max_rel_diff(&want, &circuit) < 1e-5,
+            "{want:?} vs circuit {circuit:?}"
+        );
+    }
+    std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+}
+
+#[test]
+fn folding_is_exact_for_a_dense_model() {
+    let m = tiny_mlp();
+    check_equivalence(&m, io::INLINE_LIMIT);
+    // BNs and 1/B fold away: 3 linear ops, 2 polys, nothing else.
+    let c = compile(&m, &random_checkpoint(&m, 7), &CompileOptions::default()).unwrap();
+    let kinds: Vec<_> = c.circuit.ops.iter().map(|o| o.source.join("+")).collect();
+    assert_eq!(c.circuit.ops.len(), 5, "{kinds:?}");
+}
+
+#[test]
+fn folding_is_exact_for_convs_with_stride_padding_and_pooling() {
+    check_equivalence(&conv_net(), io::INLINE_LIMIT);
+}
+
+#[test]
+fn folding_is_exact_for_residual_blocks_with_sidecar_weights() {
+    check_equivalence(&residual_net(), 0);
+}
+
+#[test]
+fn interval_bounds_contain_every_observed_activation_input() {
+    for m in [tiny_mlp(), conv_net(), residual_net()] {
+        let ck = random_checkpoint(&m, 11);
+        let compiled = compile(&m, &ck, &CompileOptions::default()).unwrap();
+        let reference = Reference::new(&m, &ck).unwrap();
+        let mut rng = StdRng::seed_from_u64(5);
+        for _ in 0..50 {
+            let x = random_input(&m, &mut rng);
+            let mut observed = Vec::new();
+            reference
+                .run(&x, &mut |name, v| {
+                    observed.push((
+                        name.to_string(),
+                        v.iter().fold(0.0f64, |a, x| a.max(x.abs())),
+                    ))
+                })
+                .unwrap();
+            for (name, max) in observed {
+                let (bound, range) = compiled
+                    .circuit
+                    .ops
+                    .iter()
+                    .find_map(|o| match &o.kind {
+                        super::circuit::OpKind::Poly {
+                            interval_bound,
+                            declared_range,
+                            ..
+                        } if o.source.contains(&name) => Some((*interval_bound, *declared_range)),
+                        _ => None,
+                    })
+                    .unwrap();
+                assert!(
+                    max / range <= bound * (1.0 + 1e-9) + 1e-12,
+                    "{name}: {max} > {bound} * {range}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn circuit_bytes_are_deterministic() {
+    let m = conv_net();
+    let ck = random_checkpoint(&m, 7);
+    let a = compile(&m, &ck, &CompileOptions::default()).unwrap();
+    let b = compile(&m, &ck, &CompileOptions::default()).unwrap();
+    let (pa, pb) = (tmp("det_a"), tmp("det_b"));
+    io::write(&pa, &a.circuit, &a.tensors, io::INLINE_LIMIT).unwrap();
+    io::write(&pb, &b.circuit, &b.tensors, io::INLINE_LIMIT).unwrap();
+    assert_eq!(std::fs::read(&pa).unwrap(), std::fs::read(&pb).unwrap());
+}
+
+fn edit(path: &Path, from: &str, to: &str) -> Result<(), CircuitError> {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.contains(from), "fixture lacks {from}");
+    std::fs::write(path, text.replacen(from, to, 1)).unwrap();
+    io::load(path).map(|_| ())
+}
+
+#[test]
+fn bad_circuits_are_clear_errors() {
+    let m = tiny_mlp();
+    let ck = random_checkpoint(&m, 7);
+    let c = compile(&m, &ck, &CompileOptions::default()).unwrap();
+    let path = tmp("bad");
+    let write = || io::write(&path, &c.circuit, &c.tensors, io::INLINE_LIMIT).unwrap();
+    write();
+    let err = edit(&path, "\"version\": 1", "\"version\": 2").unwrap_err();
+    assert!(
+        matches!(err, CircuitError::Version { found: 2, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("recompile"), "{err}");
+    write();
+    let err = edit(&path, "\"level_out\": 1", "\"level_out\": 3").unwrap_err();
+    assert!(
+        matches!(err, CircuitError::Invalid { .. }) && err.to_string().contains("levels"),
+        "{err}"
+    );
+    write();
+    let err = edit(&path, "\"degree\": 2", "\"degree\": 5").unwrap_err();
+    assert!(err.to_string().contains("coefficients"), "{err}");
+    write();
+    let err = edit(&path, "\"op\": \"poly\"", "\"op\": \"mul\"").unwrap_err();
+    assert!(matches!(err, CircuitError::Invalid { .. }), "{err}");
+    write();
+    let err = edit(&path, "\"rotations\": [", "\"rotations\": [99999, ").unwrap_err();
+    assert!(matches!(err, CircuitError::Invalid { .. }), "{err}");
+    std::fs::write(&path, "{\"format\": \"pnnc-circuit\"").unwrap();
+    assert!(matches!(
+        io::load(&path).unwrap_err(),
+        CircuitError::Parse { .. }
+    ));
+    // A sidecar that is not the one the circuit was written with.
+    io::write(&path, &c.circuit, &c.tensors, 0).unwrap();
+    let side = io::sidecar_path(&path);
+    let other = compile(&m, &random_checkpoint(&m, 8), &CompileOptions::default()).unwrap();
+    std::fs::write(&side, io::sidecar_bytes(&other.tensors).unwrap()).unwrap();
+    let err = io::load(&path).unwrap_err();
+    assert!(
+        matches!(err, CircuitError::Sidecar { .. }) && err.to_string().contains("sha256"),
+        "{err}"
+    );
+    assert!(matches!(c.circuit.tensors, TensorStore::Inline { .. }));
+}
+
+#[test]
+fn missing_or_bad_weights_name_the_op() {
+    let m = tiny_mlp();
+    let mut ck = random_checkpoint(&m, 7);
+    ck.tensors.remove("bn1.running_var");
+    let err = compile(&m, &ck, &CompileOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("bn1.running_var"), "{err}");
+    let mut ck = random_checkpoint(&m, 7);
+    ck.tensors.get_mut("fc2.weight").unwrap().data[3] = f32::NAN;
+    let err = compile(&m, &ck, &CompileOptions::default()).unwrap_err();
+    assert!(
+        matches!(err, HeError::Weights { .. }) && err.to_string().contains("fc2"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_impossible_declared_range_is_a_compile_error() {
+    let m = tiny_mlp();
+    let mut ck = random_checkpoint(&m, 7);
+    // A bias of 100 puts every input of p1 far beyond B = 4.
+    ck.tensors.get_mut("fc1.bias").unwrap().data[0] = 100.0;
+    let err = compile(&m, &ck, &CompileOptions::default()).unwrap_err();
+    assert!(
+        matches!(err, HeError::Range { ref op, .. } if op == "p1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn parameters_follow_depth_and_deep_circuits_get_a_bootstrapping_plan() {
+    let m = tiny_mlp();
+    let c = compile(&m, &random_checkpoint(&m, 7), &CompileOptions::default()).unwrap();
+    // depth: 3 linear + poly(2)=2 + poly(3)=2 = 7.
+    assert_eq!(c.circuit.depth, 7);
+    let p = &c.circuit.params;
+    assert_eq!((p.ring_dim, p.mult_depth, p.log_q), (32768, 7, 340));
+    assert!(p.bootstrapping.is_none());
+    assert_eq!(c.circuit.packing.dim, 16);
+    // A deep MLP: 12 x (dense + degree-8 poly) = 12 * 5 = 60 levels.
+    let mut net = vec![];
+    for i in 0..12 {
+        net.push(dense(&format!("fc{i}"), 4, 4));
+        net.push(act(&format!("p{i}"), &[4], 8, Basis::Chebyshev, 8.0));
+    }
+    net.push(dense("head", 4, 2));
+    let deep = model("deep", &[4], 2, net);
+    let c = compile(
+        &deep,
+        &random_checkpoint(&deep, 1),
+        &CompileOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(c.circuit.depth, 61);
+    let plan = c.circuit.params.bootstrapping.as_ref().expect("a plan");
+    assert_eq!(c.circuit.params.ring_dim, 65536);
+    assert!(!plan.after_values.is_empty());
+    assert!(plan.levels_per_segment * (plan.after_values.len() as u32 + 1) >= 61);
+}
+
+#[test]
+fn bsgs_rule_examples() {
+    // A full 8x8 matrix: g = 2 (baby {1}, giant {2,4,6}) ties g = 4 (baby
+    // {1,2,3}, giant {4}); the smaller g wins.
+    let all: Vec<u64> = (0..8).collect();
+    assert_eq!(build::bsgs(&all, 8), (2, vec![1, 2, 4, 6]));
+    // A 3-tap band: diagonals {0, 1, 15} at dim 16 -> g = 1, keys {1, 15}.
+    assert_eq!(build::bsgs(&[0, 1, 15], 16), (1, vec![1, 15]));
+    // Only the main diagonal: no rotations.
+    assert_eq!(build::bsgs(&[0], 8), (1, vec![]));
+}
+
+/// The example circuit for the runner (tests/fixtures/tiny.circuit.json):
+/// regenerated when missing or PNNC_UPDATE_FIXTURES is set, else compared.
+#[test]
+fn tiny_fixture_is_up_to_date() {
+    let m = tiny_mlp();
+    let ck = random_checkpoint(&m, 7);
+    let c = compile(&m, &ck, &CompileOptions::default()).unwrap();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny.circuit.json");
+    let fresh = tmp("fixture");
+    io::write(&fresh, &c.circuit, &c.tensors, io::INLINE_LIMIT).unwrap();
+    let bytes = std::fs::read(&fresh).unwrap();
+    if !path.exists() || std::env::var_os("PNNC_UPDATE_FIXTURES").is_some() {
+        std::fs::write(&path, &bytes).unwrap();
+        // Sample inputs with reference logits, for runners to check against.
+        let reference = Reference::new(&m, &ck).unwrap();
+        let mut rng = StdRng::seed_from_u64(3);
+        let samples: Vec<_> = (0..4)
+            .map(|_| {
+                let x = random_input(&m, &mut rng);
+                let y = reference.logits(&x).unwrap();
+                serde_json::json!({"x": x, "logits": y})
+            })
+            .collect();
+        let text = serde_json::to_string_pretty(&samples).unwrap() + "\n";
+        std::fs::write(path.with_file_name("tiny.samples.json"), text).unwrap();
+    }
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        bytes,
+        "run with PNNC_UPDATE_FIXTURES=1 to refresh"
+    );
+}
+
+#[test]
+fn cli_compile_then_simulate_agrees_with_the_reference() {
+    use crate::cli::{calibrate, compile as cc, simulate as cs};
+    use std::process::ExitCode;
+    let m = conv_net();
+    let ck = random_checkpoint(&m, 7);
+    let dir = tmp("cli").parent().unwrap().to_path_buf();
+    let model_path = dir.join("conv.json");
+    std::fs::write(&model_path, serde_json::to_string(&m).unwrap()).unwrap();
+    let w = dir.join("conv.safetensors");
+    ck.save(&w).unwrap();
+    let mut rng = StdRng::seed_from_u64(9);
+    let samples: Vec<_> = (0..10)
+        .map(|i| serde_json::json!({"x": random_input(&m, &mut rng), "label": i % 3}))
+        .collect();
+    let data = dir.join("samples.json");
+    std::fs::write(&data, serde_json::to_string(&samples).unwrap()).unwrap();
+    let out = dir.join("conv.circuit.json");
+    let code = cc::run(&cc::CompileArgs {
+        model: model_path.clone(),
+        weights: w.clone(),
+        output: Some(out.clone()),
+        input_range: "0,1".into(),
+    });
+    assert_eq!(code, ExitCode::SUCCESS);
+    let code = cs::run(&cs::SimulateArgs {
+        circuit: out.clone(),
+        data: data.clone(),
+        limit: Some(5),
+        noise: true,
+        model: Some(model_path.clone()),
+        weights: Some(w.clone()),
+    });
+    assert_eq!(code, ExitCode::SUCCESS);
+    let code = calibrate::run(&calibrate::CalibrateArgs {
+        model: model_path.clone(),
+        weights: w,
+        data,
+    });
+    assert_eq!(code, ExitCode::SUCCESS);
+    // Weights of another model are a usage error, not a panic.
+    let other = random_checkpoint(&tiny_mlp(), 1);
+    let wrong = dir.join("other.safetensors");
+    other.save(&wrong).unwrap();
+    let code = cc::run(&cc::CompileArgs {
+        model: model_path,
+        weights: wrong,
+        output: Some(out),
+        input_range: "0,1".into(),
+    });
+    assert_eq!(code, ExitCode::from(2));
+    std::fs::remove_dir_all(&dir).ok();
+}
