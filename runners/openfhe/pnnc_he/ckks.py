@@ -37,17 +37,7 @@ class Keys:
     secret: object
 
 
-def make_context(
-    ring_dim: int,
-    mult_depth: int,
-    scale_bits: int,
-    first_mod_bits: int,
-    security: int,
-    batch_size: int,
-):
-    """Build a CKKS context with exactly these parameters (no key material)."""
-    if security not in SECURITY_LEVELS:
-        raise HeError(f"unsupported security level {security} (use 128, 192 or 256)")
+def _params(ring_dim, mult_depth, scale_bits, first_mod_bits, security, batch_size, digits):
     params = fhe.CCParamsCKKSRNS()
     params.SetMultiplicativeDepth(mult_depth)
     params.SetScalingModSize(scale_bits)
@@ -56,13 +46,45 @@ def make_context(
     params.SetBatchSize(batch_size)
     params.SetSecurityLevel(SECURITY_LEVELS[security])
     params.SetScalingTechnique(fhe.ScalingTechnique.FLEXIBLEAUTO)
-    try:
-        cc = fhe.GenCryptoContext(params)
-    except Exception as e:  # OpenFHE raises plain RuntimeError
+    if digits:
+        params.SetNumLargeDigits(digits)
+    return params
+
+
+def make_context(
+    ring_dim: int,
+    mult_depth: int,
+    scale_bits: int,
+    first_mod_bits: int,
+    security: int,
+    batch_size: int,
+):
+    """Build a CKKS context with exactly these parameters (no key material).
+
+    The circuit fixes Q (first modulus + depth x scale); the key-switching
+    modulus P is the runner's choice: the fewest hybrid key-switching digits
+    (fastest) whose P still keeps Q*P within the security bound for the ring.
+    Returns (context, digits used).
+    """
+    if security not in SECURITY_LEVELS:
+        raise HeError(f"unsupported security level {security} (use 128, 192 or 256)")
+    cc, digits, last_error = None, 0, None
+    for digits in [3, *range(4, mult_depth + 2)]:
+        try:
+            cc = fhe.GenCryptoContext(
+                _params(ring_dim, mult_depth, scale_bits, first_mod_bits, security, batch_size, digits)
+            )
+            break
+        except Exception as e:  # OpenFHE raises plain RuntimeError
+            last_error = e
+            if "comply with HE standards" not in str(e):
+                break
+    if cc is None:
         raise HeError(
             f"OpenFHE rejected the parameters (ring_dim={ring_dim}, mult_depth={mult_depth}, "
-            f"scale_bits={scale_bits}, first_mod_bits={first_mod_bits}, security={security}): {e}"
-        ) from e
+            f"scale_bits={scale_bits}, first_mod_bits={first_mod_bits}, security={security}): "
+            f"{last_error}"
+        )
     for feature in (
         fhe.PKESchemeFeature.PKE,
         fhe.PKESchemeFeature.KEYSWITCH,
@@ -73,7 +95,7 @@ def make_context(
         raise HeError(
             f"OpenFHE chose ring dimension {cc.GetRingDimension()} instead of {ring_dim}"
         )
-    return cc
+    return cc, digits
 
 
 def generate_keys(cc, rotations) -> Keys:

@@ -1,6 +1,10 @@
 """HE primitives against numpy: values and the levels they consume."""
 
+import os
 import unittest
+
+# OpenMP threads spin badly on a loaded machine; one thread is faster there.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
 
@@ -11,7 +15,7 @@ DIM = 64
 
 def toy_context(depth: int, rotations=()):
     # Ring 2^12 without a security level: fast, only for testing arithmetic.
-    cc = ckks.make_context(1 << 12, depth, 50, 60, 0, DIM)
+    cc, _ = ckks.make_context(1 << 12, depth, 50, 60, 0, DIM)
     return cc, ckks.generate_keys(cc, rotations)
 
 
