@@ -69,7 +69,7 @@ def make_context(
     if security not in SECURITY_LEVELS:
         raise HeError(f"unsupported security level {security} (use 128, 192 or 256)")
     cc, digits, last_error = None, 0, None
-    for digits in [3, *range(4, mult_depth + 2)]:
+    for digits in range(min(3, mult_depth + 1), mult_depth + 2):
         try:
             cc = fhe.GenCryptoContext(
                 _params(ring_dim, mult_depth, scale_bits, first_mod_bits, security, batch_size, digits)
@@ -77,7 +77,9 @@ def make_context(
             break
         except Exception as e:  # OpenFHE raises plain RuntimeError
             last_error = e
-            if "comply with HE standards" not in str(e):
+            # Too large Q*P for the security level, or digits that do not
+            # divide the towers: try more digits; anything else is final.
+            if "comply with HE standards" not in str(e) and "digits" not in str(e):
                 break
     if cc is None:
         raise HeError(
@@ -154,7 +156,42 @@ def bsgs_rotations(diagonal_ids, baby_step: int) -> set[int]:
     return steps
 
 
-def bsgs_matvec(cc, ct, diags: dict[int, np.ndarray], baby_step: int, dim: int, available_rotations):
+class PlaintextCache:
+    """Encoded diagonals reused across samples, within a memory budget.
+
+    Encoding dominates a linear layer's cost when done per sample; a server
+    would encode its weights once. Entries beyond the budget are encoded on
+    the fly instead (slower, same result).
+    """
+
+    def __init__(self, budget_bytes: int, ring_dim: int, mult_depth: int):
+        self.budget = budget_bytes
+        self.ring_dim, self.mult_depth = ring_dim, mult_depth
+        self.used = 0
+        self.entries: dict = {}
+
+    def get(self, key, level: int, encode):
+        # One 64-bit word per coefficient per remaining RNS tower.
+        size_bytes = self.ring_dim * 8 * (self.mult_depth + 1 - level)
+        pt = self.entries.get(key)
+        if pt is None:
+            pt = encode()
+            if self.used + size_bytes <= self.budget:
+                self.entries[key] = pt
+                self.used += size_bytes
+        return pt
+
+
+def bsgs_matvec(
+    cc,
+    ct,
+    diags: dict[int, np.ndarray],
+    baby_step: int,
+    dim: int,
+    available_rotations,
+    cache: PlaintextCache | None = None,
+    cache_key=None,
+):
     """y = sum_k diag_k * rot(x, k) by baby-step giant-step; one level.
 
     y = sum_j rot( sum_i rot(diag_{g j + i}, -g j) * rot(x, i), g j ).
@@ -185,8 +222,14 @@ def bsgs_matvec(cc, ct, diags: dict[int, np.ndarray], baby_step: int, dim: int, 
     for giant, ks in groups.items():
         inner = None
         for k in ks:
-            diag = rotate_plain(diags[k], -giant)
-            pt = cc.MakeCKKSPackedPlaintext(diag.tolist(), 1, level, None, dim)
+            def encode(k=k, giant=giant):
+                diag = rotate_plain(diags[k], -giant)
+                return cc.MakeCKKSPackedPlaintext(diag.tolist(), 1, level, None, dim)
+
+            if cache is None:
+                pt = encode()
+            else:
+                pt = cache.get((cache_key, k, level), level, encode)
             term = cc.EvalMult(rotated[k - giant], pt)
             inner = term if inner is None else cc.EvalAdd(inner, term)
         if giant:
