@@ -5,6 +5,7 @@ pub mod calibrate;
 mod check;
 pub mod common;
 pub mod compile;
+pub mod he_run;
 pub mod simulate;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -34,6 +35,8 @@ pub enum Command {
     Simulate(simulate::SimulateArgs),
     /// Measure activation input ranges of a trained model on data.
     Calibrate(calibrate::CalibrateArgs),
+    /// Run a compiled circuit on encrypted inputs (OpenFHE) and check it.
+    HeRun(he_run::HeRunArgs),
     /// Time the checker on model files (median of repeated runs).
     #[command(hide = true)]
     BenchCheck(check::BenchArgs),
@@ -79,6 +82,7 @@ pub fn run(command: &Command) -> ExitCode {
         Command::Compile(a) => compile::run(a),
         Command::Simulate(a) => simulate::run(a),
         Command::Calibrate(a) => calibrate::run(a),
+        Command::HeRun(a) => he_run::run(a),
         Command::BenchCheck(a) => check::bench(a),
     }
 }
