@@ -311,18 +311,33 @@ pub fn bind(
             None => bound.failed = true,
         }
     }
-    for p in spec.iter().filter(|p| p.required) {
-        if !bound.values.contains_key(p.name) && !bound.failed {
-            bound.failed = true;
-            diags.push(
-                Diagnostic::new(
-                    Code::MissingArgument,
-                    format!("`{what}` needs the argument `{}`", p.name),
-                    Label::new(file, call.span, format!("`{}` missing", p.name)),
-                )
-                .help(format!("write it as `{what}({})`", signature(spec))),
-            );
-        }
+    let missing: Vec<&str> = spec
+        .iter()
+        .filter(|p| p.required && !bound.values.contains_key(p.name))
+        .map(|p| p.name)
+        .collect();
+    if !missing.is_empty() && !bound.failed {
+        bound.failed = true;
+        let list = missing
+            .iter()
+            .map(|m| format!("`{m}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        diags.push(
+            Diagnostic::new(
+                Code::MissingArgument,
+                format!(
+                    "`{what}` needs {} {list}",
+                    if missing.len() == 1 {
+                        "the argument"
+                    } else {
+                        "the arguments"
+                    }
+                ),
+                Label::new(file, call.span, format!("{list} missing")),
+            )
+            .help(format!("write it as `{what}({})`", signature(spec))),
+        );
     }
     bound
 }

@@ -164,6 +164,9 @@ impl<'a> Builder<'a> {
                         continue;
                     };
                     for item in items {
+                        if self.op_count > MAX_OPS {
+                            break;
+                        }
                         let mut inner = env.clone();
                         inner.insert(var.name.clone(), item);
                         self.expand(body, file, &inner, scope, flow, out);
@@ -237,7 +240,8 @@ impl<'a> Builder<'a> {
                             .with(short_label)
                             .help(help),
                         );
-                        body_flow = None;
+                        // Continue with the body's shape: later layers are still checked.
+                        short_flow = body_flow.clone();
                     }
                     let params = body_ops
                         .iter()
@@ -326,6 +330,7 @@ impl<'a> Builder<'a> {
                 0
             };
             let input = flow.clone();
+            self.total_params = self.total_params.saturating_add(params);
             let op_name = scope.next("poly");
             self.push(
                 out,
@@ -506,7 +511,7 @@ impl<'a> Builder<'a> {
         let at = |msg: String| Label::new(file, call.span, msg);
         let (kind, output, params): (OpKind, Flow, Option<u64>) = match name {
             "dense" => {
-                let outf = b.usize("out", None, 1, MAX_DIM, d);
+                let outf = b.usize("out", None, 1, i64::MAX as usize, d);
                 let bias = b.bool("bias", true, d);
                 let (Some(outf), Some(bias)) = (outf, bias) else {
                     *flow = None;
@@ -547,7 +552,7 @@ impl<'a> Builder<'a> {
                 )
             }
             "conv" => {
-                let cout = b.usize("out", None, 1, MAX_DIM, d);
+                let cout = b.usize("out", None, 1, i64::MAX as usize, d);
                 let kernel = b.pair("kernel", None, 1, 1 << 16, d);
                 let stride = b.pair("stride", Some([1, 1]), 1, 1 << 16, d);
                 let padding = b.pair("padding", Some([0, 0]), 0, 1 << 16, d);

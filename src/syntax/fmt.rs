@@ -97,10 +97,17 @@ impl Printer<'_> {
     fn begin_line(&mut self, start: usize) {
         self.leading(start);
         if !self.at_block_start && self.blank_between(self.prev_end, start) {
-            self.out.push('\n');
+            self.blank_line();
         }
         self.newline_indent();
         self.at_block_start = false;
+    }
+
+    fn blank_line(&mut self) {
+        if !self.out.ends_with('\n') {
+            self.out.push('\n');
+        }
+        self.out.push('\n');
     }
 
     /// Print comments that come before `upto` on their own lines.
@@ -116,7 +123,7 @@ impl Printer<'_> {
                 self.out.push_str(&text);
             } else {
                 if !self.at_block_start && self.blank_between(self.prev_end, off) {
-                    self.out.push('\n');
+                    self.blank_line();
                 }
                 self.newline_indent();
                 self.out.push_str(&text);

@@ -159,9 +159,33 @@ fn rule_name(rule: Rule) -> &'static str {
     }
 }
 
+/// The span of a node without the white space and comments that pest's
+/// implicit whitespace swallowed before a trailing optional part that failed.
 fn span_of(p: &Pair<Rule>) -> Span {
     let s = p.as_span();
-    Span::new(s.start(), s.end())
+    let (start, end) = (s.start(), s.end());
+    if let Some(last) = p.clone().into_inner().last() {
+        let child_end = span_of(&last).end;
+        let rest = p.get_input().get(child_end..end).unwrap_or("");
+        if child_end <= end && only_trivia(rest) {
+            return Span::new(start, child_end);
+        }
+    }
+    Span::new(start, end)
+}
+
+fn only_trivia(text: &str) -> bool {
+    let mut in_comment = false;
+    for c in text.chars() {
+        match c {
+            '\n' => in_comment = false,
+            _ if in_comment => {}
+            '#' => in_comment = true,
+            c if c.is_whitespace() => {}
+            _ => return false,
+        }
+    }
+    true
 }
 
 fn ident(p: Pair<Rule>) -> Ident {

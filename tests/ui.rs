@@ -1,0 +1,97 @@
+//! UI tests: every `tests/ui/*.pnn` case is checked; its rendered diagnostics
+//! (colour off) and its JSON are insta snapshots. One case per code at least.
+
+use pnnc::check::{self, Code, render};
+use std::path::Path;
+
+fn cases() -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir("tests/ui")
+        .expect("tests/ui exists")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "pnn"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn ui_snapshots_text_and_json() {
+    for path in cases() {
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("case")
+            .to_string();
+        let checked = check::check_path(&path).expect("readable");
+        // The code named by the file name must be among the diagnostics.
+        let code = &name[..5];
+        assert!(
+            checked.diagnostics.iter().any(|d| d.code.as_str() == code),
+            "{name}: expected a {code} diagnostic, got {:?}",
+            checked
+                .diagnostics
+                .iter()
+                .map(|d| d.code.as_str())
+                .collect::<Vec<_>>()
+        );
+        let text = render::text(&checked.sources, &checked.diagnostics, false);
+        insta::assert_snapshot!(format!("{name}.text"), text);
+        let json = serde_json::to_string_pretty(&render::json_diagnostics(
+            &checked.sources,
+            &checked.diagnostics,
+        ))
+        .expect("json");
+        insta::assert_snapshot!(format!("{name}.json"), json);
+    }
+}
+
+#[test]
+fn every_code_has_a_case_and_a_page() {
+    let names: Vec<String> = cases()
+        .iter()
+        .filter_map(|p| p.file_name().and_then(|s| s.to_str()).map(String::from))
+        .collect();
+    for code in Code::ALL {
+        assert!(
+            names.iter().any(|n| n.starts_with(code.as_str())),
+            "no UI case for {code}"
+        );
+        let page = code.explanation();
+        assert!(
+            page.starts_with(&format!("# {code}: ")),
+            "docs page of {code} has no title"
+        );
+        assert!(
+            page.contains("## How to fix it"),
+            "docs page of {code} has no fix section"
+        );
+        assert!(Path::new(&format!("docs/diagnostics/{code}.md")).exists());
+    }
+}
+
+#[test]
+fn several_problems_are_all_reported_with_locations() {
+    let checked = check::check_path(Path::new("tests/ui/E0100_non_he.pnn")).expect("readable");
+    assert_eq!(checked.count(check::Severity::Error), 9);
+    let text = checked.sources.text(0);
+    let spans: Vec<&str> = checked
+        .diagnostics
+        .iter()
+        .map(|d| &text[d.primary.span.start..d.primary.span.end])
+        .collect();
+    assert_eq!(
+        spans,
+        [
+            "relu",
+            "maxpool(2)",
+            "layernorm",
+            "sigmoid",
+            "tanh",
+            "gelu",
+            "attention",
+            "div(2)",
+            "softmax"
+        ]
+    );
+    assert!(checked.diagnostics.iter().all(|d| !d.help.is_empty()));
+}
