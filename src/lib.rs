@@ -6,4 +6,6 @@
 //! `train` (IR + data -> weights) / `he` (IR + weights -> circuit).
 //! `data` loads data sets described by [`ir::DataSpec`]; `cli` wires it up.
 
+pub mod cli;
+pub mod data;
 pub mod ir;
