@@ -5,6 +5,7 @@ pub mod calibrate;
 mod check;
 pub mod common;
 pub mod compile;
+pub mod data;
 pub mod he_run;
 pub mod simulate;
 
@@ -29,6 +30,8 @@ pub enum Command {
     Fmt(check::FmtArgs),
     /// Explain a diagnostic code, e.g. `pnnc explain E0100`.
     Explain(check::ExplainArgs),
+    /// Data sets: list, inspect, get, verify.
+    Data(data::DataArgs),
     /// Compile a trained model to a CKKS circuit (JSON).
     Compile(compile::CompileArgs),
     /// Evaluate a circuit in plaintext, optionally with a CKKS noise model.
@@ -79,6 +82,7 @@ pub fn run(command: &Command) -> ExitCode {
         Command::Info(a) => check::info(a),
         Command::Fmt(a) => check::fmt(a),
         Command::Explain(a) => check::explain(a),
+        Command::Data(a) => data::run(a),
         Command::Compile(a) => compile::run(a),
         Command::Simulate(a) => simulate::run(a),
         Command::Calibrate(a) => calibrate::run(a),
