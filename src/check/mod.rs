@@ -679,7 +679,7 @@ fn budget_error(
     dspan: Span,
     diags: &mut Vec<Diagnostic>,
 ) {
-    fn first_over<'a>(ops: &'a [crate::ir::Op], budget: u32) -> Option<&'a crate::ir::Op> {
+    fn first_over(ops: &[crate::ir::Op], budget: u32) -> Option<&crate::ir::Op> {
         for op in ops {
             if op.level > budget {
                 if let OpKind::Residual { body, shortcut } = &op.kind {

@@ -115,7 +115,11 @@ pub fn check(args: &CheckArgs) -> ExitCode {
             let _ = writeln!(
                 err,
                 "{}: {checked} file(s) checked, {errors} error(s), {warnings} warning(s)",
-                if errors > 0 { "failed" } else { "ok" }
+                if errors > 0 || io_failed {
+                    "failed"
+                } else {
+                    "ok"
+                }
             );
         }
     }

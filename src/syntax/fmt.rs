@@ -201,7 +201,7 @@ impl Printer<'_> {
             && stmts.iter().all(|s| matches!(s, Stmt::Call(_)))
             && !self.has_comment_in(Span::new(open, outer.end));
         if inline {
-            let parts: Vec<String> = stmts.iter().map(|s| stmt_inline(s)).collect();
+            let parts: Vec<String> = stmts.iter().map(stmt_inline).collect();
             self.out.push_str(&format!("{{ {} }}", parts.join("; ")));
             self.prev_end = outer.end;
             return;
