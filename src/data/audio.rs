@@ -573,7 +573,8 @@ mod tests {
     fn tone(freq: f32, n: usize) -> Vec<u8> {
         (0..n)
             .flat_map(|i| {
-                (((freq * i as f32 / 8000.0 * 6.283).sin() * 20000.0) as i16).to_le_bytes()
+                (((freq * i as f32 / 8000.0 * std::f32::consts::TAU).sin() * 20000.0) as i16)
+                    .to_le_bytes()
             })
             .collect()
     }

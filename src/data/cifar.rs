@@ -128,9 +128,10 @@ pub fn decode_jpeg(bytes: &[u8]) -> Result<(usize, usize, Vec<f32>), String> {
 
 /// The `.jpg` members of a CIFAR tar with their split (true = test) and class index,
 /// and the class names (alphabetical order of the class folders).
-pub fn index_jpeg_tar(
-    path: &Path,
-) -> Result<(Vec<Member>, Vec<(bool, u32)>, Vec<String>), DataError> {
+/// Members, (is_test, class index) per member, class names.
+pub type JpegIndex = (Vec<Member>, Vec<(bool, u32)>, Vec<String>);
+
+pub fn index_jpeg_tar(path: &Path) -> Result<JpegIndex, DataError> {
     let members = tar_members(path, ".jpg")?;
     let mut named = Vec::with_capacity(members.len());
     for m in &members {

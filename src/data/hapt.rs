@@ -45,7 +45,7 @@ pub fn windows(
     window: usize,
     stride: usize,
 ) -> Result<RawData, DataError> {
-    if raw.len() % (4 * CHANNELS) != 0 {
+    if !raw.len().is_multiple_of(4 * CHANNELS) {
         return Err(DataError::format(
             raw_path,
             format!("byte {}", raw.len() - raw.len() % (4 * CHANNELS)),
@@ -55,7 +55,7 @@ pub fn windows(
             ),
         ));
     }
-    if meta.len() % 6 != 0 {
+    if !meta.len().is_multiple_of(6) {
         return Err(DataError::format(
             meta_path,
             format!("byte {}", meta.len() - meta.len() % 6),
