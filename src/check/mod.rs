@@ -470,6 +470,17 @@ fn check_files(
         defs.globals.insert("classes".into(), Value::Int(c as i64));
     }
     let train = config::train(h.train, main, diags);
+    if let Some(spec) = &train.config.data {
+        data_fit(
+            spec,
+            h.input.map(|(_, s)| s),
+            input.as_ref(),
+            h.classes,
+            classes,
+            main,
+            diags,
+        );
+    }
     let (he, depth_span) = config::he(h.he, main, diags);
 
     // The network.
@@ -707,4 +718,50 @@ fn budget_error(
     .help("lower polynomial degrees (degree d costs ceil(log2(d+1)) levels), remove layers, or raise `depth` in `he`");
     d.secondary.extend(o.trace.iter().take(3).cloned());
     diags.push(d);
+}
+
+/// The data set named in `train` must produce samples of the declared input
+/// shape and labels within the declared classes.
+fn data_fit(
+    spec: &crate::ir::DataSpec,
+    input_span: Option<Span>,
+    input: Option<&Shape>,
+    classes_at: Option<(&Expr, Span)>,
+    classes: Option<usize>,
+    file: FileId,
+    diags: &mut Vec<Diagnostic>,
+) {
+    if let (Some(want), Some(have), Some(span)) = (spec.sample_shape(), input, input_span)
+        && want != have.dims()
+    {
+        let want = Shape(want);
+        diags.push(
+            Diagnostic::new(
+                Code::ShapeMismatch,
+                format!(
+                    "data set `{}` gives samples of shape {want}, but the model's input is {have}",
+                    spec.name()
+                ),
+                Label::new(file, span, format!("declared {have}")),
+            )
+            .help(format!(
+                "write `input {want}`, or change the data set's options"
+            )),
+        );
+    }
+    if let (Some(n), Some(c), Some((_, span))) = (spec.classes(), classes, classes_at)
+        && n != c
+    {
+        diags.push(
+            Diagnostic::new(
+                Code::ShapeMismatch,
+                format!(
+                    "data set `{}` has {n} classes, but the model declares {c}",
+                    spec.name()
+                ),
+                Label::new(file, span, format!("declared {c}")),
+            )
+            .help(format!("write `classes {n}`")),
+        );
+    }
 }

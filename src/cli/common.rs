@@ -16,8 +16,7 @@ pub fn fail(message: impl std::fmt::Display, help: &str) -> std::process::ExitCo
 /// serialised `ir::Model` in `.json`.
 pub fn load_model(path: &Path) -> Result<Model, String> {
     if path.extension().is_some_and(|e| e == "json") {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         return serde_json::from_str(&text)
             .map_err(|e| format!("{}: not a checked model: {e}", path.display()));
     }

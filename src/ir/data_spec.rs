@@ -299,6 +299,34 @@ impl DataSpec {
         }
     }
 
+    /// Shape of one sample, when the data set fixes it without reading files
+    /// (None for formats whose shape is only known from the files: idx, ts, csv).
+    pub fn sample_shape(&self) -> Option<Vec<usize>> {
+        match &self.source {
+            DataSource::Mnist | DataSource::FashionMnist => Some(vec![1, 28, 28]),
+            DataSource::Cifar10 { .. } => Some(vec![3, 32, 32]),
+            DataSource::Fsdd(a) | DataSource::Audio(a) => {
+                Some(vec![1, a.mel.n_mels, a.mel.frames()])
+            }
+            DataSource::Hapt { window, .. } => Some(vec![6, *window]),
+            DataSource::BasicMotions => Some(vec![6, 100]),
+            DataSource::Idx(_) | DataSource::Ts { .. } | DataSource::Csv { .. } => None,
+        }
+    }
+
+    /// Number of classes, when the data set fixes it without reading files.
+    pub fn classes(&self) -> Option<usize> {
+        match &self.source {
+            DataSource::Mnist | DataSource::FashionMnist | DataSource::Cifar10 { .. } => Some(10),
+            DataSource::Fsdd(_) => Some(10),
+            DataSource::Hapt { .. } => Some(6),
+            DataSource::BasicMotions => Some(4),
+            DataSource::Idx(files) => Some(files.classes),
+            DataSource::Csv { classes, .. } => *classes,
+            DataSource::Audio(_) | DataSource::Ts { .. } => None,
+        }
+    }
+
     /// The spec a bare `NAME` (no arguments) stands for.
     pub fn named(name: &str) -> Result<DataSpec, Vec<SpecError>> {
         Self::from_call(name, &[])
