@@ -7,3 +7,4 @@
 //! `data` loads data sets described by [`ir::DataSpec`]; `cli` wires it up.
 
 pub mod ir;
+pub mod train;
