@@ -6,5 +6,8 @@
 //! `train` (IR + data -> weights) / `he` (IR + weights -> circuit).
 //! `data` loads data sets described by [`ir::DataSpec`]; `cli` wires it up.
 
+pub mod check;
+pub mod cli;
 pub mod ir;
+pub mod syntax;
 pub mod train;

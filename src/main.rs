@@ -1,3 +1,3 @@
-fn main() {
-    println!("pnnc {}", env!("CARGO_PKG_VERSION"));
+fn main() -> std::process::ExitCode {
+    pnnc::cli::main()
 }

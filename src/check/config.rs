@@ -1,0 +1,693 @@
+//! `act` definitions, the `train { }` and `he { }` sections -> typed IR configs.
+
+use super::diag::{Code, Diagnostic, FileId, Label};
+use super::eval::{Bound, Env, bind, eval, opt, options_help, req};
+use crate::ir::{
+    Basis, BoundaryKind, BoundaryLoss, Clip, ClipExcept, DataSpec, FitMethod, FitTarget, HeConfig,
+    Optimizer, PolyAct, Reduce, Schedule, Scheme, TrainConfig, Value,
+};
+use crate::syntax::{ActDef, Call, Entry, Expr, ExprKind, Section, Span};
+
+/// Where activation sites go relative to an adjacent batchnorm (`train { activation: ... }`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Keep the order written in `net`.
+    AsWritten,
+    /// poly -> batchnorm (the paper's order).
+    BeforeBn,
+    /// batchnorm -> poly.
+    AfterBn,
+}
+
+/// The checker's view of `train`: the IR config plus what lints need.
+pub struct TrainInfo {
+    pub config: TrainConfig,
+    pub placement: Placement,
+    /// Span of the `boundary:` entry, when written.
+    pub boundary_span: Option<Span>,
+    /// Span of the boundary `penalty` value, when written.
+    pub penalty_span: Option<Span>,
+}
+
+pub fn default_train() -> TrainConfig {
+    TrainConfig {
+        data: None,
+        epochs: 10,
+        batch: 128,
+        seed: 0,
+        optimizer: Optimizer::AdamW {
+            lr: 1e-3,
+            weight_decay: 0.01,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        },
+        poly_lr_scale: 0.1,
+        schedule: Schedule::Plateau {
+            factor: 0.1,
+            patience: 5,
+            min_lr: 0.0,
+        },
+        boundary: Some(BoundaryLoss {
+            kind: BoundaryKind::Exp,
+            penalty: None,
+            weight: 10.0,
+            reduce: Reduce::Sum,
+        }),
+        clip: Some(Clip {
+            max_norm: 1.0,
+            except: ClipExcept::BatchNorm,
+        }),
+    }
+}
+
+/// `act NAME = poly(degree: D, fit: relu, range: B, basis: chebyshev, learnable: true, method: lstsq, points: 100)`
+pub fn act(def: &ActDef, file: FileId, diags: &mut Vec<Diagnostic>) -> Option<PolyAct> {
+    let call = &def.call;
+    if call.name.name != "poly" {
+        let code = if super::nonhe::replacement(&call.name.name).is_some() {
+            Code::NonHeOp
+        } else {
+            Code::UnknownName
+        };
+        let help = super::nonhe::replacement(&call.name.name)
+            .unwrap_or("define activations as `poly(degree: 2, fit: relu, range: 13)`");
+        diags.push(
+            Diagnostic::new(
+                code,
+                format!(
+                    "activation `{}` must be a polynomial, found `{}`",
+                    def.name.name, call.name.name
+                ),
+                Label::new(file, call.name.span, "not `poly`"),
+            )
+            .help(help),
+        );
+        return None;
+    }
+    let spec = [
+        req("degree"),
+        opt("fit"),
+        req("range"),
+        opt("basis"),
+        opt("learnable"),
+        opt("method"),
+        opt("points"),
+    ];
+    let b = bind(call, &spec, &Env::new(), file, diags);
+    let degree = b.int("degree", None, 1, 31, diags);
+    let range = b.float("range", None, |r| r > 0.0, "a positive number", diags);
+    let fit = b.word("fit", "relu", &["relu", "silu", "gelu"], diags);
+    let basis = b.word("basis", "chebyshev", &["chebyshev", "power"], diags);
+    let learnable = b.bool("learnable", true, diags);
+    let method = b.word("method", "lstsq", &["lstsq", "minimax"], diags);
+    let points = b.usize("points", Some(100), 2, 1_000_000, diags);
+    if b.failed {
+        return None;
+    }
+    Some(PolyAct {
+        def: def.name.name.clone(),
+        degree: degree? as u32,
+        basis: match basis? {
+            "power" => Basis::Power,
+            _ => Basis::Chebyshev,
+        },
+        range: range?,
+        fit: match fit? {
+            "silu" => FitTarget::Silu,
+            "gelu" => FitTarget::Gelu,
+            _ => FitTarget::Relu,
+        },
+        fit_method: match method? {
+            "minimax" => FitMethod::Minimax,
+            _ => FitMethod::LeastSquares { points: points? },
+        },
+        learnable: learnable?,
+    })
+}
+
+const TRAIN_KEYS: &[&str] = &[
+    "data",
+    "epochs",
+    "batch",
+    "seed",
+    "optimizer",
+    "poly_lr_scale",
+    "schedule",
+    "boundary",
+    "clip",
+    "activation",
+];
+
+/// A call value (`adamw(lr: 1e-3)`) or a bare word (`none`, `constant`).
+fn as_call(e: &Expr) -> Option<Call> {
+    match &e.kind {
+        ExprKind::Call(c) => Some(c.clone()),
+        ExprKind::Name(n) => Some(Call {
+            name: crate::syntax::Ident {
+                name: n.clone(),
+                span: e.span,
+            },
+            args: Vec::new(),
+            parens: false,
+            span: e.span,
+        }),
+        _ => None,
+    }
+}
+
+fn expect_call(
+    entry: &Entry,
+    choices: &[&str],
+    file: FileId,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Call> {
+    let call = as_call(&entry.value);
+    match call {
+        Some(c) if choices.contains(&c.name.name.as_str()) => Some(c),
+        other => {
+            let typed = other
+                .as_ref()
+                .map_or(String::new(), |c| c.name.name.clone());
+            diags.push(
+                Diagnostic::new(
+                    Code::OutOfRange,
+                    format!(
+                        "`{}` must be one of: {}",
+                        entry.key.name,
+                        choices.join(", ")
+                    ),
+                    Label::new(file, entry.value.span, "not a valid choice"),
+                )
+                .help(options_help(choices, &typed)),
+            );
+            None
+        }
+    }
+}
+
+fn duplicate(
+    seen: &mut Vec<(String, Span)>,
+    key: &crate::syntax::Ident,
+    what: &str,
+    file: FileId,
+    diags: &mut Vec<Diagnostic>,
+) -> bool {
+    if let Some((_, first)) = seen.iter().find(|(k, _)| *k == key.name) {
+        diags.push(
+            Diagnostic::new(
+                Code::Duplicate,
+                format!("`{}` is set twice in `{what}`", key.name),
+                Label::new(file, key.span, "set again here"),
+            )
+            .with(Label::new(file, *first, "first set here"))
+            .help("keep one of the two entries"),
+        );
+        return true;
+    }
+    seen.push((key.name.clone(), key.span));
+    false
+}
+
+pub fn train(section: Option<&Section>, file: FileId, diags: &mut Vec<Diagnostic>) -> TrainInfo {
+    let mut info = TrainInfo {
+        config: default_train(),
+        placement: Placement::AsWritten,
+        boundary_span: None,
+        penalty_span: None,
+    };
+    let Some(section) = section else {
+        return info;
+    };
+    let env = Env::new();
+    let mut seen = Vec::new();
+    let mut poly_lr_scale_in_optimizer = None;
+    for entry in &section.entries {
+        if duplicate(&mut seen, &entry.key, "train", file, diags) {
+            continue;
+        }
+        let cfg = &mut info.config;
+        let single = |name: &'static str, diags: &mut Vec<Diagnostic>| -> Bound {
+            let call = Call {
+                name: entry.key.clone(),
+                args: vec![crate::syntax::Arg {
+                    name: None,
+                    value: entry.value.clone(),
+                    span: entry.value.span,
+                }],
+                parens: true,
+                span: entry.span,
+            };
+            bind(&call, &[req(name)], &env, file, diags)
+        };
+        match entry.key.name.as_str() {
+            "epochs" => {
+                if let Some(v) = single("epochs", diags).int("epochs", None, 1, 1_000_000, diags) {
+                    cfg.epochs = v as u32;
+                }
+            }
+            "batch" => {
+                if let Some(v) = single("batch", diags).usize("batch", None, 1, 1 << 24, diags) {
+                    cfg.batch = v;
+                }
+            }
+            "seed" => {
+                if let Some(v) = single("seed", diags).int("seed", None, 0, i64::MAX, diags) {
+                    cfg.seed = v as u64;
+                }
+            }
+            "poly_lr_scale" => {
+                if let Some(v) = single("poly_lr_scale", diags).float(
+                    "poly_lr_scale",
+                    None,
+                    |x| x >= 0.0,
+                    "zero or positive",
+                    diags,
+                ) {
+                    cfg.poly_lr_scale = v;
+                }
+            }
+            "activation" => {
+                if let Some(w) = single("activation", diags).word(
+                    "activation",
+                    "as_written",
+                    &["as_written", "before_bn", "after_bn"],
+                    diags,
+                ) {
+                    info.placement = match w {
+                        "before_bn" => Placement::BeforeBn,
+                        "after_bn" => Placement::AfterBn,
+                        _ => Placement::AsWritten,
+                    };
+                }
+            }
+            "data" => data(entry, &env, cfg, file, diags),
+            "optimizer" => {
+                if let Some((opt, scale)) = optimizer(entry, &env, file, diags) {
+                    cfg.optimizer = opt;
+                    poly_lr_scale_in_optimizer = scale;
+                }
+            }
+            "schedule" => {
+                if let Some(s) = schedule(entry, &env, file, diags) {
+                    cfg.schedule = s;
+                }
+            }
+            "boundary" => {
+                info.boundary_span = Some(entry.span);
+                if let Some((b, pspan)) = boundary(entry, &env, file, diags) {
+                    cfg.boundary = b;
+                    info.penalty_span = pspan;
+                }
+            }
+            "clip" => {
+                if let Some(c) = clip(entry, &env, file, diags) {
+                    cfg.clip = c;
+                }
+            }
+            other => diags.push(
+                Diagnostic::new(
+                    Code::UnknownArgument,
+                    format!("`train` has no setting `{other}`"),
+                    Label::new(file, entry.key.span, "unknown setting"),
+                )
+                .help(options_help(TRAIN_KEYS, other)),
+            ),
+        }
+    }
+    if let Some(scale) = poly_lr_scale_in_optimizer {
+        info.config.poly_lr_scale = scale;
+    }
+    info
+}
+
+fn data(
+    entry: &Entry,
+    env: &Env,
+    cfg: &mut TrainConfig,
+    file: FileId,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let Some(call) = as_call(&entry.value) else {
+        diags.push(
+            Diagnostic::new(
+                Code::WrongType,
+                "`data` must name a data set",
+                Label::new(
+                    file,
+                    entry.value.span,
+                    "expected a data set such as `mnist()`",
+                ),
+            )
+            .help(format!("known data sets: {}", DataSpec::KNOWN.join(", "))),
+        );
+        return;
+    };
+    let mut args = Vec::new();
+    let mut spans = Vec::new();
+    for a in &call.args {
+        let Some(name) = &a.name else {
+            diags.push(
+                Diagnostic::new(
+                    Code::UnknownArgument,
+                    "data set options must be named",
+                    Label::new(file, a.span, "positional argument"),
+                )
+                .help("write `key: value`, e.g. `val_fraction: 0.1`"),
+            );
+            return;
+        };
+        let Some(v) = eval(&a.value, env, file, diags) else {
+            return;
+        };
+        args.push((name.name.clone(), v));
+        spans.push((name.name.clone(), a.span));
+    }
+    match DataSpec::from_call(&call.name.name, &args) {
+        Ok(spec) => cfg.data = Some(spec),
+        Err(errors) => {
+            for e in errors {
+                let span = e
+                    .arg
+                    .as_ref()
+                    .and_then(|a| spans.iter().find(|(n, _)| n == a).map(|(_, s)| *s))
+                    .unwrap_or(call.span);
+                diags.push(
+                    Diagnostic::new(
+                        Code::BadDataSet,
+                        e.message,
+                        Label::new(file, span, "invalid data setting"),
+                    )
+                    .help(
+                        e.help
+                            .unwrap_or_else(|| "see docs/language.md, section train".into()),
+                    ),
+                );
+            }
+        }
+    }
+}
+
+fn optimizer(
+    entry: &Entry,
+    env: &Env,
+    file: FileId,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<(Optimizer, Option<f64>)> {
+    let call = expect_call(entry, &["adamw", "sgd"], file, diags)?;
+    let pos = |x: f64| x > 0.0;
+    let nonneg = |x: f64| x >= 0.0;
+    let unit = |x: f64| (0.0..1.0).contains(&x);
+    if call.name.name == "adamw" {
+        let spec = [
+            opt("lr"),
+            opt("weight_decay"),
+            opt("beta1"),
+            opt("beta2"),
+            opt("eps"),
+            opt("poly_lr_scale"),
+        ];
+        let b = bind(&call, &spec, env, file, diags);
+        let lr = b.float("lr", Some(1e-3), pos, "positive", diags);
+        let wd = b.float(
+            "weight_decay",
+            Some(0.01),
+            nonneg,
+            "zero or positive",
+            diags,
+        );
+        let b1 = b.float("beta1", Some(0.9), unit, "in [0, 1)", diags);
+        let b2 = b.float("beta2", Some(0.999), unit, "in [0, 1)", diags);
+        let eps = b.float("eps", Some(1e-8), pos, "positive", diags);
+        let scale = b.float("poly_lr_scale", None, nonneg, "zero or positive", diags);
+        if b.has("poly_lr_scale") && scale.is_none() {
+            return None;
+        }
+        Some((
+            Optimizer::AdamW {
+                lr: lr?,
+                weight_decay: wd?,
+                beta1: b1?,
+                beta2: b2?,
+                eps: eps?,
+            },
+            scale,
+        ))
+    } else {
+        let spec = [
+            opt("lr"),
+            opt("momentum"),
+            opt("weight_decay"),
+            opt("nesterov"),
+            opt("poly_lr_scale"),
+        ];
+        let b = bind(&call, &spec, env, file, diags);
+        let lr = b.float("lr", Some(0.1), pos, "positive", diags);
+        let m = b.float("momentum", Some(0.9), unit, "in [0, 1)", diags);
+        let wd = b.float(
+            "weight_decay",
+            Some(5e-4),
+            nonneg,
+            "zero or positive",
+            diags,
+        );
+        let nesterov = b.bool("nesterov", false, diags);
+        let scale = b.float("poly_lr_scale", None, nonneg, "zero or positive", diags);
+        if b.has("poly_lr_scale") && scale.is_none() {
+            return None;
+        }
+        Some((
+            Optimizer::Sgd {
+                lr: lr?,
+                momentum: m?,
+                weight_decay: wd?,
+                nesterov: nesterov?,
+            },
+            scale,
+        ))
+    }
+}
+
+fn schedule(
+    entry: &Entry,
+    env: &Env,
+    file: FileId,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Schedule> {
+    let call = expect_call(
+        entry,
+        &["constant", "plateau", "cosine", "multistep"],
+        file,
+        diags,
+    )?;
+    let unit = |x: f64| x > 0.0 && x < 1.0;
+    let nonneg = |x: f64| x >= 0.0;
+    match call.name.name.as_str() {
+        "constant" => {
+            let b = bind(&call, &[], env, file, diags);
+            (!b.failed).then_some(Schedule::Constant)
+        }
+        "plateau" => {
+            let b = bind(
+                &call,
+                &[opt("factor"), opt("patience"), opt("min_lr")],
+                env,
+                file,
+                diags,
+            );
+            let f = b.float("factor", Some(0.1), unit, "in (0, 1)", diags);
+            let p = b.int("patience", Some(5), 0, 1_000_000, diags);
+            let m = b.float("min_lr", Some(0.0), nonneg, "zero or positive", diags);
+            Some(Schedule::Plateau {
+                factor: f?,
+                patience: p? as u32,
+                min_lr: m?,
+            })
+        }
+        "cosine" => {
+            let b = bind(&call, &[opt("min_lr")], env, file, diags);
+            let m = b.float("min_lr", Some(0.0), nonneg, "zero or positive", diags);
+            Some(Schedule::Cosine { min_lr: m? })
+        }
+        _ => {
+            let b = bind(&call, &[req("milestones"), opt("gamma")], env, file, diags);
+            let g = b.float("gamma", Some(0.1), unit, "in (0, 1)", diags);
+            let (v, span) = b.values.get("milestones")?;
+            let ms: Option<Vec<u32>> = match v {
+                Value::List(items) => items
+                    .iter()
+                    .map(|i| match i {
+                        Value::Int(e) if *e >= 1 && *e <= i64::from(u32::MAX) => Some(*e as u32),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => None,
+            };
+            let Some(ms) = ms else {
+                diags.push(
+                    Diagnostic::new(
+                        Code::WrongType,
+                        "`milestones` must be a list of epoch numbers",
+                        Label::new(file, *span, "expected e.g. [30, 60]"),
+                    )
+                    .help("write `multistep(milestones: [30, 60], gamma: 0.1)`"),
+                );
+                return None;
+            };
+            Some(Schedule::MultiStep {
+                milestones: ms,
+                gamma: g?,
+            })
+        }
+    }
+}
+
+type BoundaryResult = (Option<BoundaryLoss>, Option<Span>);
+
+fn boundary(
+    entry: &Entry,
+    env: &Env,
+    file: FileId,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<BoundaryResult> {
+    let call = expect_call(entry, &["none", "exp", "l2", "maxnorm"], file, diags)?;
+    let kind = match call.name.name.as_str() {
+        "none" => {
+            let b = bind(&call, &[], env, file, diags);
+            return (!b.failed).then_some((None, None));
+        }
+        "exp" => BoundaryKind::Exp,
+        "l2" => BoundaryKind::L2,
+        _ => BoundaryKind::MaxNorm,
+    };
+    let b = bind(
+        &call,
+        &[opt("penalty"), opt("weight"), opt("reduce")],
+        env,
+        file,
+        diags,
+    );
+    let penalty = b.float("penalty", None, |x| x > 0.0, "positive", diags);
+    let weight = b.float(
+        "weight",
+        Some(10.0),
+        |x| x >= 0.0,
+        "zero or positive",
+        diags,
+    );
+    let reduce = b.word("reduce", "sum", &["sum", "max", "l1", "l2"], diags);
+    if b.failed || (b.has("penalty") && penalty.is_none()) {
+        return None;
+    }
+    let loss = BoundaryLoss {
+        kind,
+        penalty,
+        weight: weight?,
+        reduce: match reduce? {
+            "max" => Reduce::Max,
+            "l1" => Reduce::L1,
+            "l2" => Reduce::L2,
+            _ => Reduce::Sum,
+        },
+    };
+    Some((Some(loss), b.has("penalty").then(|| b.span("penalty"))))
+}
+
+fn clip(
+    entry: &Entry,
+    env: &Env,
+    file: FileId,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Option<Clip>> {
+    let call = expect_call(entry, &["none", "norm"], file, diags)?;
+    if call.name.name == "none" {
+        let b = bind(&call, &[], env, file, diags);
+        return (!b.failed).then_some(None);
+    }
+    let b = bind(&call, &[opt("max_norm"), opt("except")], env, file, diags);
+    let max_norm = b.float("max_norm", Some(1.0), |x| x > 0.0, "positive", diags);
+    let except = b.word("except", "batchnorm", &["none", "batchnorm"], diags);
+    Some(Some(Clip {
+        max_norm: max_norm?,
+        except: if except? == "none" {
+            ClipExcept::None
+        } else {
+            ClipExcept::BatchNorm
+        },
+    }))
+}
+
+const HE_KEYS: &[&str] = &["scheme", "security", "depth"];
+
+/// `he { scheme: ckks  security: 128  depth: 40 }`; returns the config and
+/// the span of `depth` when a budget is set.
+pub fn he(
+    section: Option<&Section>,
+    file: FileId,
+    diags: &mut Vec<Diagnostic>,
+) -> (HeConfig, Option<Span>) {
+    let mut cfg = HeConfig {
+        scheme: Scheme::Ckks,
+        security: 128,
+        depth_budget: None,
+    };
+    let mut depth_span = None;
+    let Some(section) = section else {
+        return (cfg, None);
+    };
+    let mut seen = Vec::new();
+    for entry in &section.entries {
+        if duplicate(&mut seen, &entry.key, "he", file, diags) {
+            continue;
+        }
+        let call = Call {
+            name: entry.key.clone(),
+            args: vec![crate::syntax::Arg {
+                name: None,
+                value: entry.value.clone(),
+                span: entry.value.span,
+            }],
+            parens: true,
+            span: entry.span,
+        };
+        match entry.key.name.as_str() {
+            "scheme" => {
+                let b = bind(&call, &[req("scheme")], &Env::new(), file, diags);
+                b.word("scheme", "ckks", &["ckks"], diags);
+            }
+            "security" => {
+                let b = bind(&call, &[req("security")], &Env::new(), file, diags);
+                if let Some(bits) = b.int("security", None, 0, i64::MAX, diags) {
+                    if [128, 192, 256].contains(&bits) {
+                        cfg.security = bits as u32;
+                    } else {
+                        diags.push(
+                            Diagnostic::new(
+                                Code::OutOfRange,
+                                format!("security level {bits} is not supported"),
+                                Label::new(file, entry.value.span, "expected 128, 192 or 256"),
+                            )
+                            .help("use one of the HE standard levels: 128, 192 or 256 bits"),
+                        );
+                    }
+                }
+            }
+            "depth" => {
+                let b = bind(&call, &[req("depth")], &Env::new(), file, diags);
+                if let Some(d) = b.int("depth", None, 1, 10_000, diags) {
+                    cfg.depth_budget = Some(d as u32);
+                    depth_span = Some(entry.span);
+                }
+            }
+            other => diags.push(
+                Diagnostic::new(
+                    Code::UnknownArgument,
+                    format!("`he` has no setting `{other}`"),
+                    Label::new(file, entry.key.span, "unknown setting"),
+                )
+                .help(options_help(HE_KEYS, other)),
+            ),
+        }
+    }
+    (cfg, depth_span)
+}

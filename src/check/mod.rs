@@ -1,0 +1,710 @@
+//! AST -> checked [`Model`] + diagnostics.
+//!
+//! One pass reports every problem it can find: a broken layer poisons only
+//! the shapes after it, never the rest of the checks.
+
+pub mod config;
+pub mod depth;
+pub mod diag;
+pub mod eval;
+pub mod net;
+pub mod nonhe;
+pub mod render;
+
+pub use diag::{Code, Diagnostic, FileId, Label, Severity, SourceFile, Sources};
+pub use net::Origin;
+
+use crate::ir::{Model, OpKind, Shape, Value};
+use crate::syntax::{self, Expr, File, Item, Span};
+use eval::Env;
+use net::{ActInfo, BlockInfo, Builder, Defs};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// The result of checking one model file.
+#[derive(Debug)]
+pub struct Checked {
+    pub sources: Sources,
+    /// Present when there were no errors (warnings allowed).
+    pub model: Option<Model>,
+    /// Sorted by file and position.
+    pub diagnostics: Vec<Diagnostic>,
+    /// Where each op (by name) was written.
+    pub origins: HashMap<String, Origin>,
+}
+
+impl Checked {
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics
+            .iter()
+            .any(|d| d.severity() == Severity::Error)
+    }
+
+    pub fn count(&self, severity: Severity) -> usize {
+        self.diagnostics
+            .iter()
+            .filter(|d| d.severity() == severity)
+            .count()
+    }
+}
+
+/// The model file itself could not be read (exit code 2 in the CLI).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: not UTF-8 text (invalid byte at offset {offset})")]
+    NotUtf8 { path: String, offset: usize },
+}
+
+/// Loading a model for a later stage failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("{path}: {errors} error(s) in the model\n{rendered}")]
+    Invalid {
+        path: String,
+        errors: usize,
+        rendered: String,
+    },
+}
+
+/// Read, parse and check a model file; the entry point for later stages.
+pub fn load_model(path: &Path) -> Result<Model, ModelError> {
+    let checked = check_path(path)?;
+    match checked.model {
+        Some(m) if !checked.has_errors() => Ok(m),
+        _ => Err(ModelError::Invalid {
+            path: path.display().to_string(),
+            errors: checked.count(Severity::Error),
+            rendered: render::text(&checked.sources, &checked.diagnostics, false),
+        }),
+    }
+}
+
+fn read_text(path: &Path) -> Result<String, LoadError> {
+    let display = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
+        path: display.clone(),
+        source,
+    })?;
+    String::from_utf8(bytes).map_err(|e| LoadError::NotUtf8 {
+        path: display,
+        offset: e.utf8_error().valid_up_to(),
+    })
+}
+
+/// Check the file at `path`; imports resolve relative to its folder.
+pub fn check_path(path: &Path) -> Result<Checked, LoadError> {
+    let text = read_text(path)?;
+    Ok(check_source(&path.display().to_string(), &text))
+}
+
+/// Check `text` as if read from `path` (imports resolve relative to `path`'s folder).
+pub fn check_source(path: &str, text: &str) -> Checked {
+    let mut sources = Sources::default();
+    let main = sources.add(path.to_string(), text.to_string());
+    let mut diags = Vec::new();
+    let mut files: Vec<(FileId, File)> = Vec::new();
+    match syntax::parse(text) {
+        Ok(f) => files.push((main, f)),
+        Err(e) => diags.push(syntax_diag(main, e)),
+    }
+    if files.is_empty() {
+        return finish(sources, None, diags, HashMap::new());
+    }
+    let mut loader = Loader {
+        sources: &mut sources,
+        files: &mut files,
+        diags: &mut diags,
+        loaded: Vec::new(),
+    };
+    let main_dir = Path::new(path)
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let mut stack = vec![std::fs::canonicalize(path).unwrap_or_else(|_| PathBuf::from(path))];
+    loader.imports(0, &main_dir, &mut stack);
+    let (model, origins) = check_files(&sources, &files, &mut diags);
+    finish(sources, model, diags, origins)
+}
+
+fn syntax_diag(file: FileId, e: syntax::SyntaxError) -> Diagnostic {
+    Diagnostic::new(Code::Syntax, e.message, Label::new(file, e.span, "here")).help(e.help)
+}
+
+fn finish(
+    sources: Sources,
+    model: Option<Model>,
+    mut diags: Vec<Diagnostic>,
+    origins: HashMap<String, Origin>,
+) -> Checked {
+    // The same mistake inside a block used many times is reported once.
+    let mut seen = std::collections::HashSet::new();
+    diags.retain(|d| {
+        seen.insert((
+            d.code,
+            d.primary.file,
+            d.primary.span.start,
+            d.primary.span.end,
+            d.message.clone(),
+        ))
+    });
+    diags.sort_by_key(|d| (d.primary.file, d.primary.span.start, d.primary.span.end));
+    let has_errors = diags.iter().any(|d| d.severity() == Severity::Error);
+    Checked {
+        sources,
+        model: if has_errors { None } else { model },
+        diagnostics: diags,
+        origins,
+    }
+}
+
+/// Reads imported files (depth first), reporting missing files and cycles.
+struct Loader<'a> {
+    sources: &'a mut Sources,
+    files: &'a mut Vec<(FileId, File)>,
+    diags: &'a mut Vec<Diagnostic>,
+    loaded: Vec<PathBuf>,
+}
+
+impl Loader<'_> {
+    fn imports(&mut self, index: usize, dir: &Path, stack: &mut Vec<PathBuf>) {
+        let (file, imports): (FileId, Vec<(String, Span)>) = {
+            let (id, ast) = &self.files[index];
+            let imports = ast
+                .items
+                .iter()
+                .filter_map(|i| match i {
+                    Item::Import { path, span } => Some((path.clone(), *span)),
+                    _ => None,
+                })
+                .collect();
+            (*id, imports)
+        };
+        for (rel, span) in imports {
+            let joined = dir.join(&rel);
+            let canonical = match std::fs::canonicalize(&joined) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.diags.push(
+                        Diagnostic::new(
+                            Code::ImportFailed,
+                            format!("cannot import `{rel}`: {e}"),
+                            Label::new(file, span, format!("looked for {}", joined.display())),
+                        )
+                        .help("import paths are relative to the importing file's folder"),
+                    );
+                    continue;
+                }
+            };
+            if stack.contains(&canonical) {
+                self.diags.push(
+                    Diagnostic::new(
+                        Code::ImportCycle,
+                        format!("import cycle: `{rel}` is already being imported"),
+                        Label::new(file, span, "imports a file that imports this one"),
+                    )
+                    .help("move the shared blocks into a third file that both import"),
+                );
+                continue;
+            }
+            if self.loaded.contains(&canonical) {
+                continue;
+            }
+            self.loaded.push(canonical.clone());
+            let text = match read_text(&joined) {
+                Ok(t) => t,
+                Err(e) => {
+                    self.diags.push(
+                        Diagnostic::new(
+                            Code::ImportFailed,
+                            format!("cannot import `{rel}`"),
+                            Label::new(file, span, e.to_string()),
+                        )
+                        .help("import only UTF-8 .pnn files"),
+                    );
+                    continue;
+                }
+            };
+            let id = self.sources.add(joined.display().to_string(), text);
+            match syntax::parse(self.sources.text(id)) {
+                Ok(ast) => {
+                    for item in &ast.items {
+                        if !matches!(item, Item::Import { .. } | Item::Act(_) | Item::Block(_)) {
+                            self.diags.push(
+                                Diagnostic::new(
+                                    Code::NotAllowedInImport,
+                                    "an imported file may only hold `import`, `act` and `block`",
+                                    Label::new(id, item.span(), "not allowed in an imported file"),
+                                )
+                                .with(Label::new(file, span, "imported here"))
+                                .help("keep `model`, `input`, `classes`, `net`, `train` and `he` in the model file"),
+                            );
+                        }
+                    }
+                    self.files.push((id, ast));
+                    let next = self.files.len() - 1;
+                    let sub_dir = joined.parent().map(Path::to_path_buf).unwrap_or_default();
+                    stack.push(canonical);
+                    self.imports(next, &sub_dir, stack);
+                    stack.pop();
+                }
+                Err(e) => self.diags.push(syntax_diag(id, e).with(Label::new(
+                    file,
+                    span,
+                    "imported here",
+                ))),
+            }
+        }
+    }
+}
+
+/// The main file's single-occurrence items.
+#[derive(Default)]
+struct Header<'a> {
+    model: Option<(&'a syntax::Ident, Span)>,
+    input: Option<(&'a Expr, Span)>,
+    classes: Option<(&'a Expr, Span)>,
+    net: Option<(&'a [syntax::Stmt], Span)>,
+    train: Option<&'a syntax::Section>,
+    he: Option<&'a syntax::Section>,
+}
+
+fn once<T>(
+    slot: &mut Option<T>,
+    value: T,
+    what: &str,
+    span: Span,
+    first: Option<Span>,
+    file: FileId,
+    diags: &mut Vec<Diagnostic>,
+) {
+    if slot.is_some() {
+        let mut d = Diagnostic::new(
+            Code::Duplicate,
+            format!("`{what}` is given twice"),
+            Label::new(file, span, "given again here"),
+        )
+        .help(format!("keep one `{what}`"));
+        if let Some(f) = first {
+            d = d.with(Label::new(file, f, "first given here"));
+        }
+        diags.push(d);
+    } else {
+        *slot = Some(value);
+    }
+}
+
+fn check_files(
+    sources: &Sources,
+    files: &[(FileId, File)],
+    diags: &mut Vec<Diagnostic>,
+) -> (Option<Model>, HashMap<String, Origin>) {
+    let main = files[0].0;
+    let mut h = Header::default();
+    let mut firsts: HashMap<&str, Span> = HashMap::new();
+    for item in &files[0].1.items {
+        let span = item.span();
+        match item {
+            Item::Model { name, span } => once(
+                &mut h.model,
+                (name, *span),
+                "model",
+                *span,
+                firsts.get("model").copied(),
+                main,
+                diags,
+            ),
+            Item::Input { shape, span } => once(
+                &mut h.input,
+                (shape, *span),
+                "input",
+                *span,
+                firsts.get("input").copied(),
+                main,
+                diags,
+            ),
+            Item::Classes { value, span } => once(
+                &mut h.classes,
+                (value, *span),
+                "classes",
+                *span,
+                firsts.get("classes").copied(),
+                main,
+                diags,
+            ),
+            Item::Net { body, span } => once(
+                &mut h.net,
+                (body.as_slice(), *span),
+                "net",
+                *span,
+                firsts.get("net").copied(),
+                main,
+                diags,
+            ),
+            Item::Train(s) => once(
+                &mut h.train,
+                s,
+                "train",
+                s.span,
+                firsts.get("train").copied(),
+                main,
+                diags,
+            ),
+            Item::He(s) => once(
+                &mut h.he,
+                s,
+                "he",
+                s.span,
+                firsts.get("he").copied(),
+                main,
+                diags,
+            ),
+            _ => continue,
+        }
+        let key = match item {
+            Item::Model { .. } => "model",
+            Item::Input { .. } => "input",
+            Item::Classes { .. } => "classes",
+            Item::Net { .. } => "net",
+            Item::Train(_) => "train",
+            _ => "he",
+        };
+        firsts.entry(key).or_insert(span);
+    }
+    let end = Span::new(sources.text(main).len(), sources.text(main).len());
+    let missing = |what: &str, example: &str, diags: &mut Vec<Diagnostic>| {
+        diags.push(
+            Diagnostic::new(
+                Code::MissingSection,
+                format!("the model has no `{what}`"),
+                Label::new(main, end, format!("`{what}` expected")),
+            )
+            .help(format!("add `{example}`")),
+        );
+    };
+    if h.model.is_none() {
+        missing("model", "model my_model", diags);
+    }
+    if h.input.is_none() {
+        missing("input", "input [1, 28, 28]", diags);
+    }
+    if h.classes.is_none() {
+        missing("classes", "classes 10", diags);
+    }
+    if h.net.is_none() {
+        missing("net", "net { flatten; dense(classes) }", diags);
+    }
+
+    // Definitions from every file.
+    let mut defs = Defs {
+        acts: HashMap::new(),
+        blocks: HashMap::new(),
+        globals: Env::new(),
+    };
+    let mut def_spans: HashMap<String, (FileId, Span)> = HashMap::new();
+    for (file, ast) in files {
+        for item in &ast.items {
+            let name = match item {
+                Item::Act(a) => &a.name,
+                Item::Block(b) => &b.name,
+                _ => continue,
+            };
+            if let Some((ff, fs)) = def_spans.get(&name.name) {
+                diags.push(
+                    Diagnostic::new(
+                        Code::Duplicate,
+                        format!("`{}` is defined twice", name.name),
+                        Label::new(*file, name.span, "defined again here"),
+                    )
+                    .with(Label::new(*ff, *fs, "first defined here"))
+                    .help("rename one of the definitions"),
+                );
+                continue;
+            }
+            def_spans.insert(name.name.clone(), (*file, name.span));
+            match item {
+                Item::Act(a) => {
+                    let arg_span = |key: &str| {
+                        a.call
+                            .args
+                            .iter()
+                            .find(|x| x.name.as_ref().is_some_and(|n| n.name == key))
+                            .map_or(a.call.span, |x| x.span)
+                    };
+                    let info = ActInfo {
+                        act: config::act(a, *file, diags),
+                        file: *file,
+                        span: a.name.span,
+                        degree_span: arg_span("degree"),
+                        range_span: arg_span("range"),
+                    };
+                    defs.acts.insert(a.name.name.clone(), info);
+                }
+                Item::Block(b) => {
+                    defs.blocks.insert(
+                        b.name.name.clone(),
+                        BlockInfo {
+                            def: b,
+                            file: *file,
+                        },
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+
+    // Header values.
+    let input = h.input.and_then(|(e, _)| input_shape(e, main, diags));
+    let (classes, class_names) = h
+        .classes
+        .map_or((None, Vec::new()), |(e, _)| classes(e, main, diags));
+    if let Some(c) = classes {
+        defs.globals.insert("classes".into(), Value::Int(c as i64));
+    }
+    let train = config::train(h.train, main, diags);
+    let (he, depth_span) = config::he(h.he, main, diags);
+
+    // The network.
+    let mut builder = Builder::new(&defs, sources);
+    let (mut ops, out_shape) = match h.net {
+        Some((body, _)) => builder.build(body, main, input.clone()),
+        None => (Vec::new(), None),
+    };
+    if let (Some(out), Some(c), Some((body, net_span))) = (&out_shape, classes, h.net)
+        && out.dims() != [c]
+    {
+        let at = body.last().map_or(net_span, |s| s.span());
+        diags.push(
+            Diagnostic::new(
+                Code::ShapeMismatch,
+                format!("the network ends with shape {out}, but the model has {c} classes"),
+                Label::new(main, at, format!("output is {out}")),
+            )
+            .help("end the network with `dense(classes)` on a flat input"),
+        );
+    }
+    let params = builder.total_params();
+    let used_acts = std::mem::take(&mut builder.used_acts);
+    let origins = std::mem::take(&mut builder.origins);
+    diags.append(&mut builder.diags);
+
+    depth::apply_placement(&mut ops, train.placement);
+    depth::mark_foldable(&mut ops);
+    let depth = depth::assign_levels(&mut ops, 0);
+
+    lints(&ops, &origins, &defs, &used_acts, &train, main, diags);
+    if let (Some(budget), Some(dspan)) = (he.depth_budget, depth_span)
+        && depth > budget
+    {
+        budget_error(&ops, &origins, budget, depth, main, dspan, diags);
+    }
+
+    let mut hasher = Sha256::new();
+    for f in &sources.files {
+        hasher.update(f.text.as_bytes());
+    }
+    let source_hash = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>();
+
+    let model = match (h.model, input, classes) {
+        (Some((name, _)), Some(input), Some(classes)) => Some(Model {
+            name: name.name.clone(),
+            source_hash,
+            input,
+            classes,
+            class_names,
+            net: ops,
+            train: train.config,
+            he,
+            params,
+            depth,
+        }),
+        _ => None,
+    };
+    (model, origins)
+}
+
+fn input_shape(e: &Expr, file: FileId, diags: &mut Vec<Diagnostic>) -> Option<Shape> {
+    let v = eval::eval(e, &Env::new(), file, diags)?;
+    let dims: Option<Vec<usize>> = match &v {
+        Value::List(items) if (1..=3).contains(&items.len()) => items
+            .iter()
+            .map(|i| i.as_usize().filter(|d| (1..=net::MAX_DIM).contains(d)))
+            .collect(),
+        _ => None,
+    };
+    if dims.is_none() {
+        diags.push(
+            Diagnostic::new(Code::OutOfRange, format!("invalid input shape `{v}`"), Label::new(file, e.span, "expected 1 to 3 positive sizes"))
+                .help(format!(
+                    "write [features], [channels, length] or [channels, height, width], each from 1 to {}",
+                    net::MAX_DIM
+                )),
+        );
+    }
+    dims.map(Shape)
+}
+
+fn classes(e: &Expr, file: FileId, diags: &mut Vec<Diagnostic>) -> (Option<usize>, Vec<String>) {
+    let Some(v) = eval::eval(e, &Env::new(), file, diags) else {
+        return (None, Vec::new());
+    };
+    match &v {
+        Value::Int(n) if (2..=1_000_000).contains(n) => (Some(*n as usize), Vec::new()),
+        Value::List(items)
+            if items.len() >= 2 && items.iter().all(|i| matches!(i, Value::Str(_))) =>
+        {
+            let names: Vec<String> = items
+                .iter()
+                .filter_map(|i| i.as_str().map(String::from))
+                .collect();
+            (Some(names.len()), names)
+        }
+        _ => {
+            diags.push(
+                Diagnostic::new(
+                    Code::OutOfRange,
+                    format!("invalid number of classes `{v}`"),
+                    Label::new(file, e.span, "expected 2 to 1000000, or a list of names"),
+                )
+                .help("write `classes 10` or `classes [\"cat\", \"dog\"]`"),
+            );
+            (None, Vec::new())
+        }
+    }
+}
+
+/// Warnings that need the whole model: degrees, penalties, folding, dropout.
+fn lints(
+    ops: &[crate::ir::Op],
+    origins: &HashMap<String, Origin>,
+    defs: &Defs<'_>,
+    used: &[String],
+    train: &config::TrainInfo,
+    main: FileId,
+    diags: &mut Vec<Diagnostic>,
+) {
+    for name in used {
+        let Some(info) = defs.acts.get(name) else {
+            continue;
+        };
+        let Some(act) = &info.act else { continue };
+        match &train.config.boundary {
+            None if act.degree > 6 => {
+                let mut d = Diagnostic::new(
+                    Code::HighDegreeNoBoundary,
+                    format!("activation `{name}` has degree {} but training has no boundary loss", act.degree),
+                    Label::new(info.file, info.degree_span, "high degree"),
+                )
+                .help("add `boundary: exp(penalty: B/2, weight: 10)` to `train` (or remove `boundary: none`): high-degree polynomials explode outside their fit range");
+                if let Some(s) = train.boundary_span {
+                    d = d.with(Label::new(main, s, "boundary loss turned off here"));
+                }
+                diags.push(d);
+            }
+            Some(b) => {
+                if let (Some(p), Some(ps)) = (b.penalty, train.penalty_span)
+                    && p > act.range
+                {
+                    diags.push(
+                        Diagnostic::new(
+                            Code::PenaltyAboveRange,
+                            format!("boundary penalty {p} is above the fit range {} of `{name}`", act.range),
+                            Label::new(main, ps, "penalty threshold"),
+                        )
+                        .with(Label::new(info.file, info.range_span, "fit range"))
+                        .help(format!("inputs between {} and {p} are not penalised but lie outside the fit: use a penalty at most {}", act.range, act.range)),
+                    );
+                }
+            }
+            None => {}
+        }
+    }
+    let all: Vec<&crate::ir::Op> = {
+        let mut v = Vec::new();
+        fn walk<'a>(ops: &'a [crate::ir::Op], v: &mut Vec<&'a crate::ir::Op>) {
+            for o in ops {
+                v.push(o);
+                if let OpKind::Residual { body, shortcut } = &o.kind {
+                    walk(body, v);
+                    walk(shortcut, v);
+                }
+            }
+        }
+        walk(ops, &mut v);
+        v
+    };
+    for op in all {
+        let Some(o) = origins.get(&op.name) else {
+            continue;
+        };
+        let mut d = match &op.kind {
+            OpKind::BatchNorm { foldable: false, .. } => Diagnostic::new(
+                Code::UnfoldableBatchNorm,
+                format!("batchnorm `{}` cannot be folded into a neighbouring layer", op.name),
+                Label::new(o.file, o.span, "costs one extra level under HE"),
+            )
+            .help("place it right after a `conv`/`dense` or a polynomial activation, or right before a `conv`/`dense`"),
+            OpKind::Dropout { .. } => Diagnostic::new(
+                Code::DropoutAtInference,
+                format!("dropout `{}` only acts during training", op.name),
+                Label::new(o.file, o.span, "the identity at inference"),
+            )
+            .help("nothing to change if you meant it as training regularisation; remove it otherwise"),
+            _ => continue,
+        };
+        d.secondary.extend(o.trace.iter().take(3).cloned());
+        diags.push(d);
+    }
+}
+
+/// E0500 at the first op whose cumulative level passes the budget.
+fn budget_error(
+    ops: &[crate::ir::Op],
+    origins: &HashMap<String, Origin>,
+    budget: u32,
+    depth: u32,
+    main: FileId,
+    dspan: Span,
+    diags: &mut Vec<Diagnostic>,
+) {
+    fn first_over<'a>(ops: &'a [crate::ir::Op], budget: u32) -> Option<&'a crate::ir::Op> {
+        for op in ops {
+            if op.level > budget {
+                if let OpKind::Residual { body, shortcut } = &op.kind {
+                    return first_over(body, budget)
+                        .or_else(|| first_over(shortcut, budget))
+                        .or(Some(op));
+                }
+                return Some(op);
+            }
+        }
+        None
+    }
+    let Some(op) = first_over(ops, budget) else {
+        return;
+    };
+    let Some(o) = origins.get(&op.name) else {
+        return;
+    };
+    let mut d = Diagnostic::new(
+        Code::DepthBudget,
+        format!("multiplicative depth {depth} exceeds the budget of {budget}"),
+        Label::new(o.file, o.span, format!("`{}` reaches level {}", op.name, op.level)),
+    )
+    .with(Label::new(main, dspan, format!("budget {budget} set here")))
+    .help("lower polynomial degrees (degree d costs ceil(log2(d+1)) levels), remove layers, or raise `depth` in `he`");
+    d.secondary.extend(o.trace.iter().take(3).cloned());
+    diags.push(d);
+}

@@ -1,0 +1,840 @@
+//! `net { }` -> a list of IR ops: block and loop expansion, shape inference
+//! and parameter counts. Levels and folding are assigned afterwards by
+//! [`super::levels`].
+
+use super::diag::{Code, Diagnostic, FileId, Label, Sources};
+use super::eval::{Env, ParamSpec, bind, closest, eval, opt, req, type_error};
+use crate::ir::{Op, OpKind, PolyAct, Shape, SrcLoc, Value};
+use crate::syntax::{BlockDef, Call, ShortcutKind, Span, Stmt};
+use std::collections::HashMap;
+
+/// Most trainable parameters a model may have. Far above anything HE can
+/// evaluate; exists so absurd sizes give an error instead of overflow.
+pub const MAX_PARAMS: u64 = 4_000_000_000;
+/// Most ops after expansion (guards nested loops).
+pub const MAX_OPS: usize = 100_000;
+/// Most values in one activation tensor.
+pub const MAX_NUMEL: u64 = 1 << 34;
+/// Deepest chain of block uses.
+pub const MAX_BLOCK_DEPTH: usize = 32;
+/// Largest channel count, feature count or kernel size.
+pub const MAX_DIM: usize = 1 << 24;
+
+const BUILTINS: &[&str] = &[
+    "dense",
+    "conv",
+    "batchnorm",
+    "avgpool",
+    "global_avgpool",
+    "flatten",
+    "dropout",
+    "scale",
+];
+
+/// A named activation definition.
+pub struct ActInfo {
+    /// None when the definition itself had errors (already reported).
+    pub act: Option<PolyAct>,
+    pub file: FileId,
+    pub span: Span,
+    /// Span of the `degree` / `range` arguments, for lints.
+    pub degree_span: Span,
+    pub range_span: Span,
+}
+
+pub struct BlockInfo<'a> {
+    pub def: &'a BlockDef,
+    pub file: FileId,
+}
+
+/// Everything a `net` may refer to by name.
+pub struct Defs<'a> {
+    pub acts: HashMap<String, ActInfo>,
+    pub blocks: HashMap<String, BlockInfo<'a>>,
+    /// Constants visible everywhere (`classes`).
+    pub globals: Env,
+}
+
+/// Where an op was written: its statement, and the block uses that led there.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub file: FileId,
+    pub span: Span,
+    pub trace: Vec<Label>,
+}
+
+pub struct Builder<'a> {
+    defs: &'a Defs<'a>,
+    sources: &'a Sources,
+    pub diags: Vec<Diagnostic>,
+    pub origins: HashMap<String, Origin>,
+    /// Names of acts actually used, for lints.
+    pub used_acts: Vec<String>,
+    op_count: usize,
+    total_params: u64,
+    stack: Vec<(String, Label)>,
+    size_reported: bool,
+}
+
+/// Per-scope counters that make op names unique (`conv1`, `conv2`, ...).
+struct Scope {
+    prefix: String,
+    counters: HashMap<String, usize>,
+}
+
+impl Scope {
+    fn new(prefix: String) -> Scope {
+        Scope {
+            prefix,
+            counters: HashMap::new(),
+        }
+    }
+
+    fn next(&mut self, kind: &str) -> String {
+        let n = self.counters.entry(kind.to_string()).or_insert(0);
+        *n += 1;
+        format!("{}{kind}{n}", self.prefix)
+    }
+}
+
+/// The shape flowing through the net; None after an error (so one mistake
+/// does not cause a cascade of follow-on shape errors).
+type Flow = Option<Shape>;
+
+impl<'a> Builder<'a> {
+    pub fn new(defs: &'a Defs<'a>, sources: &'a Sources) -> Builder<'a> {
+        Builder {
+            defs,
+            sources,
+            diags: Vec::new(),
+            origins: HashMap::new(),
+            used_acts: Vec::new(),
+            op_count: 0,
+            total_params: 0,
+            stack: Vec::new(),
+            size_reported: false,
+        }
+    }
+
+    pub fn total_params(&self) -> u64 {
+        self.total_params
+    }
+
+    /// Expand the top-level net body.
+    pub fn build(&mut self, body: &[Stmt], file: FileId, input: Flow) -> (Vec<Op>, Flow) {
+        let mut scope = Scope::new(String::new());
+        let mut ops = Vec::new();
+        let mut flow = input;
+        let env = self.defs.globals.clone();
+        self.expand(body, file, &env, &mut scope, &mut flow, &mut ops);
+        (ops, flow)
+    }
+
+    fn expand(
+        &mut self,
+        stmts: &[Stmt],
+        file: FileId,
+        env: &Env,
+        scope: &mut Scope,
+        flow: &mut Flow,
+        out: &mut Vec<Op>,
+    ) {
+        for stmt in stmts {
+            if self.op_count > MAX_OPS {
+                return;
+            }
+            match stmt {
+                Stmt::Call(call) => self.call(call, file, env, scope, flow, out),
+                Stmt::For {
+                    var, iter, body, ..
+                } => {
+                    let Some(v) = eval(iter, env, file, &mut self.diags) else {
+                        *flow = None;
+                        continue;
+                    };
+                    let Value::List(items) = v else {
+                        type_error(
+                            iter.span,
+                            file,
+                            "a list `[a, b]` or a range `a..b`",
+                            &v,
+                            &mut self.diags,
+                        );
+                        *flow = None;
+                        continue;
+                    };
+                    for item in items {
+                        let mut inner = env.clone();
+                        inner.insert(var.name.clone(), item);
+                        self.expand(body, file, &inner, scope, flow, out);
+                    }
+                }
+                Stmt::Residual {
+                    body,
+                    shortcut,
+                    span,
+                } => {
+                    let name = scope.next("res");
+                    let input = flow.clone();
+                    let mut body_ops = Vec::new();
+                    let mut body_flow = input.clone();
+                    let mut body_scope = Scope::new(format!("{name}."));
+                    self.expand(
+                        body,
+                        file,
+                        env,
+                        &mut body_scope,
+                        &mut body_flow,
+                        &mut body_ops,
+                    );
+                    let mut short_ops = Vec::new();
+                    let mut short_flow = input.clone();
+                    if let Some(sc) = shortcut {
+                        let apply = match sc.kind {
+                            ShortcutKind::Always => true,
+                            // Unknown shapes: expand anyway so its arguments are checked.
+                            ShortcutKind::WhenShapeChanges => {
+                                body_flow.is_none() || input.is_none() || body_flow != input
+                            }
+                        };
+                        if apply {
+                            let mut short_scope = Scope::new(format!("{name}.short."));
+                            self.expand(
+                                &sc.body,
+                                file,
+                                env,
+                                &mut short_scope,
+                                &mut short_flow,
+                                &mut short_ops,
+                            );
+                        }
+                    }
+                    if let (Some(b), Some(s)) = (&body_flow, &short_flow)
+                        && b != s
+                    {
+                        let short_label = match shortcut {
+                            Some(sc) => {
+                                Label::new(file, sc.span, format!("the shortcut gives {s}"))
+                            }
+                            None => {
+                                Label::new(file, *span, format!("the identity shortcut gives {s}"))
+                            }
+                        };
+                        let help = match (b.dims(), shortcut) {
+                            ([c, ..], None) => format!(
+                                "add a projection: `residual {{ ... }} project {{ conv({c}, 1, stride: S); batchnorm }}` with S the body's stride"
+                            ),
+                            _ => "make both paths end in the same shape".to_string(),
+                        };
+                        self.diags.push(
+                            Diagnostic::new(
+                                Code::ShapeMismatch,
+                                format!(
+                                    "residual join: the body gives {b} but the shortcut gives {s}"
+                                ),
+                                Label::new(file, *span, format!("the body gives {b}")),
+                            )
+                            .with(short_label)
+                            .help(help),
+                        );
+                        body_flow = None;
+                    }
+                    let params = body_ops
+                        .iter()
+                        .chain(&short_ops)
+                        .map(|o| o.params)
+                        .fold(0u64, u64::saturating_add);
+                    let output = body_flow.clone();
+                    self.push(
+                        out,
+                        name,
+                        OpKind::Residual {
+                            body: body_ops,
+                            shortcut: short_ops,
+                        },
+                        &input,
+                        output,
+                        params,
+                        file,
+                        *span,
+                    );
+                    *flow = if body_flow.is_some() && short_flow.is_some() {
+                        body_flow
+                    } else {
+                        None
+                    };
+                }
+            }
+        }
+    }
+
+    fn call(
+        &mut self,
+        call: &Call,
+        file: FileId,
+        env: &Env,
+        scope: &mut Scope,
+        flow: &mut Flow,
+        out: &mut Vec<Op>,
+    ) {
+        // A block parameter or loop variable may name an activation or block.
+        let mut name = call.name.name.clone();
+        if let Some(v) = env.get(&name) {
+            match v {
+                Value::Ident(target) => name = target.clone(),
+                other => {
+                    self.diags.push(
+                        Diagnostic::new(
+                            Code::WrongType,
+                            format!("`{name}` is {} `{other}`, not a layer", other.type_name()),
+                            Label::new(file, call.name.span, "used as a layer here"),
+                        )
+                        .help(
+                            "only names of layers, activations and blocks can stand as statements",
+                        ),
+                    );
+                    *flow = None;
+                    return;
+                }
+            }
+        }
+        if BUILTINS.contains(&name.as_str()) {
+            self.builtin(&name, call, file, env, scope, flow, out);
+        } else if let Some(info) = self.defs.acts.get(&name) {
+            if !call.args.is_empty() {
+                self.diags.push(
+                    Diagnostic::new(
+                        Code::UnknownArgument,
+                        format!("activation `{name}` takes no arguments"),
+                        Label::new(file, call.span, "arguments given here"),
+                    )
+                    .with(Label::new(info.file, info.span, "defined here"))
+                    .help(format!(
+                        "write just `{name}`; change its settings in its `act` definition"
+                    )),
+                );
+            }
+            if !self.used_acts.contains(&name) {
+                self.used_acts.push(name.clone());
+            }
+            let Some(act) = info.act.clone() else {
+                return;
+            };
+            let params = if act.learnable {
+                u64::from(act.degree) + 1
+            } else {
+                0
+            };
+            let input = flow.clone();
+            let op_name = scope.next("poly");
+            self.push(
+                out,
+                op_name,
+                OpKind::Poly(act),
+                &input,
+                input.clone(),
+                params,
+                file,
+                call.span,
+            );
+        } else if let Some(block) = self.defs.blocks.get(&name) {
+            self.block(block, &name, call, file, env, scope, flow, out);
+        } else if let Some(help) = super::nonhe::replacement(&name) {
+            self.diags.push(
+                Diagnostic::new(
+                    Code::NonHeOp,
+                    format!("`{name}` cannot be evaluated under homomorphic encryption"),
+                    Label::new(file, call.span, "not HE-compatible"),
+                )
+                .help(help),
+            );
+            // Shape-preserving guess so later layers are still checked.
+            if !matches!(
+                name.as_str(),
+                "maxpool" | "max_pool" | "maxpool2d" | "adaptive_maxpool" | "attention"
+            ) {
+                return;
+            }
+            *flow = None;
+        } else {
+            let candidates = BUILTINS
+                .iter()
+                .copied()
+                .chain(self.defs.acts.keys().map(String::as_str))
+                .chain(self.defs.blocks.keys().map(String::as_str));
+            let help = match closest(candidates, &name) {
+                Some(c) => format!("did you mean `{c}`?"),
+                None => format!(
+                    "layers are {}; activations and blocks must be defined with `act` or `block`",
+                    BUILTINS.join(", ")
+                ),
+            };
+            self.diags.push(
+                Diagnostic::new(
+                    Code::UnknownName,
+                    format!("unknown layer, activation or block `{name}`"),
+                    Label::new(file, call.name.span, "not defined"),
+                )
+                .help(help),
+            );
+            *flow = None;
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn block(
+        &mut self,
+        block: &BlockInfo<'_>,
+        name: &str,
+        call: &Call,
+        file: FileId,
+        env: &Env,
+        scope: &mut Scope,
+        flow: &mut Flow,
+        out: &mut Vec<Op>,
+    ) {
+        let def = block.def;
+        let use_label = Label::new(file, call.span, format!("in this use of block `{name}`"));
+        if self.stack.iter().any(|(n, _)| n == name) {
+            let mut d = Diagnostic::new(
+                Code::RecursiveBlock,
+                format!("block `{name}` uses itself"),
+                Label::new(file, call.span, "recursive use"),
+            )
+            .with(Label::new(block.file, def.name.span, "block defined here"))
+            .help("blocks are expanded in place and cannot recurse; repeat a block with `for i in 0..n { ... }`");
+            for (_, l) in self.stack.iter().rev().take(3) {
+                d = d.with(l.clone());
+            }
+            self.diags.push(d);
+            *flow = None;
+            return;
+        }
+        if self.stack.len() >= MAX_BLOCK_DEPTH {
+            self.diags.push(
+                Diagnostic::new(
+                    Code::RecursiveBlock,
+                    format!("blocks nested deeper than {MAX_BLOCK_DEPTH} levels"),
+                    Label::new(file, call.span, "too deep"),
+                )
+                .help("flatten the block structure"),
+            );
+            *flow = None;
+            return;
+        }
+        // Bind arguments to the block's parameters.
+        let spec: Vec<ParamSpec> = def
+            .params
+            .iter()
+            .map(|p| ParamSpec {
+                name: p.name.name.as_str(),
+                required: p.default.is_none(),
+            })
+            .collect();
+        let before = self.diags.len();
+        let bound = bind(call, &spec, env, file, &mut self.diags);
+        // Defaults are evaluated where the block is defined, seeing earlier parameters.
+        let mut inner = self.defs.globals.clone();
+        for p in &def.params {
+            let key = p.name.name.as_str();
+            if let Some((v, _)) = bound.values.get(key) {
+                inner.insert(key.to_string(), v.clone());
+            } else if let Some(d) = &p.default
+                && let Some(v) = eval(d, &inner, block.file, &mut self.diags)
+            {
+                inner.insert(key.to_string(), v);
+            }
+        }
+        for d in &mut self.diags[before..] {
+            d.secondary.push(Label::new(
+                block.file,
+                def.name.span,
+                format!("block `{name}` defined here"),
+            ));
+        }
+        if bound.failed {
+            *flow = None;
+            return;
+        }
+        let mut sub = Scope::new(format!("{}.", scope.next(name)));
+        self.stack.push((name.to_string(), use_label.clone()));
+        let before = self.diags.len();
+        self.expand(&def.body, block.file, &inner, &mut sub, flow, out);
+        self.stack.pop();
+        for d in &mut self.diags[before..] {
+            if d.secondary.len() < 4 && d.code != Code::RecursiveBlock {
+                d.secondary.push(use_label.clone());
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn builtin(
+        &mut self,
+        name: &str,
+        call: &Call,
+        file: FileId,
+        env: &Env,
+        scope: &mut Scope,
+        flow: &mut Flow,
+        out: &mut Vec<Op>,
+    ) {
+        const DENSE: &[ParamSpec] = &[req("out"), opt("bias")];
+        const CONV: &[ParamSpec] = &[
+            req("out"),
+            req("kernel"),
+            opt("stride"),
+            opt("padding"),
+            opt("bias"),
+        ];
+        const BN: &[ParamSpec] = &[opt("eps"), opt("momentum")];
+        const POOL: &[ParamSpec] = &[req("kernel"), opt("stride")];
+        const DROPOUT: &[ParamSpec] = &[req("p")];
+        const SCALE: &[ParamSpec] = &[req("factor")];
+        let spec = match name {
+            "dense" => DENSE,
+            "conv" => CONV,
+            "batchnorm" => BN,
+            "avgpool" => POOL,
+            "dropout" => DROPOUT,
+            "scale" => SCALE,
+            _ => &[],
+        };
+        let b = bind(call, spec, env, file, &mut self.diags);
+        let d = &mut self.diags;
+        let input = flow.clone();
+        let at = |msg: String| Label::new(file, call.span, msg);
+        let (kind, output, params): (OpKind, Flow, Option<u64>) = match name {
+            "dense" => {
+                let outf = b.usize("out", None, 1, MAX_DIM, d);
+                let bias = b.bool("bias", true, d);
+                let (Some(outf), Some(bias)) = (outf, bias) else {
+                    *flow = None;
+                    return;
+                };
+                let inf = match input.as_ref().map(|s| s.dims().to_vec()) {
+                    Some(dims) if dims.len() == 1 => Some(dims[0]),
+                    Some(dims) => {
+                        let s = Shape(dims);
+                        self.diags.push(
+                            Diagnostic::new(
+                                Code::ShapeMismatch,
+                                format!("`dense` needs a flat input, but its input has shape {s}"),
+                                at(format!("input is {s}")),
+                            )
+                            .help("add `flatten` (or `global_avgpool` for images) before `dense`"),
+                        );
+                        None
+                    }
+                    None => None,
+                };
+                let params = inf.and_then(|i| {
+                    (i as u64).checked_mul(outf as u64)?.checked_add(if bias {
+                        outf as u64
+                    } else {
+                        0
+                    })
+                });
+                let kind = OpKind::Dense {
+                    in_features: inf.unwrap_or(0),
+                    out_features: outf,
+                    bias,
+                };
+                (
+                    kind,
+                    inf.map(|_| Shape(vec![outf])),
+                    params.or(inf.map(|_| u64::MAX)),
+                )
+            }
+            "conv" => {
+                let cout = b.usize("out", None, 1, MAX_DIM, d);
+                let kernel = b.pair("kernel", None, 1, 1 << 16, d);
+                let stride = b.pair("stride", Some([1, 1]), 1, 1 << 16, d);
+                let padding = b.pair("padding", Some([0, 0]), 0, 1 << 16, d);
+                let bias = b.bool("bias", false, d);
+                let (Some(cout), Some(kernel), Some(stride), Some(padding), Some(bias)) =
+                    (cout, kernel, stride, padding, bias)
+                else {
+                    *flow = None;
+                    return;
+                };
+                let mut output = None;
+                let mut cin = 0;
+                if let Some(s) = &input {
+                    match s.dims() {
+                        [c, h, w] => {
+                            cin = *c;
+                            let oh = conv_out(*h, kernel[0], stride[0], padding[0]);
+                            let ow = conv_out(*w, kernel[1], stride[1], padding[1]);
+                            match (oh, ow) {
+                                (Some(oh), Some(ow)) => output = Some(Shape(vec![cout, oh, ow])),
+                                _ => self.diags.push(
+                                    Diagnostic::new(
+                                        Code::ShapeMismatch,
+                                        format!(
+                                            "kernel {}x{} does not fit the {h}x{w} input (padding {}x{})",
+                                            kernel[0], kernel[1], padding[0], padding[1]
+                                        ),
+                                        Label::new(file, b.span("kernel"), "kernel larger than the padded input"),
+                                    )
+                                    .with(Label::new(file, call.span, format!("input is {s}")))
+                                    .help("use a smaller kernel or more padding, or remove a downsampling layer before this one"),
+                                ),
+                            }
+                        }
+                        _ => self.diags.push(
+                            Diagnostic::new(
+                                Code::ShapeMismatch,
+                                format!("`conv` needs an image input [channels, height, width], but its input has shape {s}"),
+                                at(format!("input is {s}")),
+                            )
+                            .help("give the model a 3-D input such as `input [1, 28, 28]`, or use `dense` on flat inputs"),
+                        ),
+                    }
+                }
+                let params = output.as_ref().and_then(|_| {
+                    (cout as u64)
+                        .checked_mul(cin as u64)?
+                        .checked_mul(kernel[0] as u64)?
+                        .checked_mul(kernel[1] as u64)?
+                        .checked_add(if bias { cout as u64 } else { 0 })
+                });
+                let kind = OpKind::Conv {
+                    in_channels: cin,
+                    out_channels: cout,
+                    kernel,
+                    stride,
+                    padding,
+                    bias,
+                };
+                let p = params.or(output.as_ref().map(|_| u64::MAX));
+                (kind, output, p)
+            }
+            "batchnorm" => {
+                let eps = b.float("eps", Some(1e-5), |x| x > 0.0, "positive", d);
+                let momentum = b.float(
+                    "momentum",
+                    Some(0.1),
+                    |x| x > 0.0 && x <= 1.0,
+                    "in (0, 1]",
+                    d,
+                );
+                let (Some(eps), Some(momentum)) = (eps, momentum) else {
+                    *flow = None;
+                    return;
+                };
+                let channels = input
+                    .as_ref()
+                    .and_then(|s| s.dims().first().copied())
+                    .unwrap_or(0);
+                let kind = OpKind::BatchNorm {
+                    channels,
+                    eps,
+                    momentum,
+                    foldable: true,
+                };
+                (kind, input.clone(), Some(2 * channels as u64))
+            }
+            "avgpool" => {
+                let kernel = b.pair("kernel", None, 1, 1 << 16, d);
+                let stride = b.pair("stride", kernel, 1, 1 << 16, d);
+                let (Some(kernel), Some(stride)) = (kernel, stride) else {
+                    *flow = None;
+                    return;
+                };
+                let output = match input.as_ref().map(|s| s.dims().to_vec()) {
+                    Some(dims) => match dims.as_slice() {
+                        [c, h, w] => match (
+                            conv_out(*h, kernel[0], stride[0], 0),
+                            conv_out(*w, kernel[1], stride[1], 0),
+                        ) {
+                            (Some(oh), Some(ow)) => Some(Shape(vec![*c, oh, ow])),
+                            _ => {
+                                self.diags.push(
+                                    Diagnostic::new(
+                                        Code::ShapeMismatch,
+                                        format!("pooling window {}x{} is larger than the {h}x{w} input", kernel[0], kernel[1]),
+                                        at(format!("input is {}", Shape(dims.clone()))),
+                                    )
+                                    .help("use a smaller window, or `global_avgpool` to average everything"),
+                                );
+                                None
+                            }
+                        },
+                        _ => {
+                            self.diags.push(
+                                Diagnostic::new(
+                                    Code::ShapeMismatch,
+                                    format!("`avgpool` needs an image input [channels, height, width], found {}", Shape(dims.clone())),
+                                    at("not an image".into()),
+                                )
+                                .help("pool before `flatten`, or remove the pooling"),
+                            );
+                            None
+                        }
+                    },
+                    None => None,
+                };
+                (OpKind::AvgPool { kernel, stride }, output, Some(0))
+            }
+            "global_avgpool" => {
+                let output = match input.as_ref().map(|s| s.dims().to_vec()) {
+                    Some(dims) if dims.len() >= 2 => Some(Shape(vec![dims[0]])),
+                    Some(dims) => {
+                        self.diags.push(
+                            Diagnostic::new(
+                                Code::ShapeMismatch,
+                                format!(
+                                    "`global_avgpool` needs [channels, ...positions], found {}",
+                                    Shape(dims)
+                                ),
+                                at("input is already flat".into()),
+                            )
+                            .help(
+                                "remove `global_avgpool`: the input has no spatial positions left",
+                            ),
+                        );
+                        None
+                    }
+                    None => None,
+                };
+                (OpKind::GlobalAvgPool, output, Some(0))
+            }
+            "flatten" => (
+                OpKind::Flatten,
+                input.as_ref().map(|s| Shape(vec![s.numel() as usize])),
+                Some(0),
+            ),
+            "dropout" => {
+                let Some(p) = b.float("p", None, |x| (0.0..1.0).contains(&x), "in [0, 1)", d)
+                else {
+                    *flow = None;
+                    return;
+                };
+                (OpKind::Dropout { p }, input.clone(), Some(0))
+            }
+            _ => {
+                let Some(factor) = b.float("factor", None, |x| x != 0.0, "a non-zero number", d)
+                else {
+                    *flow = None;
+                    return;
+                };
+                (OpKind::Scale { factor }, input.clone(), Some(0))
+            }
+        };
+        let op_name = scope.next(match name {
+            "batchnorm" => "bn",
+            "global_avgpool" => "gap",
+            other => other,
+        });
+        let output = self.check_size(output, params, call.span, file, &op_name);
+        let failed = output.is_none();
+        self.push(
+            out,
+            op_name,
+            kind,
+            &input,
+            output.clone(),
+            params.unwrap_or(0),
+            file,
+            call.span,
+        );
+        *flow = if failed { None } else { output };
+    }
+
+    /// Reject absurd layer sizes (params or activation values); reported once.
+    fn check_size(
+        &mut self,
+        output: Flow,
+        params: Option<u64>,
+        span: Span,
+        file: FileId,
+        op: &str,
+    ) -> Flow {
+        let output = output?;
+        let params = params.unwrap_or(0);
+        let new_total = self.total_params.saturating_add(params);
+        let too_big = if params > MAX_PARAMS || new_total > MAX_PARAMS {
+            Some(format!(
+                "`{op}` brings the parameter count to {}, over the limit of {MAX_PARAMS}",
+                if params == u64::MAX {
+                    "more than 2^64".to_string()
+                } else {
+                    new_total.to_string()
+                }
+            ))
+        } else if output.numel() > MAX_NUMEL {
+            Some(format!(
+                "`{op}` outputs {} values, over the limit of {MAX_NUMEL}",
+                output.numel()
+            ))
+        } else {
+            None
+        };
+        self.total_params = new_total;
+        if let Some(msg) = too_big {
+            if !self.size_reported {
+                self.size_reported = true;
+                self.diags.push(
+                    Diagnostic::new(Code::TooLarge, msg, Label::new(file, span, "this layer is too large"))
+                        .help("check the sizes: HE networks have thousands to millions of parameters, not billions"),
+                );
+            }
+            return None;
+        }
+        Some(output)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        out: &mut Vec<Op>,
+        name: String,
+        kind: OpKind,
+        input: &Flow,
+        output: Flow,
+        params: u64,
+        file: FileId,
+        span: Span,
+    ) {
+        self.op_count += 1;
+        if self.op_count == MAX_OPS + 1 {
+            self.diags.push(
+                Diagnostic::new(
+                    Code::TooLarge,
+                    format!("the network expands to more than {MAX_OPS} layers"),
+                    Label::new(file, span, "limit crossed here"),
+                )
+                .help("check loop ranges and block repetitions"),
+            );
+        }
+        let (line, column) = self.sources.line_col(file, span.start);
+        let trace = self.stack.iter().rev().map(|(_, l)| l.clone()).collect();
+        self.origins
+            .insert(name.clone(), Origin { file, span, trace });
+        out.push(Op {
+            name,
+            kind,
+            input: input.clone().unwrap_or(Shape(Vec::new())),
+            output: output.unwrap_or(Shape(Vec::new())),
+            params,
+            levels: 0,
+            level: 0,
+            loc: SrcLoc {
+                file: self.sources.path(file).to_string(),
+                line,
+                column,
+            },
+        });
+    }
+}
+
+/// Output length of a convolution or pooling along one axis, None when the
+/// window does not fit.
+fn conv_out(n: usize, k: usize, s: usize, p: usize) -> Option<usize> {
+    let padded = n.checked_add(p.checked_mul(2)?)?;
+    if k > padded || s == 0 {
+        return None;
+    }
+    Some((padded - k) / s + 1)
+}

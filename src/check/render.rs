@@ -1,0 +1,155 @@
+//! Diagnostics for people (ariadne) and for tools (JSON, schema in docs/cli.md).
+
+use super::diag::{Diagnostic, Label, Severity, Sources};
+use serde::Serialize;
+use std::ops::Range;
+
+fn byte_range(sources: &Sources, label: &Label) -> Range<usize> {
+    let len = sources.text(label.file).len();
+    let start = label.span.start.min(len);
+    let end = label.span.end.clamp(start, len);
+    start..end
+}
+
+/// Render diagnostics as text, with ANSI colour when `color` is set.
+pub fn text(sources: &Sources, diags: &[Diagnostic], color: bool) -> String {
+    use ariadne::{Color, Config, IndexType, Report, ReportKind};
+    let cache_entries: Vec<(String, String)> = sources
+        .files
+        .iter()
+        .map(|f| (f.path.clone(), f.text.clone()))
+        .collect();
+    let mut cache = ariadne::sources(cache_entries);
+    let mut out = Vec::new();
+    for d in diags {
+        let path = sources.path(d.primary.file).to_string();
+        let kind = match d.severity() {
+            Severity::Error => ReportKind::Error,
+            Severity::Warning => ReportKind::Warning,
+        };
+        let main_color = if d.severity() == Severity::Error {
+            Color::Red
+        } else {
+            Color::Yellow
+        };
+        let mut report = Report::build(kind, (path.clone(), byte_range(sources, &d.primary)))
+            .with_config(
+                Config::default()
+                    .with_color(color)
+                    .with_index_type(IndexType::Byte),
+            )
+            .with_code(d.code.as_str())
+            .with_message(&d.message)
+            .with_label(
+                ariadne::Label::new((path, byte_range(sources, &d.primary)))
+                    .with_message(&d.primary.message)
+                    .with_color(main_color)
+                    .with_order(0),
+            );
+        for (i, l) in d.secondary.iter().enumerate() {
+            report = report.with_label(
+                ariadne::Label::new((sources.path(l.file).to_string(), byte_range(sources, l)))
+                    .with_message(&l.message)
+                    .with_color(Color::Blue)
+                    .with_order(i as i32 + 1),
+            );
+        }
+        if !d.help.is_empty() {
+            report = report.with_help(&d.help);
+        }
+        // Writing into a Vec cannot fail for I/O reasons; a failure would be a
+        // bad span, reported in place of the drawing.
+        if let Err(e) = report.finish().write(&mut cache, &mut out) {
+            out.extend_from_slice(
+                format!(
+                    "{}: {}: {} ({e})\n",
+                    d.code,
+                    sources.path(d.primary.file),
+                    d.message
+                )
+                .as_bytes(),
+            );
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// One diagnostic in the JSON output. Field names are a stable interface.
+#[derive(Debug, Serialize)]
+pub struct JsonDiagnostic {
+    pub code: String,
+    pub severity: Severity,
+    pub message: String,
+    pub file: String,
+    /// 1-based line and column (in characters) of the primary span's start.
+    pub line: u32,
+    pub column: u32,
+    pub end_line: u32,
+    pub end_column: u32,
+    /// Byte offsets `[start, end)` of the primary span in `file`.
+    pub span: JsonSpan,
+    pub help: String,
+    /// The primary label first, then secondary labels.
+    pub labels: Vec<JsonLabel>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct JsonSpan {
+    pub start: usize,
+    pub end: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct JsonLabel {
+    pub file: String,
+    pub line: u32,
+    pub column: u32,
+    pub span: JsonSpan,
+    pub message: String,
+    pub primary: bool,
+}
+
+fn json_label(sources: &Sources, l: &Label, primary: bool) -> JsonLabel {
+    let r = byte_range(sources, l);
+    let (line, column) = sources.line_col(l.file, r.start);
+    JsonLabel {
+        file: sources.path(l.file).to_string(),
+        line,
+        column,
+        span: JsonSpan {
+            start: r.start,
+            end: r.end,
+        },
+        message: l.message.clone(),
+        primary,
+    }
+}
+
+pub fn json_diagnostics(sources: &Sources, diags: &[Diagnostic]) -> Vec<JsonDiagnostic> {
+    diags
+        .iter()
+        .map(|d| {
+            let r = byte_range(sources, &d.primary);
+            let (line, column) = sources.line_col(d.primary.file, r.start);
+            let (end_line, end_column) = sources.line_col(d.primary.file, r.end);
+            let mut labels = vec![json_label(sources, &d.primary, true)];
+            labels.extend(d.secondary.iter().map(|l| json_label(sources, l, false)));
+            JsonDiagnostic {
+                code: d.code.as_str().to_string(),
+                severity: d.severity(),
+                message: d.message.clone(),
+                file: sources.path(d.primary.file).to_string(),
+                line,
+                column,
+                end_line,
+                end_column,
+                span: JsonSpan {
+                    start: r.start,
+                    end: r.end,
+                },
+                help: d.help.clone(),
+                labels,
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,71 @@
+//! The `pnnc` command line: the top-level [`Command`] enum and dispatch.
+//! Other stages add their subcommands as `src/cli/<name>.rs`.
+
+mod check;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::process::ExitCode;
+
+/// pnnc: a compiler for polynomial neural networks under CKKS homomorphic encryption.
+#[derive(Debug, Parser)]
+#[command(name = "pnnc", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check model files: syntax, names, shapes, HE compatibility and depth.
+    Check(check::CheckArgs),
+    /// Print the per-layer table of a model: shapes, parameters, levels.
+    Info(check::InfoArgs),
+    /// Format model files in place (or only report with --check).
+    Fmt(check::FmtArgs),
+    /// Explain a diagnostic code, e.g. `pnnc explain E0100`.
+    Explain(check::ExplainArgs),
+    /// Time the checker on model files (median of repeated runs).
+    #[command(hide = true)]
+    BenchCheck(check::BenchArgs),
+}
+
+/// Output format of `check` and `info`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Format {
+    #[default]
+    Text,
+    Json,
+}
+
+/// When to colour text output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum ColorChoice {
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+/// Parse the command line and run it; the process exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            // Printing clap's message can only fail if stdout/stderr is closed.
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    run(&cli.command)
+}
+
+pub fn run(command: &Command) -> ExitCode {
+    match command {
+        Command::Check(a) => check::check(a),
+        Command::Info(a) => check::info(a),
+        Command::Fmt(a) => check::fmt(a),
+        Command::Explain(a) => check::explain(a),
+        Command::BenchCheck(a) => check::bench(a),
+    }
+}
