@@ -1,6 +1,7 @@
 //! `pnnc eval model.pnn --weights CKPT`: test accuracy and confusion matrix.
 
-use super::train::{Failure, load_data, load_model, report, set_threads};
+use super::failure::{Failure, report, set_threads};
+use super::train::{load_data, load_model};
 use crate::ir::Checkpoint;
 use crate::train::run::{argmax, predict_split, Split};
 use crate::train::{Network, NetworkOptions};

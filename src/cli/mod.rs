@@ -1,7 +1,9 @@
 //! The `pnnc` command line: the top-level [`Command`] enum and dispatch.
 //! Other stages add their subcommands as `src/cli/<name>.rs`.
 
+pub mod bench;
 mod check;
+pub mod failure;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::process::ExitCode;
@@ -24,6 +26,8 @@ pub enum Command {
     Fmt(check::FmtArgs),
     /// Explain a diagnostic code, e.g. `pnnc explain E0100`.
     Explain(check::ExplainArgs),
+    /// Time training steps of a benchmark network on random data.
+    Bench(bench::BenchArgs),
     /// Time the checker on model files (median of repeated runs).
     #[command(hide = true)]
     BenchCheck(check::BenchArgs),
@@ -67,5 +71,6 @@ pub fn run(command: &Command) -> ExitCode {
         Command::Fmt(a) => check::fmt(a),
         Command::Explain(a) => check::explain(a),
         Command::BenchCheck(a) => check::bench(a),
+        Command::Bench(a) => bench::run(a),
     }
 }

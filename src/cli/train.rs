@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+pub use super::failure::{Failure, report, set_threads};
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct TrainArgs {
     /// The model file (.pnn).
@@ -93,57 +95,21 @@ struct Summary<'a> {
     run: &'a run::RunSummary,
 }
 
-/// A failure with its exit code (1: the job failed, 2: usage or I/O).
-pub struct Failure {
-    pub code: u8,
-    pub message: String,
-}
-
-impl Failure {
-    pub fn usage(message: impl Into<String>) -> Failure {
-        Failure {
-            code: 2,
-            message: message.into(),
-        }
-    }
-    pub fn job(message: impl Into<String>) -> Failure {
-        Failure {
-            code: 1,
-            message: message.into(),
-        }
-    }
-}
-
-/// Print a failure as `error: ...` and turn it into the exit code.
-pub fn report(result: Result<(), Failure>) -> ExitCode {
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(f) => {
-            eprintln!("error: {}", f.message);
-            ExitCode::from(f.code)
-        }
-    }
-}
-
 pub fn run(args: &TrainArgs) -> ExitCode {
     report(train(args))
 }
 
-/// Set the size of the global rayon pool (first call in a process wins).
-pub fn set_threads(threads: Option<usize>) -> usize {
-    if let Some(n) = threads {
-        // Fails only when the pool already exists (a second command in one
-        // process, e.g. tests); the existing pool is then used.
-        let _ = rayon::ThreadPoolBuilder::new()
-            .num_threads(n.max(1))
-            .build_global();
-    }
-    rayon::current_num_threads()
-}
-
 /// Parse and check a model file.
 pub fn load_model(path: &Path) -> Result<Model, Failure> {
-    crate::check::check_path(path).map_err(|text| Failure::usage(text))
+    crate::check::load_model(path).map_err(|e| match e {
+        crate::check::ModelError::Load(e) => Failure::usage(format!(
+            "{e}\n  help: give the path of a UTF-8 .pnn model file"
+        )),
+        invalid => Failure::usage(format!(
+            "{invalid}\n  help: run `pnnc check {}` and fix the errors",
+            path.display()
+        )),
+    })
 }
 
 /// Load the model's data set (normalised with `normalization` when given).
@@ -357,4 +323,67 @@ fn train(args: &TrainArgs) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::{BoundaryKind, BoundaryLoss, Reduce};
+    use clap::Parser;
+
+    #[derive(clap::Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        args: TrainArgs,
+    }
+
+    fn args(extra: &[&str]) -> TrainArgs {
+        let mut v = vec!["pnnc", "m.pnn"];
+        v.extend(extra);
+        Wrap::parse_from(v).args
+    }
+
+    fn model() -> Model {
+        let act = crate::train::models::relu_poly(2, 12.0, crate::ir::Basis::Chebyshev);
+        let mut m = crate::train::models::bench_model("mnist_cnn", &act).unwrap();
+        m.train.boundary = Some(BoundaryLoss {
+            kind: BoundaryKind::Exp,
+            penalty: Some(12.0),
+            weight: 10.0,
+            reduce: Reduce::Sum,
+        });
+        m.train.clip = Some(Clip {
+            max_norm: 0.5,
+            except: ClipExcept::BatchNorm,
+        });
+        m
+    }
+
+    #[test]
+    fn overrides_apply_to_the_model_config() {
+        let m = model();
+        let cfg = effective_config(&m, &args(&[]), Progress::Quiet);
+        assert_eq!(cfg.clip, m.train.clip);
+        assert!(cfg.boundary.is_some());
+        assert_eq!(cfg.site_ranges.len(), 3);
+        assert_eq!(cfg.metadata.get("he_compatible").map(String::as_str), Some("true"));
+
+        let all = effective_config(&m, &args(&["--clip", "all", "--epochs", "5"]), Progress::Quiet);
+        assert_eq!(
+            all.clip,
+            Some(Clip {
+                max_norm: 0.5,
+                except: ClipExcept::None
+            })
+        );
+        assert_eq!(all.epochs, 5);
+        let off = effective_config(&m, &args(&["--clip", "off", "--no-boundary-loss"]), Progress::Quiet);
+        assert_eq!(off.clip, None);
+        assert_eq!(off.boundary, None);
+
+        let relu = effective_config(&m, &args(&["--baseline", "relu"]), Progress::Quiet);
+        assert_eq!(relu.boundary, None);
+        assert_eq!(relu.metadata.get("he_compatible").map(String::as_str), Some("false"));
+        assert_eq!(relu.metadata.get("baseline").map(String::as_str), Some("relu"));
+    }
 }

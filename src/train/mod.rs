@@ -14,7 +14,5 @@ pub mod optim;
 pub mod run;
 pub mod schedule;
 
-pub use backend::network::{
-    Network, NetworkOf, NetworkOptions, ParamGroup, ParamInfo, StepOutput,
-};
+pub use backend::network::{Network, NetworkOf, NetworkOptions, ParamGroup, ParamInfo, StepOutput};
 pub use error::TrainError;
