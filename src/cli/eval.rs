@@ -3,7 +3,7 @@
 use super::failure::{Failure, report, set_threads};
 use super::train::{load_data, load_model};
 use crate::ir::Checkpoint;
-use crate::train::run::{argmax, predict_split, Split};
+use crate::train::run::{Split, argmax, predict_split};
 use crate::train::{Network, NetworkOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,8 +48,14 @@ fn eval(args: &EvalArgs) -> Result<(), Failure> {
     ck.check_matches(&model, &args.weights)
         .map_err(|e| Failure::usage(e.to_string()))?;
     let relu = ck.metadata.get("baseline").map(String::as_str) == Some("relu");
-    let mut net = Network::new(&model, 0, &NetworkOptions { baseline_relu: relu })
-        .map_err(|e| Failure::job(format!("{}: {e}", args.model.display())))?;
+    let mut net = Network::new(
+        &model,
+        0,
+        &NetworkOptions {
+            baseline_relu: relu,
+        },
+    )
+    .map_err(|e| Failure::job(format!("{}: {e}", args.model.display())))?;
     net.load_tensors(&ck.tensors)
         .map_err(|e| Failure::usage(format!("{}: {e}", args.weights.display())))?;
     let splits = load_data(
@@ -95,7 +101,11 @@ fn eval(args: &EvalArgs) -> Result<(), Failure> {
         model.name,
         100.0 * acc,
         test.len(),
-        if relu { " [ReLU baseline, not HE-compatible]" } else { "" }
+        if relu {
+            " [ReLU baseline, not HE-compatible]"
+        } else {
+            ""
+        }
     );
     println!("confusion matrix (rows: true class, columns: predicted):");
     let width = names.iter().map(|n| n.len()).max().unwrap_or(1).max(6);
@@ -121,6 +131,9 @@ mod tests {
     #[test]
     fn confusion_counts_true_against_predicted() {
         let logits = [1.0, 0.0, 0.0, 1.0, 0.9, 0.1];
-        assert_eq!(confusion(&logits, &[0, 1, 1], 2), vec![vec![1, 0], vec![1, 1]]);
+        assert_eq!(
+            confusion(&logits, &[0, 1, 1], 2),
+            vec![vec![1, 0], vec![1, 1]]
+        );
     }
 }

@@ -3,7 +3,10 @@
 
 pub mod bench;
 mod check;
+pub mod data;
+pub mod eval;
 pub mod failure;
+pub mod train;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::process::ExitCode;
@@ -26,6 +29,12 @@ pub enum Command {
     Fmt(check::FmtArgs),
     /// Explain a diagnostic code, e.g. `pnnc explain E0100`.
     Explain(check::ExplainArgs),
+    /// List, inspect, fetch, verify and benchmark data sets.
+    Data(data::DataArgs),
+    /// Train a model on its data set into a run folder.
+    Train(train::TrainArgs),
+    /// Test accuracy and confusion matrix of trained weights.
+    Eval(eval::EvalArgs),
     /// Time training steps of a benchmark network on random data.
     Bench(bench::BenchArgs),
     /// Time the checker on model files (median of repeated runs).
@@ -71,6 +80,9 @@ pub fn run(command: &Command) -> ExitCode {
         Command::Fmt(a) => check::fmt(a),
         Command::Explain(a) => check::explain(a),
         Command::BenchCheck(a) => check::bench(a),
+        Command::Data(a) => data::run(a),
+        Command::Train(a) => train::run(a),
+        Command::Eval(a) => eval::run(a),
         Command::Bench(a) => bench::run(a),
     }
 }

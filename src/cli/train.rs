@@ -240,11 +240,16 @@ fn train(args: &TrainArgs) -> Result<(), Failure> {
         args.limit_train,
     )?;
     let relu = args.baseline == Some(Baseline::Relu);
-    let mut net = Network::new(&model, cfg.seed, &NetworkOptions { baseline_relu: relu })
-        .map_err(|e| Failure::job(format!("{}: {e}", args.model.display())))?;
+    let mut net = Network::new(
+        &model,
+        cfg.seed,
+        &NetworkOptions {
+            baseline_relu: relu,
+        },
+    )
+    .map_err(|e| Failure::job(format!("{}: {e}", args.model.display())))?;
 
-    std::fs::create_dir_all(&out)
-        .map_err(|e| Failure::usage(format!("{}: {e}", out.display())))?;
+    std::fs::create_dir_all(&out).map_err(|e| Failure::usage(format!("{}: {e}", out.display())))?;
     let source = std::fs::read(&args.model)
         .map_err(|e| Failure::usage(format!("{}: {e}", args.model.display())))?;
     write_atomic(&out.join("model.pnn"), &source).map_err(|e| Failure::usage(e.to_string()))?;
@@ -317,7 +322,11 @@ fn train(args: &TrainArgs) -> Result<(), Failure> {
                 pct(summary.best_val_acc),
                 summary.best_epoch.map_or("-".into(), |e| e.to_string()),
                 pct(summary.test_acc),
-                if relu { " (ReLU baseline: not HE-compatible)" } else { "" },
+                if relu {
+                    " (ReLU baseline: not HE-compatible)"
+                } else {
+                    ""
+                },
                 out.display()
             );
         }
@@ -366,9 +375,16 @@ mod tests {
         assert_eq!(cfg.clip, m.train.clip);
         assert!(cfg.boundary.is_some());
         assert_eq!(cfg.site_ranges.len(), 3);
-        assert_eq!(cfg.metadata.get("he_compatible").map(String::as_str), Some("true"));
+        assert_eq!(
+            cfg.metadata.get("he_compatible").map(String::as_str),
+            Some("true")
+        );
 
-        let all = effective_config(&m, &args(&["--clip", "all", "--epochs", "5"]), Progress::Quiet);
+        let all = effective_config(
+            &m,
+            &args(&["--clip", "all", "--epochs", "5"]),
+            Progress::Quiet,
+        );
         assert_eq!(
             all.clip,
             Some(Clip {
@@ -377,13 +393,23 @@ mod tests {
             })
         );
         assert_eq!(all.epochs, 5);
-        let off = effective_config(&m, &args(&["--clip", "off", "--no-boundary-loss"]), Progress::Quiet);
+        let off = effective_config(
+            &m,
+            &args(&["--clip", "off", "--no-boundary-loss"]),
+            Progress::Quiet,
+        );
         assert_eq!(off.clip, None);
         assert_eq!(off.boundary, None);
 
         let relu = effective_config(&m, &args(&["--baseline", "relu"]), Progress::Quiet);
         assert_eq!(relu.boundary, None);
-        assert_eq!(relu.metadata.get("he_compatible").map(String::as_str), Some("false"));
-        assert_eq!(relu.metadata.get("baseline").map(String::as_str), Some("relu"));
+        assert_eq!(
+            relu.metadata.get("he_compatible").map(String::as_str),
+            Some("false")
+        );
+        assert_eq!(
+            relu.metadata.get("baseline").map(String::as_str),
+            Some("relu")
+        );
     }
 }
