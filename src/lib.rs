@@ -12,3 +12,4 @@ pub mod data;
 pub mod he;
 pub mod ir;
 pub mod syntax;
+pub mod train;

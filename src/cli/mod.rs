@@ -1,13 +1,17 @@
 //! The `pnnc` command line: the top-level [`Command`] enum and dispatch.
 //! Other stages add their subcommands as `src/cli/<name>.rs`.
 
+pub mod bench;
 pub mod calibrate;
 mod check;
 pub mod common;
 pub mod compile;
 pub mod data;
+pub mod eval;
+pub mod failure;
 pub mod he_run;
 pub mod simulate;
+pub mod train;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::process::ExitCode;
@@ -32,6 +36,12 @@ pub enum Command {
     Explain(check::ExplainArgs),
     /// Data sets: list, inspect, get, verify.
     Data(data::DataArgs),
+    /// Train a model with Boundary Loss and Selective Gradient Clipping.
+    Train(train::TrainArgs),
+    /// Evaluate trained weights on the test split: accuracy and confusion matrix.
+    Eval(eval::EvalArgs),
+    /// Time training steps of a benchmark network on random data.
+    Bench(bench::BenchArgs),
     /// Compile a trained model to a CKKS circuit (JSON).
     Compile(compile::CompileArgs),
     /// Evaluate a circuit in plaintext, optionally with a CKKS noise model.
@@ -83,6 +93,9 @@ pub fn run(command: &Command) -> ExitCode {
         Command::Fmt(a) => check::fmt(a),
         Command::Explain(a) => check::explain(a),
         Command::Data(a) => data::run(a),
+        Command::Train(a) => train::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Bench(a) => bench::run(a),
         Command::Compile(a) => compile::run(a),
         Command::Simulate(a) => simulate::run(a),
         Command::Calibrate(a) => calibrate::run(a),
