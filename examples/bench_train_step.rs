@@ -18,7 +18,11 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let baseline = args[1] == "relu";
-    let degree: u32 = if baseline { 2 } else { args[1].parse().unwrap_or(0) };
+    let degree: u32 = if baseline {
+        2
+    } else {
+        args[1].parse().unwrap_or(0)
+    };
     let batch: usize = args[2].parse().unwrap_or(0);
     let threads: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(2);
     let steps: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(10);
@@ -33,7 +37,10 @@ fn main() -> ExitCode {
     };
     let act = relu_poly(degree, range, Basis::Chebyshev);
     let Some(model) = bench_model(&args[0], &act) else {
-        eprintln!("error: unknown model `{}`\nhelp: har_mlp, mnist_cnn or resnet20", args[0]);
+        eprintln!(
+            "error: unknown model `{}`\nhelp: har_mlp, mnist_cnn or resnet20",
+            args[0]
+        );
         return ExitCode::from(2);
     };
     let pool = match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
@@ -43,7 +50,9 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let opts = NetworkOptions { baseline_relu: baseline };
+    let opts = NetworkOptions {
+        baseline_relu: baseline,
+    };
     let result = pool.install(|| time_train_step(&model, batch, penalty, 2, steps, &opts));
     match result {
         Ok(r) => {
@@ -56,7 +65,9 @@ fn main() -> ExitCode {
                 threads,
                 r.median_step_ms,
                 r.samples_per_s,
-                r.peak_rss_mb.map(|m| format!("{m:.1}")).unwrap_or_else(|| "null".into()),
+                r.peak_rss_mb
+                    .map(|m| format!("{m:.1}"))
+                    .unwrap_or_else(|| "null".into()),
                 r.final_loss
             );
             ExitCode::SUCCESS

@@ -38,7 +38,9 @@ fn random_batch(len: usize, batch: usize, classes: usize, seed: u64) -> (Vec<f32
             (s * 3f64.sqrt()) as f32
         })
         .collect();
-    let y = (0..batch).map(|_| (next() * classes as f64) as u32 % classes as u32).collect();
+    let y = (0..batch)
+        .map(|_| (next() * classes as f64) as u32 % classes as u32)
+        .collect();
     (x, y)
 }
 

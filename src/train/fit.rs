@@ -266,8 +266,16 @@ pub fn remez_even(h: &dyn Fn(f64) -> f64, m: usize) -> RemezResult {
         // Local extrema of the error (end points included), then one per sign run.
         let mut extrema: Vec<usize> = Vec::new();
         for i in 0..e.len() {
-            let left = if i == 0 { f64::NEG_INFINITY } else { e[i - 1].abs() };
-            let right = if i + 1 == e.len() { f64::NEG_INFINITY } else { e[i + 1].abs() };
+            let left = if i == 0 {
+                f64::NEG_INFINITY
+            } else {
+                e[i - 1].abs()
+            };
+            let right = if i + 1 == e.len() {
+                f64::NEG_INFINITY
+            } else {
+                e[i + 1].abs()
+            };
             if e[i].abs() >= left && e[i].abs() >= right && e[i] != 0.0 {
                 extrema.push(i);
             }
@@ -413,7 +421,10 @@ mod tests {
             )
             .unwrap();
             let ts = even_points(100);
-            let scale: f64 = ts.iter().map(|&t| target_value(target, range * t).abs()).sum();
+            let scale: f64 = ts
+                .iter()
+                .map(|&t| target_value(target, range * t).abs())
+                .sum();
             for k in 0..=22 {
                 let dot: f64 = ts
                     .iter()
@@ -443,13 +454,25 @@ mod tests {
 
     #[test]
     fn remez_error_equioscillates_and_beats_least_squares() {
-        for (target, degree) in [(FitTarget::Relu, 2), (FitTarget::Relu, 8), (FitTarget::Silu, 7), (FitTarget::Gelu, 22)] {
+        for (target, degree) in [
+            (FitTarget::Relu, 2),
+            (FitTarget::Relu, 8),
+            (FitTarget::Silu, 7),
+            (FitTarget::Gelu, 22),
+        ] {
             let range = 10.0;
             let g = |t: f64| target_value(target, range * t);
             let h = |t: f64| g(t) - range * t / 2.0;
             let r = remez_even(&h, degree / 2);
             assert_eq!(r.reference.len(), degree / 2 + 2);
-            let mm = fit_activation(target, degree as u32, range, FitMethod::Minimax, Basis::Chebyshev).unwrap();
+            let mm = fit_activation(
+                target,
+                degree as u32,
+                range,
+                FitMethod::Minimax,
+                Basis::Chebyshev,
+            )
+            .unwrap();
             let ls = fit_activation(
                 target,
                 degree as u32,
@@ -463,17 +486,33 @@ mod tests {
             let mut prev_sign = 0.0;
             for &t in &r.reference {
                 let e = g(t) - evaluate(&mm.coeffs, Basis::Chebyshev, t);
-                assert!((e.abs() - r.level.abs()).abs() < 1e-6 * r.level.abs(), "{target:?} {degree}");
+                assert!(
+                    (e.abs() - r.level.abs()).abs() < 1e-6 * r.level.abs(),
+                    "{target:?} {degree}"
+                );
                 assert!(e.signum() != prev_sign);
                 prev_sign = e.signum();
             }
-            assert!((mm.max_error - r.level.abs()).abs() < 1e-3 * r.level.abs(), "{target:?} {degree}: {} vs {}", mm.max_error, r.level);
-            assert!(mm.max_error <= ls.max_error * (1.0 + 1e-9), "{target:?} {degree}");
+            assert!(
+                (mm.max_error - r.level.abs()).abs() < 1e-3 * r.level.abs(),
+                "{target:?} {degree}: {} vs {}",
+                mm.max_error,
+                r.level
+            );
+            assert!(
+                mm.max_error <= ls.max_error * (1.0 + 1e-9),
+                "{target:?} {degree}"
+            );
         }
         // Known value: best uniform approximation of |t| by a quadratic on [-1, 1]
         // is t^2 + 1/8 with error 1/8; ReLU = t/2 + |t|/2 gives error 1/16.
-        let fit = fit_activation(FitTarget::Relu, 2, 1.0, FitMethod::Minimax, Basis::Power).unwrap();
-        assert!((fit.max_error - 1.0 / 16.0).abs() < 1e-9, "{}", fit.max_error);
+        let fit =
+            fit_activation(FitTarget::Relu, 2, 1.0, FitMethod::Minimax, Basis::Power).unwrap();
+        assert!(
+            (fit.max_error - 1.0 / 16.0).abs() < 1e-9,
+            "{}",
+            fit.max_error
+        );
         assert!((fit.coeffs[0] - 1.0 / 16.0).abs() < 1e-9);
         assert!((fit.coeffs[2] - 0.5).abs() < 1e-9);
     }
@@ -481,12 +520,24 @@ mod tests {
     #[test]
     fn bad_requests_are_errors() {
         let ls = FitMethod::LeastSquares { points: 5 };
-        assert_eq!(fit_activation(FitTarget::Relu, 0, 1.0, ls, Basis::Power), Err(FitError::Degree(0)));
-        assert_eq!(fit_activation(FitTarget::Relu, 32, 1.0, ls, Basis::Power), Err(FitError::Degree(32)));
-        assert_eq!(fit_activation(FitTarget::Relu, 2, -1.0, ls, Basis::Power), Err(FitError::Range(-1.0)));
+        assert_eq!(
+            fit_activation(FitTarget::Relu, 0, 1.0, ls, Basis::Power),
+            Err(FitError::Degree(0))
+        );
+        assert_eq!(
+            fit_activation(FitTarget::Relu, 32, 1.0, ls, Basis::Power),
+            Err(FitError::Degree(32))
+        );
+        assert_eq!(
+            fit_activation(FitTarget::Relu, 2, -1.0, ls, Basis::Power),
+            Err(FitError::Range(-1.0))
+        );
         assert_eq!(
             fit_activation(FitTarget::Relu, 8, 1.0, ls, Basis::Power),
-            Err(FitError::TooFewPoints { degree: 8, points: 5 })
+            Err(FitError::TooFewPoints {
+                degree: 8,
+                points: 5
+            })
         );
     }
 }

@@ -7,7 +7,5 @@ pub mod error;
 pub mod fit;
 pub mod models;
 
-pub use backend::network::{
-    Network, NetworkOf, NetworkOptions, ParamGroup, ParamInfo, StepOutput,
-};
+pub use backend::network::{Network, NetworkOf, NetworkOptions, ParamGroup, ParamInfo, StepOutput};
 pub use error::TrainError;

@@ -61,7 +61,14 @@ impl SeqBuilder {
         )
     }
 
-    pub fn conv(&mut self, out: usize, k: usize, stride: usize, pad: usize, bias: bool) -> &mut Self {
+    pub fn conv(
+        &mut self,
+        out: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        bias: bool,
+    ) -> &mut Self {
         let (h, w) = (self.shape[1], self.shape[2]);
         let oh = (h + 2 * pad - k) / stride + 1;
         let ow = (w + 2 * pad - k) / stride + 1;

@@ -38,7 +38,8 @@ impl ConvGeom {
         ))
     }
     fn out_hw_unchecked(&self) -> (usize, usize) {
-        self.out_hw().expect("conv geometry validated at build time")
+        self.out_hw()
+            .expect("conv geometry validated at build time")
     }
     pub fn in_len(&self) -> usize {
         self.in_c * self.in_h * self.in_w
@@ -70,12 +71,12 @@ fn for_each_patch_entry(g: &ConvGeom, mut f: impl FnMut(usize, Option<usize>)) {
                     let y = (oy * sh + i) as isize - ph as isize;
                     for ox in 0..ow {
                         let x = (ox * sw + j) as isize - pw as isize;
-                        let src = if y >= 0 && x >= 0 && (y as usize) < g.in_h && (x as usize) < g.in_w
-                        {
-                            Some((c * g.in_h + y as usize) * g.in_w + x as usize)
-                        } else {
-                            None
-                        };
+                        let src =
+                            if y >= 0 && x >= 0 && (y as usize) < g.in_h && (x as usize) < g.in_w {
+                                Some((c * g.in_h + y as usize) * g.in_w + x as usize)
+                            } else {
+                                None
+                            };
                         f(dst, src);
                         dst += 1;
                     }
@@ -121,7 +122,9 @@ pub fn conv_forward<T: Real>(
             || vec![T::ZERO; patch * spatial],
             |cols, (yn, xn)| {
                 im2col(g, xn, cols);
-                matmul(g.out_c, spatial, patch, w, false, cols, false, yn, false, false);
+                matmul(
+                    g.out_c, spatial, patch, w, false, cols, false, yn, false, false,
+                );
                 if let Some(b) = bias {
                     for (o, row) in yn.chunks_mut(spatial).enumerate() {
                         for v in row {
@@ -162,9 +165,22 @@ pub fn conv_backward<T: Real>(
             let xn = &xs[n * in_len..(n + 1) * in_len];
             let dyn_ = &dys[n * out_len..(n + 1) * out_len];
             im2col(g, xn, &mut cols);
-            matmul(g.out_c, patch, spatial, dyn_, false, &cols, true, &mut dw_part, true, false);
+            matmul(
+                g.out_c,
+                patch,
+                spatial,
+                dyn_,
+                false,
+                &cols,
+                true,
+                &mut dw_part,
+                true,
+                false,
+            );
             if let Some(dxs) = dxs.as_deref_mut() {
-                matmul(patch, spatial, g.out_c, w, true, dyn_, false, &mut dcols, false, false);
+                matmul(
+                    patch, spatial, g.out_c, w, true, dyn_, false, &mut dcols, false, false,
+                );
                 col2im_add(g, &dcols, &mut dxs[n * in_len..(n + 1) * in_len]);
             }
         }

@@ -52,7 +52,10 @@ fn assert_close(what: &str, analytic: &[f64], numeric: &[f64], tol: f64) {
         );
     }
     // A check that cannot fail is no check: the gradient must not vanish.
-    assert!(numeric.iter().any(|v| v.abs() > 1e-8), "{what}: numeric gradient is zero");
+    assert!(
+        numeric.iter().any(|v| v.abs() > 1e-8),
+        "{what}: numeric gradient is zero"
+    );
 }
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {
@@ -74,10 +77,35 @@ fn dense_gradients() {
     let mut dx = vec![0.0; x.len()];
     let mut dw = vec![0.0; w.len()];
     let mut db = vec![0.0; b.len()];
-    dense_backward(&x, batch, in_f, out_f, &w, &r, Some(&mut dx[..]), &mut dw, Some(&mut db[..]));
-    assert_close("dense dx", &dx, &numeric_grad(&x, &|v| loss(v, &w, &b)), 1e-7);
-    assert_close("dense dw", &dw, &numeric_grad(&w, &|v| loss(&x, v, &b)), 1e-7);
-    assert_close("dense db", &db, &numeric_grad(&b, &|v| loss(&x, &w, v)), 1e-7);
+    dense_backward(
+        &x,
+        batch,
+        in_f,
+        out_f,
+        &w,
+        &r,
+        Some(&mut dx[..]),
+        &mut dw,
+        Some(&mut db[..]),
+    );
+    assert_close(
+        "dense dx",
+        &dx,
+        &numeric_grad(&x, &|v| loss(v, &w, &b)),
+        1e-7,
+    );
+    assert_close(
+        "dense dw",
+        &dw,
+        &numeric_grad(&w, &|v| loss(&x, v, &b)),
+        1e-7,
+    );
+    assert_close(
+        "dense db",
+        &db,
+        &numeric_grad(&b, &|v| loss(&x, &w, v)),
+        1e-7,
+    );
 }
 
 #[test]
@@ -108,12 +136,36 @@ fn conv_gradients_with_stride_padding_and_a_shared_weight() {
     let mut dx = vec![0.0; x1.len()];
     let mut dw = vec![0.0; w.len()];
     let mut db = vec![0.0; b.len()];
-    conv_backward(&g, &x1, batch, &w, &r, Some(&mut dx[..]), &mut dw, Some(&mut db[..]));
+    conv_backward(
+        &g,
+        &x1,
+        batch,
+        &w,
+        &r,
+        Some(&mut dx[..]),
+        &mut dw,
+        Some(&mut db[..]),
+    );
     let half: Vec<f64> = r.iter().map(|v| 0.5 * v).collect();
     conv_backward(&g, &x2, batch, &w, &half, None, &mut dw, None);
-    assert_close("conv dx", &dx, &numeric_grad(&x1, &|v| loss(v, &w, &b)), 1e-7);
-    assert_close("conv dw", &dw, &numeric_grad(&w, &|v| loss(&x1, v, &b)), 1e-7);
-    assert_close("conv db", &db, &numeric_grad(&b, &|v| loss(&x1, &w, v)), 1e-7);
+    assert_close(
+        "conv dx",
+        &dx,
+        &numeric_grad(&x1, &|v| loss(v, &w, &b)),
+        1e-7,
+    );
+    assert_close(
+        "conv dw",
+        &dw,
+        &numeric_grad(&w, &|v| loss(&x1, v, &b)),
+        1e-7,
+    );
+    assert_close(
+        "conv db",
+        &db,
+        &numeric_grad(&b, &|v| loss(&x1, &w, v)),
+        1e-7,
+    );
 }
 
 #[test]
@@ -167,14 +219,41 @@ fn batchnorm_training_gradients() {
         };
         let mut y = vec![0.0; x.len()];
         let (mut rm, mut rv) = (vec![0.0; c], vec![1.0; c]);
-        let cache = bn_forward_train(&x, batch, c, s, &gamma, &beta, 1e-5, 0.1, &mut rm, &mut rv, &mut y);
+        let cache = bn_forward_train(
+            &x, batch, c, s, &gamma, &beta, 1e-5, 0.1, &mut rm, &mut rv, &mut y,
+        );
         let mut dx = vec![0.0; x.len()];
         let mut dg = vec![0.0; c];
         let mut db = vec![0.0; c];
-        bn_backward(&cache, &r, batch, c, s, &gamma, Some(&mut dx[..]), &mut dg, &mut db);
-        assert_close("bn dx", &dx, &numeric_grad(&x, &|v| loss(v, &gamma, &beta)), 1e-6);
-        assert_close("bn dgamma", &dg, &numeric_grad(&gamma, &|v| loss(&x, v, &beta)), 1e-6);
-        assert_close("bn dbeta", &db, &numeric_grad(&beta, &|v| loss(&x, &gamma, v)), 1e-6);
+        bn_backward(
+            &cache,
+            &r,
+            batch,
+            c,
+            s,
+            &gamma,
+            Some(&mut dx[..]),
+            &mut dg,
+            &mut db,
+        );
+        assert_close(
+            "bn dx",
+            &dx,
+            &numeric_grad(&x, &|v| loss(v, &gamma, &beta)),
+            1e-6,
+        );
+        assert_close(
+            "bn dgamma",
+            &dg,
+            &numeric_grad(&gamma, &|v| loss(&x, v, &beta)),
+            1e-6,
+        );
+        assert_close(
+            "bn dbeta",
+            &db,
+            &numeric_grad(&beta, &|v| loss(&x, &gamma, v)),
+            1e-6,
+        );
         // Running statistics moved towards the batch statistics.
         assert!(rm.iter().any(|v| *v != 0.0) && rv.iter().any(|v| *v != 1.0));
     }
@@ -202,10 +281,28 @@ fn poly_gradients_in_both_bases() {
             assert_eq!(y, y_eval, "fused and plain forward differ");
             let mut dx = vec![0.0; x.len()];
             let mut dc = vec![0.0; c.len()];
-            poly_backward(&x, &dydx, &r, range, basis, Some(&mut dx[..]), Some(&mut dc[..]));
+            poly_backward(
+                &x,
+                &dydx,
+                &r,
+                range,
+                basis,
+                Some(&mut dx[..]),
+                Some(&mut dc[..]),
+            );
             let what = format!("poly {basis:?} degree {degree}");
-            assert_close(&format!("{what} dx"), &dx, &numeric_grad(&x, &|v| loss(v, &c)), 1e-6);
-            assert_close(&format!("{what} dc"), &dc, &numeric_grad(&c, &|v| loss(&x, v)), 1e-6);
+            assert_close(
+                &format!("{what} dx"),
+                &dx,
+                &numeric_grad(&x, &|v| loss(v, &c)),
+                1e-6,
+            );
+            assert_close(
+                &format!("{what} dc"),
+                &dc,
+                &numeric_grad(&c, &|v| loss(&x, v)),
+                1e-6,
+            );
         }
     }
 }
@@ -273,10 +370,15 @@ fn check_network(model: &crate::ir::Model, boundary: Option<&BoundaryLoss>, inpu
         .iter()
         .map(|v| *v as f32)
         .collect();
-    let y: Vec<u32> = (0..batch as u32).map(|i| i % net.classes() as u32).collect();
+    let y: Vec<u32> = (0..batch as u32)
+        .map(|i| i % net.classes() as u32)
+        .collect();
     let out = net.train_step(&x, &y, batch, boundary, 7).unwrap();
     if boundary.is_some() {
-        assert!(out.boundary_loss > 0.0, "boundary loss inactive: test checks nothing");
+        assert!(
+            out.boundary_loss > 0.0,
+            "boundary loss inactive: test checks nothing"
+        );
     }
     let mut analytic: Vec<Vec<f64>> = Vec::new();
     net.visit_params_mut(&mut |_, _, _, g| analytic.push(g.to_vec()));
@@ -302,10 +404,16 @@ fn check_network(model: &crate::ir::Model, boundary: Option<&BoundaryLoss>, inpu
             };
             numeric.push((eval(H) - eval(-H)) / (2.0 * H));
         }
-        let picked: Vec<f64> = (0..count).map(|e| analytic[p][e * info.len / count]).collect();
+        let picked: Vec<f64> = (0..count)
+            .map(|e| analytic[p][e * info.len / count])
+            .collect();
         let scale = numeric.iter().fold(1e-3f64, |m, v| m.max(v.abs()));
         for (a, n) in picked.iter().zip(&numeric) {
-            assert!((a - n).abs() <= 1e-5 * scale, "{}: analytic {a} vs numeric {n}", info.name);
+            assert!(
+                (a - n).abs() <= 1e-5 * scale,
+                "{}: analytic {a} vs numeric {n}",
+                info.name
+            );
         }
     }
     // Some gradient is non-zero (a zero-gradient bug would pass silently otherwise).
@@ -368,4 +476,82 @@ fn whole_conv_network_with_pools_and_residual() {
         reduce: Reduce::Sum,
     };
     check_network(&model, Some(&bl), 2.0);
+}
+
+#[test]
+fn network_api_round_trip_determinism_and_errors() {
+    use super::network::{Network, ParamGroup};
+    let mut fixed = relu_poly(3, 2.0, Basis::Chebyshev);
+    fixed.learnable = false;
+    let mut s = SeqBuilder::new("", vec![4]);
+    s.dense(6, true)
+        .poly(&relu_poly(2, 2.0, Basis::Power))
+        .batchnorm();
+    s.dense(5, false).poly(&fixed).dense(3, true);
+    let model = model_from_ops("api", vec![4], 3, s.ops);
+    let mut net = Network::new(&model, 11, &NetworkOptions::default()).unwrap();
+    let names: Vec<String> = net.params().iter().map(|p| p.name.clone()).collect();
+    assert_eq!(
+        names,
+        [
+            "dense0.weight",
+            "dense0.bias",
+            "poly1.coeffs",
+            "batchnorm2.gamma",
+            "batchnorm2.beta",
+            "dense3.weight",
+            "dense5.weight",
+            "dense5.bias"
+        ]
+    );
+    assert_eq!(net.params()[2].group, ParamGroup::PolyCoeffs);
+    let x: Vec<f32> = values(8 * 4, 40, 1.5).iter().map(|v| *v as f32).collect();
+    let y = [0u32, 1, 2, 0, 1, 2, 0, 1];
+    let out = net.train_step(&x, &y, 8, None, 1).unwrap();
+    assert_eq!(out.act_max_abs.len(), 2);
+    assert_eq!(out.act_max_abs[0].0, "poly1");
+    // Checkpoint tensors: every Op::param_shapes name, including running stats and fixed coeffs.
+    let tensors = net.to_tensors();
+    for op in model.ops() {
+        for (name, shape) in op.param_shapes() {
+            assert_eq!(tensors[&name].shape, shape, "{name}");
+        }
+    }
+    let logits = net.predict(&x, 8).unwrap();
+    assert_eq!(logits.len(), 8 * 3);
+    let mut other = Network::new(&model, 99, &NetworkOptions::default()).unwrap();
+    assert_ne!(other.predict(&x, 8).unwrap(), logits);
+    other.load_tensors(&tensors).unwrap();
+    assert_eq!(other.predict(&x, 8).unwrap(), logits);
+    // Same seed, same step: same result.
+    let mut a = Network::new(&model, 5, &NetworkOptions::default()).unwrap();
+    let mut b = Network::new(&model, 5, &NetworkOptions::default()).unwrap();
+    assert_eq!(
+        a.train_step(&x, &y, 8, None, 3).unwrap(),
+        b.train_step(&x, &y, 8, None, 3).unwrap()
+    );
+    // Bad input is an error, not a panic.
+    assert!(net.train_step(&x[1..], &y, 8, None, 1).is_err());
+    assert!(
+        net.train_step(&x, &[0, 1, 2, 0, 1, 2, 0, 7], 8, None, 1)
+            .is_err()
+    );
+    let mut missing = tensors.clone();
+    missing.remove("batchnorm2.running_var");
+    assert!(net.load_tensors(&missing).is_err());
+    // The ReLU baseline has no coefficient parameters but still saves them.
+    let base = Network::new(
+        &model,
+        5,
+        &NetworkOptions {
+            baseline_relu: true,
+        },
+    )
+    .unwrap();
+    assert!(
+        base.params()
+            .iter()
+            .all(|p| p.group != ParamGroup::PolyCoeffs)
+    );
+    assert!(base.to_tensors().contains_key("poly1.coeffs"));
 }

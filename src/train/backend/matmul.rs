@@ -35,8 +35,16 @@ pub fn matmul<T: Real>(
         }
         return;
     }
-    let (a_rs, a_cs) = if a_t { (1, m as isize) } else { (k as isize, 1) };
-    let (b_rs, b_cs) = if b_t { (1, k as isize) } else { (n as isize, 1) };
+    let (a_rs, a_cs) = if a_t {
+        (1, m as isize)
+    } else {
+        (k as isize, 1)
+    };
+    let (b_rs, b_cs) = if b_t {
+        (1, k as isize)
+    } else {
+        (n as isize, 1)
+    };
     let threads = rayon::current_num_threads();
     let par = if parallel && threads > 1 && m * n * k >= PARALLEL_MIN_WORK {
         Parallelism::Rayon(threads)

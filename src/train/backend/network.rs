@@ -208,7 +208,13 @@ impl<T: Real> NetworkOf<T> {
         Ok(net)
     }
 
-    fn add_param(&mut self, name: String, group: ParamGroup, shape: Vec<usize>, value: Vec<T>) -> usize {
+    fn add_param(
+        &mut self,
+        name: String,
+        group: ParamGroup,
+        shape: Vec<usize>,
+        value: Vec<T>,
+    ) -> usize {
         let len = value.len();
         self.params.push(Slot {
             info: ParamInfo { name, group, len },
@@ -247,7 +253,12 @@ impl<T: Real> NetworkOf<T> {
         Ok((layers, shape))
     }
 
-    fn build_op(&mut self, op: &Op, input: &Shape, b: &mut Builder) -> Result<(Layer<T>, Shape), TrainError> {
+    fn build_op(
+        &mut self,
+        op: &Op,
+        input: &Shape,
+        b: &mut Builder,
+    ) -> Result<(Layer<T>, Shape), TrainError> {
         let dims = input.dims();
         let numel = input.numel() as usize;
         let name = |s: &str| format!("{}.{s}", op.name);
@@ -259,10 +270,18 @@ impl<T: Real> NetworkOf<T> {
                 bias,
             } => {
                 if numel != *in_features {
-                    return Err(shape_err(op, format!("expects {in_features} input features, receives {input}")));
+                    return Err(shape_err(
+                        op,
+                        format!("expects {in_features} input features, receives {input}"),
+                    ));
                 }
                 let wv = kaiming(&mut b.rng, in_features * out_features, *in_features);
-                let w = self.add_param(name("weight"), ParamGroup::Weight, vec![*out_features, *in_features], wv);
+                let w = self.add_param(
+                    name("weight"),
+                    ParamGroup::Weight,
+                    vec![*out_features, *in_features],
+                    wv,
+                );
                 let bias = if *bias {
                     let bv = kaiming(&mut b.rng, *out_features, *in_features);
                     Some(self.add_param(name("bias"), ParamGroup::Bias, vec![*out_features], bv))
@@ -270,7 +289,13 @@ impl<T: Real> NetworkOf<T> {
                     None
                 };
                 (
-                    Layer::Dense { in_f: *in_features, out_f: *out_features, w, b: bias, x: Vec::new() },
+                    Layer::Dense {
+                        in_f: *in_features,
+                        out_f: *out_features,
+                        w,
+                        b: bias,
+                        x: Vec::new(),
+                    },
                     Shape(vec![*out_features]),
                 )
             }
@@ -283,7 +308,10 @@ impl<T: Real> NetworkOf<T> {
                 bias,
             } => {
                 if dims.len() != 3 || dims[0] != *in_channels {
-                    return Err(shape_err(op, format!("expects [{in_channels}, H, W], receives {input}")));
+                    return Err(shape_err(
+                        op,
+                        format!("expects [{in_channels}, H, W], receives {input}"),
+                    ));
                 }
                 let geom = ConvGeom {
                     in_c: dims[0],
@@ -294,9 +322,9 @@ impl<T: Real> NetworkOf<T> {
                     stride: *stride,
                     padding: *padding,
                 };
-                let (oh, ow) = geom
-                    .out_hw()
-                    .ok_or_else(|| shape_err(op, format!("kernel {kernel:?} does not fit input {input}")))?;
+                let (oh, ow) = geom.out_hw().ok_or_else(|| {
+                    shape_err(op, format!("kernel {kernel:?} does not fit input {input}"))
+                })?;
                 let fan_in = geom.patch_len();
                 let wv = kaiming(&mut b.rng, geom.weight_len(), fan_in);
                 let w = self.add_param(
@@ -311,15 +339,41 @@ impl<T: Real> NetworkOf<T> {
                 } else {
                     None
                 };
-                (Layer::Conv { geom, w, b: bias, x: Vec::new() }, Shape(vec![*out_channels, oh, ow]))
+                (
+                    Layer::Conv {
+                        geom,
+                        w,
+                        b: bias,
+                        x: Vec::new(),
+                    },
+                    Shape(vec![*out_channels, oh, ow]),
+                )
             }
-            OpKind::BatchNorm { channels, eps, momentum, .. } => {
+            OpKind::BatchNorm {
+                channels,
+                eps,
+                momentum,
+                ..
+            } => {
                 if dims.is_empty() || dims[0] != *channels {
-                    return Err(shape_err(op, format!("expects {channels} channels in dim 0, receives {input}")));
+                    return Err(shape_err(
+                        op,
+                        format!("expects {channels} channels in dim 0, receives {input}"),
+                    ));
                 }
                 let c = *channels;
-                let gamma = self.add_param(name("gamma"), ParamGroup::BatchNormAffine, vec![c], vec![T::ONE; c]);
-                let beta = self.add_param(name("beta"), ParamGroup::BatchNormAffine, vec![c], vec![T::ZERO; c]);
+                let gamma = self.add_param(
+                    name("gamma"),
+                    ParamGroup::BatchNormAffine,
+                    vec![c],
+                    vec![T::ONE; c],
+                );
+                let beta = self.add_param(
+                    name("beta"),
+                    ParamGroup::BatchNormAffine,
+                    vec![c],
+                    vec![T::ZERO; c],
+                );
                 (
                     Layer::BatchNorm {
                         name: op.name.clone(),
@@ -339,29 +393,61 @@ impl<T: Real> NetworkOf<T> {
             OpKind::Poly(act) => (self.build_poly(op, act, b)?, input.clone()),
             OpKind::AvgPool { kernel, stride } => {
                 if dims.len() != 3 {
-                    return Err(shape_err(op, format!("expects [C, H, W], receives {input}")));
+                    return Err(shape_err(
+                        op,
+                        format!("expects [C, H, W], receives {input}"),
+                    ));
                 }
-                let geom = PoolGeom { channels: dims[0], in_h: dims[1], in_w: dims[2], kernel: *kernel, stride: *stride };
-                let (oh, ow) = geom
-                    .out_hw()
-                    .ok_or_else(|| shape_err(op, format!("window {kernel:?} does not fit input {input}")))?;
+                let geom = PoolGeom {
+                    channels: dims[0],
+                    in_h: dims[1],
+                    in_w: dims[2],
+                    kernel: *kernel,
+                    stride: *stride,
+                };
+                let (oh, ow) = geom.out_hw().ok_or_else(|| {
+                    shape_err(op, format!("window {kernel:?} does not fit input {input}"))
+                })?;
                 (Layer::AvgPool { geom }, Shape(vec![dims[0], oh, ow]))
             }
             OpKind::GlobalAvgPool => {
                 if dims.len() < 2 {
-                    return Err(shape_err(op, format!("expects [C, spatial...], receives {input}")));
+                    return Err(shape_err(
+                        op,
+                        format!("expects [C, spatial...], receives {input}"),
+                    ));
                 }
-                (Layer::GlobalAvgPool { spatial: numel / dims[0].max(1) }, Shape(vec![dims[0]]))
+                (
+                    Layer::GlobalAvgPool {
+                        spatial: numel / dims[0].max(1),
+                    },
+                    Shape(vec![dims[0]]),
+                )
             }
             OpKind::Flatten => (Layer::Flatten, Shape(vec![numel])),
             OpKind::Dropout { p } => {
                 if !(0.0..1.0).contains(p) {
-                    return Err(shape_err(op, format!("dropout probability {p} is outside [0, 1)")));
+                    return Err(shape_err(
+                        op,
+                        format!("dropout probability {p} is outside [0, 1)"),
+                    ));
                 }
                 b.dropouts += 1;
-                (Layer::Dropout { p: *p, id: b.dropouts, mask: Vec::new() }, input.clone())
+                (
+                    Layer::Dropout {
+                        p: *p,
+                        id: b.dropouts,
+                        mask: Vec::new(),
+                    },
+                    input.clone(),
+                )
             }
-            OpKind::Scale { factor } => (Layer::Scale { factor: T::from_f64(*factor) }, input.clone()),
+            OpKind::Scale { factor } => (
+                Layer::Scale {
+                    factor: T::from_f64(*factor),
+                },
+                input.clone(),
+            ),
             OpKind::Residual { body, shortcut } => {
                 let (body_layers, body_out) = self.build_seq(body, input, b)?;
                 let (short_layers, short_out) = self.build_seq(shortcut, input, b)?;
@@ -371,23 +457,50 @@ impl<T: Real> NetworkOf<T> {
                         format!("body gives {body_out} but the shortcut gives {short_out}"),
                     ));
                 }
-                (Layer::Residual { body: body_layers, shortcut: short_layers }, body_out)
+                (
+                    Layer::Residual {
+                        body: body_layers,
+                        shortcut: short_layers,
+                    },
+                    body_out,
+                )
             }
         })
     }
 
-    fn build_poly(&mut self, op: &Op, act: &PolyAct, b: &mut Builder) -> Result<Layer<T>, TrainError> {
+    fn build_poly(
+        &mut self,
+        op: &Op,
+        act: &PolyAct,
+        b: &mut Builder,
+    ) -> Result<Layer<T>, TrainError> {
         let fit = fit_activation(act.fit, act.degree, act.range, act.fit_method, act.basis)
-            .map_err(|source| TrainError::Fit { op: op.name.clone(), source })?;
+            .map_err(|source| TrainError::Fit {
+                op: op.name.clone(),
+                source,
+            })?;
         let coeffs: Vec<T> = fit.coeffs.iter().map(|&c| T::from_f64(c)).collect();
         let site = self.sites.len();
-        self.sites.push(Site { name: op.name.clone(), range: act.range });
+        self.sites.push(Site {
+            name: op.name.clone(),
+            range: act.range,
+        });
         if b.opts.baseline_relu {
-            return Ok(Layer::Relu { name: op.name.clone(), site, coeffs, x: Vec::new() });
+            return Ok(Layer::Relu {
+                name: op.name.clone(),
+                site,
+                coeffs,
+                x: Vec::new(),
+            });
         }
         let coeffs = if act.learnable {
             let len = coeffs.len();
-            Coeffs::Trainable(self.add_param(format!("{}.coeffs", op.name), ParamGroup::PolyCoeffs, vec![len], coeffs))
+            Coeffs::Trainable(self.add_param(
+                format!("{}.coeffs", op.name),
+                ParamGroup::PolyCoeffs,
+                vec![len],
+                coeffs,
+            ))
         } else {
             Coeffs::Fixed(coeffs)
         };
@@ -459,7 +572,10 @@ impl<T: Real> NetworkOf<T> {
     ) -> Result<StepOutput, TrainError> {
         self.check_batch(x, batch)?;
         if y.len() != batch {
-            return Err(TrainError::Input(format!("{} labels for a batch of {batch}", y.len())));
+            return Err(TrainError::Input(format!(
+                "{} labels for a batch of {batch}",
+                y.len()
+            )));
         }
         if let Some(bad) = y.iter().find(|&&l| l as usize >= self.classes) {
             return Err(TrainError::Input(format!(
@@ -506,13 +622,25 @@ impl<T: Real> NetworkOf<T> {
             boundary_loss = bl.weight * value;
             ctx.weights = grads.iter().map(|g| g * bl.weight).collect();
         }
-        backward_seq(&mut self.layers, &mut self.params, ce.dlogits, batch, &ctx, false);
+        backward_seq(
+            &mut self.layers,
+            &mut self.params,
+            ce.dlogits,
+            batch,
+            &ctx,
+            false,
+        );
         Ok(StepOutput {
             loss: ce.loss + boundary_loss,
             ce_loss: ce.loss,
             boundary_loss,
             correct: ce.correct,
-            act_max_abs: self.sites.iter().map(|s| s.name.clone()).zip(ctx.act_max).collect(),
+            act_max_abs: self
+                .sites
+                .iter()
+                .map(|s| s.name.clone())
+                .zip(ctx.act_max)
+                .collect(),
         })
     }
 
@@ -569,8 +697,13 @@ impl<T: Real> NetworkOf<T> {
                 Some(_) => {}
             }
         }
-        if let Some(extra) = tensors.keys().find(|k| !state.iter().any(|(n, _, _)| n == *k)) {
-            return Err(TrainError::Weights(format!("tensor `{extra}` belongs to no layer of this model")));
+        if let Some(extra) = tensors
+            .keys()
+            .find(|k| !state.iter().any(|(n, _, _)| n == *k))
+        {
+            return Err(TrainError::Weights(format!(
+                "tensor `{extra}` belongs to no layer of this model"
+            )));
         }
         for (name, _, dst) in &mut state {
             let src = &tensors[name.as_str()];
@@ -589,11 +722,27 @@ fn to_tensor<T: Real>(shape: &[usize], v: &[T]) -> Tensor {
 fn collect_layer_tensors<T: Real>(layers: &[Layer<T>], out: &mut BTreeMap<String, Tensor>) {
     for l in layers {
         match l {
-            Layer::BatchNorm { name, c, running_mean, running_var, .. } => {
-                out.insert(format!("{name}.running_mean"), to_tensor(&[*c], running_mean));
+            Layer::BatchNorm {
+                name,
+                c,
+                running_mean,
+                running_var,
+                ..
+            } => {
+                out.insert(
+                    format!("{name}.running_mean"),
+                    to_tensor(&[*c], running_mean),
+                );
                 out.insert(format!("{name}.running_var"), to_tensor(&[*c], running_var));
             }
-            Layer::Poly { name, coeffs: Coeffs::Fixed(c), .. } | Layer::Relu { name, coeffs: c, .. } => {
+            Layer::Poly {
+                name,
+                coeffs: Coeffs::Fixed(c),
+                ..
+            }
+            | Layer::Relu {
+                name, coeffs: c, ..
+            } => {
                 out.insert(format!("{name}.coeffs"), to_tensor(&[c.len()], c));
             }
             Layer::Residual { body, shortcut } => {
@@ -611,11 +760,24 @@ fn collect_layer_state<'a, T: Real>(
 ) {
     for l in layers {
         match l {
-            Layer::BatchNorm { name, c, running_mean, running_var, .. } => {
+            Layer::BatchNorm {
+                name,
+                c,
+                running_mean,
+                running_var,
+                ..
+            } => {
                 out.push((format!("{name}.running_mean"), vec![*c], running_mean));
                 out.push((format!("{name}.running_var"), vec![*c], running_var));
             }
-            Layer::Poly { name, coeffs: Coeffs::Fixed(c), .. } | Layer::Relu { name, coeffs: c, .. } => {
+            Layer::Poly {
+                name,
+                coeffs: Coeffs::Fixed(c),
+                ..
+            }
+            | Layer::Relu {
+                name, coeffs: c, ..
+            } => {
                 let len = c.len();
                 out.push((format!("{name}.coeffs"), vec![len], c));
             }
@@ -654,42 +816,96 @@ fn max_abs<T: Real>(x: &[T]) -> f32 {
     m
 }
 
-fn forward_seq<T: Real>(layers: &mut [Layer<T>], params: &[Slot<T>], mut x: Vec<T>, batch: usize, ctx: &mut Ctx) -> Vec<T> {
+fn forward_seq<T: Real>(
+    layers: &mut [Layer<T>],
+    params: &[Slot<T>],
+    mut x: Vec<T>,
+    batch: usize,
+    ctx: &mut Ctx,
+) -> Vec<T> {
     for layer in layers {
         x = forward_layer(layer, params, x, batch, ctx);
     }
     x
 }
 
-fn forward_layer<T: Real>(layer: &mut Layer<T>, params: &[Slot<T>], x: Vec<T>, batch: usize, ctx: &mut Ctx) -> Vec<T> {
+fn forward_layer<T: Real>(
+    layer: &mut Layer<T>,
+    params: &[Slot<T>],
+    x: Vec<T>,
+    batch: usize,
+    ctx: &mut Ctx,
+) -> Vec<T> {
     let training = ctx.training;
     let keep = |x: Vec<T>| if training { x } else { Vec::new() };
     match layer {
-        Layer::Dense { in_f, out_f, w, b, x: cache } => {
+        Layer::Dense {
+            in_f,
+            out_f,
+            w,
+            b,
+            x: cache,
+        } => {
             let mut y = vec![T::ZERO; batch * *out_f];
             let bias = b.map(|i| params[i].value.as_slice());
             dense_forward(&x, batch, *in_f, *out_f, &params[*w].value, bias, &mut y);
             *cache = keep(x);
             y
         }
-        Layer::Conv { geom, w, b, x: cache } => {
+        Layer::Conv {
+            geom,
+            w,
+            b,
+            x: cache,
+        } => {
             let mut y = vec![T::ZERO; batch * geom.out_len()];
             let bias = b.map(|i| params[i].value.as_slice());
             conv_forward(geom, &x, batch, &params[*w].value, bias, &mut y);
             *cache = keep(x);
             y
         }
-        Layer::BatchNorm { c, s, eps, momentum, gamma, beta, running_mean, running_var, cache, .. } => {
+        Layer::BatchNorm {
+            c,
+            s,
+            eps,
+            momentum,
+            gamma,
+            beta,
+            running_mean,
+            running_var,
+            cache,
+            ..
+        } => {
             let mut y = vec![T::ZERO; x.len()];
             let (g, bt) = (&params[*gamma].value, &params[*beta].value);
             if ctx.training {
-                *cache = bn_forward_train(&x, batch, *c, *s, g, bt, *eps, *momentum, running_mean, running_var, &mut y);
+                *cache = bn_forward_train(
+                    &x,
+                    batch,
+                    *c,
+                    *s,
+                    g,
+                    bt,
+                    *eps,
+                    *momentum,
+                    running_mean,
+                    running_var,
+                    &mut y,
+                );
             } else {
                 bn_forward_eval(&x, *c, *s, g, bt, *eps, running_mean, running_var, &mut y);
             }
             y
         }
-        Layer::Poly { site, basis, range, coeffs, x: cache, dydx, .. } => {
+        Layer::Poly {
+            site,
+            basis,
+            range,
+            coeffs,
+            x: cache,
+            dydx,
+            ..
+        } => {
             ctx.act_max[*site] = max_abs(&x);
             let c = match coeffs {
                 Coeffs::Trainable(i) => params[*i].value.as_slice(),
@@ -698,7 +914,14 @@ fn forward_layer<T: Real>(layer: &mut Layer<T>, params: &[Slot<T>], x: Vec<T>, b
             let mut y = vec![T::ZERO; x.len()];
             if ctx.training {
                 dydx.resize(x.len(), T::ZERO);
-                poly_forward(&x, c, T::from_f64(*range), *basis, &mut y, Some(dydx.as_mut_slice()));
+                poly_forward(
+                    &x,
+                    c,
+                    T::from_f64(*range),
+                    *basis,
+                    &mut y,
+                    Some(dydx.as_mut_slice()),
+                );
                 if let Some((kind, p)) = ctx.site_loss {
                     let penalty = p.unwrap_or(ctx.penalties[*site]);
                     ctx.terms[*site] = site_term(&x, kind, penalty);
@@ -770,11 +993,31 @@ fn backward_layer<T: Real>(
     need: bool,
 ) -> Vec<T> {
     match layer {
-        Layer::Dense { in_f, out_f, w, b, x } => {
-            let mut dx = if need { vec![T::ZERO; x.len()] } else { Vec::new() };
+        Layer::Dense {
+            in_f,
+            out_f,
+            w,
+            b,
+            x,
+        } => {
+            let mut dx = if need {
+                vec![T::ZERO; x.len()]
+            } else {
+                Vec::new()
+            };
             let mut dw = std::mem::take(&mut params[*w].grad);
             let mut db = b.map(|i| std::mem::take(&mut params[i].grad));
-            dense_backward(x, batch, *in_f, *out_f, &params[*w].value, &dy, need.then_some(dx.as_mut_slice()), &mut dw, db.as_deref_mut());
+            dense_backward(
+                x,
+                batch,
+                *in_f,
+                *out_f,
+                &params[*w].value,
+                &dy,
+                need.then_some(dx.as_mut_slice()),
+                &mut dw,
+                db.as_deref_mut(),
+            );
             params[*w].grad = dw;
             if let (Some(i), Some(g)) = (b, db) {
                 params[*i].grad = g;
@@ -782,36 +1025,98 @@ fn backward_layer<T: Real>(
             dx
         }
         Layer::Conv { geom, w, b, x } => {
-            let mut dx = if need { vec![T::ZERO; x.len()] } else { Vec::new() };
+            let mut dx = if need {
+                vec![T::ZERO; x.len()]
+            } else {
+                Vec::new()
+            };
             let mut dw = std::mem::take(&mut params[*w].grad);
             let mut db = b.map(|i| std::mem::take(&mut params[i].grad));
-            conv_backward(geom, x, batch, &params[*w].value, &dy, need.then_some(dx.as_mut_slice()), &mut dw, db.as_deref_mut());
+            conv_backward(
+                geom,
+                x,
+                batch,
+                &params[*w].value,
+                &dy,
+                need.then_some(dx.as_mut_slice()),
+                &mut dw,
+                db.as_deref_mut(),
+            );
             params[*w].grad = dw;
             if let (Some(i), Some(g)) = (b, db) {
                 params[*i].grad = g;
             }
             dx
         }
-        Layer::BatchNorm { c, s, gamma, beta, cache, .. } => {
-            let mut dx = if need { vec![T::ZERO; dy.len()] } else { Vec::new() };
+        Layer::BatchNorm {
+            c,
+            s,
+            gamma,
+            beta,
+            cache,
+            ..
+        } => {
+            let mut dx = if need {
+                vec![T::ZERO; dy.len()]
+            } else {
+                Vec::new()
+            };
             let mut dg = std::mem::take(&mut params[*gamma].grad);
             let mut dbt = std::mem::take(&mut params[*beta].grad);
-            bn_backward(cache, &dy, batch, *c, *s, &params[*gamma].value, need.then_some(dx.as_mut_slice()), &mut dg, &mut dbt);
+            bn_backward(
+                cache,
+                &dy,
+                batch,
+                *c,
+                *s,
+                &params[*gamma].value,
+                need.then_some(dx.as_mut_slice()),
+                &mut dg,
+                &mut dbt,
+            );
             params[*gamma].grad = dg;
             params[*beta].grad = dbt;
             dx
         }
-        Layer::Poly { site, basis, range, coeffs, x, dydx, .. } => {
-            let mut dx = if need { vec![T::ZERO; x.len()] } else { Vec::new() };
+        Layer::Poly {
+            site,
+            basis,
+            range,
+            coeffs,
+            x,
+            dydx,
+            ..
+        } => {
+            let mut dx = if need {
+                vec![T::ZERO; x.len()]
+            } else {
+                Vec::new()
+            };
             let range_t = T::from_f64(*range);
             match coeffs {
                 Coeffs::Trainable(i) => {
                     let mut dc = std::mem::take(&mut params[*i].grad);
-                    poly_backward(x, dydx, &dy, range_t, *basis, need.then_some(dx.as_mut_slice()), Some(&mut dc));
+                    poly_backward(
+                        x,
+                        dydx,
+                        &dy,
+                        range_t,
+                        *basis,
+                        need.then_some(dx.as_mut_slice()),
+                        Some(&mut dc),
+                    );
                     params[*i].grad = dc;
                 }
                 Coeffs::Fixed(_) => {
-                    poly_backward(x, dydx, &dy, range_t, *basis, need.then_some(dx.as_mut_slice()), None);
+                    poly_backward(
+                        x,
+                        dydx,
+                        &dy,
+                        range_t,
+                        *basis,
+                        need.then_some(dx.as_mut_slice()),
+                        None,
+                    );
                 }
             }
             if let (true, Some((kind, p))) = (need, ctx.site_loss) {
