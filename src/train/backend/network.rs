@@ -146,6 +146,9 @@ pub struct NetworkOf<T: Real> {
     baseline_relu: bool,
 }
 
+/// Callback of [`NetworkOf::visit_params_mut`]: (index, info, values, last gradients).
+pub type ParamVisitor<'a, T> = dyn FnMut(usize, &ParamInfo, &mut [T], &[T]) + 'a;
+
 /// The network the trainer uses.
 pub type Network = NetworkOf<f32>;
 
@@ -540,7 +543,7 @@ impl<T: Real> NetworkOf<T> {
     }
 
     /// Calls `f(index, info, values, last gradients)` for every trainable parameter.
-    pub fn visit_params_mut(&mut self, f: &mut dyn FnMut(usize, &ParamInfo, &mut [T], &[T])) {
+    pub fn visit_params_mut(&mut self, f: &mut ParamVisitor<'_, T>) {
         for (i, s) in self.params.iter_mut().enumerate() {
             f(i, &s.info, &mut s.value, &s.grad);
         }
