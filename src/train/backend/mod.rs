@@ -11,6 +11,7 @@ pub mod elementwise;
 pub mod loss;
 pub mod matmul;
 pub mod network;
+pub mod ops;
 pub mod poly;
 pub mod pool;
 pub mod real;
