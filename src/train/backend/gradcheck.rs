@@ -605,7 +605,7 @@ mod through_dfdx {
         for (k, input) in inputs.iter().enumerate() {
             let numeric: Vec<f64> = (0..input.len())
                 .map(|i| {
-                    let mut eval = |d: f64| {
+                    let eval = |d: f64| {
                         let mut moved = inputs.clone();
                         moved[k][i] += d;
                         loss_of(&dev, &moved, op, &r).0
