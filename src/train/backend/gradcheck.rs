@@ -477,3 +477,334 @@ fn whole_conv_network_with_pools_and_residual() {
     };
     check_network(&model, Some(&bl), 2.0);
 }
+
+#[test]
+fn network_api_round_trip_determinism_and_errors() {
+    use super::network::{Network, ParamGroup};
+    let mut fixed = relu_poly(3, 2.0, Basis::Chebyshev);
+    fixed.learnable = false;
+    let mut s = SeqBuilder::new("", vec![4]);
+    s.dense(6, true)
+        .poly(&relu_poly(2, 2.0, Basis::Power))
+        .batchnorm();
+    s.dense(5, false).poly(&fixed).dense(3, true);
+    let model = model_from_ops("api", vec![4], 3, s.ops);
+    let mut net = Network::new(&model, 11, &NetworkOptions::default()).unwrap();
+    let names: Vec<String> = net.params().iter().map(|p| p.name.clone()).collect();
+    assert_eq!(
+        names,
+        [
+            "dense0.weight",
+            "dense0.bias",
+            "poly1.coeffs",
+            "batchnorm2.gamma",
+            "batchnorm2.beta",
+            "dense3.weight",
+            "dense5.weight",
+            "dense5.bias"
+        ]
+    );
+    assert_eq!(net.params()[2].group, ParamGroup::PolyCoeffs);
+    let x: Vec<f32> = values(8 * 4, 40, 1.5).iter().map(|v| *v as f32).collect();
+    let y = [0u32, 1, 2, 0, 1, 2, 0, 1];
+    let out = net.train_step(&x, &y, 8, None, 1).unwrap();
+    assert_eq!(out.act_max_abs.len(), 2);
+    assert_eq!(out.act_max_abs[0].0, "poly1");
+    // Checkpoint tensors: every Op::param_shapes name, including running stats and fixed coeffs.
+    let tensors = net.to_tensors();
+    for op in model.ops() {
+        for (name, shape) in op.param_shapes() {
+            assert_eq!(tensors[&name].shape, shape, "{name}");
+        }
+    }
+    let logits = net.predict(&x, 8).unwrap();
+    assert_eq!(logits.len(), 8 * 3);
+    let mut other = Network::new(&model, 99, &NetworkOptions::default()).unwrap();
+    assert_ne!(other.predict(&x, 8).unwrap(), logits);
+    other.load_tensors(&tensors).unwrap();
+    assert_eq!(other.predict(&x, 8).unwrap(), logits);
+    // Same seed, same step: same result.
+    let mut a = Network::new(&model, 5, &NetworkOptions::default()).unwrap();
+    let mut b = Network::new(&model, 5, &NetworkOptions::default()).unwrap();
+    assert_eq!(
+        a.train_step(&x, &y, 8, None, 3).unwrap(),
+        b.train_step(&x, &y, 8, None, 3).unwrap()
+    );
+    // Bad input is an error, not a panic.
+    assert!(net.train_step(&x[1..], &y, 8, None, 1).is_err());
+    assert!(
+        net.train_step(&x, &[0, 1, 2, 0, 1, 2, 0, 7], 8, None, 1)
+            .is_err()
+    );
+    let mut missing = tensors.clone();
+    missing.remove("batchnorm2.running_var");
+    assert!(net.load_tensors(&missing).is_err());
+    // The ReLU baseline has no coefficient parameters but still saves them.
+    let base = Network::new(
+        &model,
+        5,
+        &NetworkOptions {
+            baseline_relu: true,
+        },
+    )
+    .unwrap();
+    assert!(
+        base.params()
+            .iter()
+            .all(|p| p.group != ParamGroup::PolyCoeffs)
+    );
+    assert!(base.to_tensors().contains_key("poly1.coeffs"));
+}
+
+// ---- The same kernels as dfdx ops: gradients through dfdx's tape ----
+
+mod through_dfdx {
+    use super::{H, assert_close, values};
+    use crate::train::backend::boundary::{SiteLoss, SiteReduce};
+    use crate::train::backend::conv::ConvGeom;
+    use crate::train::backend::ops::{self, BnDims, Coeffs, Flat};
+    use crate::train::backend::poly::PolyBasis;
+    use crate::train::backend::pool::PoolGeom;
+    use dfdx::shapes::{HasShape, Rank0};
+    use dfdx::tensor::{Cpu, Gradients, OwnedTape, Tensor, TensorFromVec, Trace, WithEmptyTape};
+    use dfdx::tensor_ops::{Backward, BroadcastTo, SumTo};
+
+    type Owned = OwnedTape<f64, Cpu>;
+    type OpFn = dyn Fn(Vec<Flat<f64, Owned>>) -> Flat<f64, Owned>;
+
+    /// Loss = sum(op(inputs) * r), with dfdx's own mul and sum on top of our
+    /// op, so the op's gradients pass through dfdx ops before reaching it.
+    fn loss_of(dev: &Cpu, inputs: &[Vec<f64>], op: &OpFn, r: &[f64]) -> (f64, Vec<Vec<f64>>) {
+        let params: Vec<Tensor<(usize,), f64, Cpu>> =
+            inputs.iter().map(|v| ops::param(dev, v.clone())).collect();
+        let mut args: Vec<Flat<f64, Owned>> = Vec::new();
+        for (i, p) in params.iter().enumerate() {
+            // The tape rides on the first argument.
+            args.push(if i == 0 {
+                p.clone().traced(Gradients::leaky())
+            } else {
+                p.retaped::<Owned>()
+            });
+        }
+        let out = op(args);
+        let rt = dev.tensor_from_vec(r.to_vec(), (r.len(),));
+        let loss: Tensor<Rank0, f64, Cpu, Owned> = (out * rt).sum();
+        let value = loss.as_vec()[0];
+        let mut grads = loss.backward();
+        let g = params
+            .iter()
+            .map(|p| grads.get_or_alloc_mut(p).unwrap().to_vec())
+            .collect();
+        (value, g)
+    }
+
+    fn check_op(name: &str, inputs: Vec<Vec<f64>>, out_len: usize, op: &OpFn, tol: f64) {
+        let dev = Cpu::default();
+        let r = values(out_len, 99, 1.0);
+        let (_, analytic) = loss_of(&dev, &inputs, op, &r);
+        for (k, input) in inputs.iter().enumerate() {
+            let numeric: Vec<f64> = (0..input.len())
+                .map(|i| {
+                    let eval = |d: f64| {
+                        let mut moved = inputs.clone();
+                        moved[k][i] += d;
+                        loss_of(&dev, &moved, op, &r).0
+                    };
+                    (eval(H) - eval(-H)) / (2.0 * H)
+                })
+                .collect();
+            assert_close(&format!("{name} input {k}"), &analytic[k], &numeric, tol);
+        }
+    }
+
+    #[test]
+    fn dense_op() {
+        let (batch, i, o) = (3, 4, 5);
+        let inputs = vec![
+            values(batch * i, 1, 1.0),
+            values(o * i, 2, 0.5),
+            values(o, 3, 0.5),
+        ];
+        check_op(
+            "dense",
+            inputs,
+            batch * o,
+            &move |mut a| {
+                let b = a.pop();
+                let w = a.pop().unwrap();
+                ops::dense(a.pop().unwrap(), w, b, batch, i, o, true)
+            },
+            1e-7,
+        );
+    }
+
+    #[test]
+    fn conv_op_with_stride_and_padding() {
+        let geom = ConvGeom {
+            in_c: 2,
+            in_h: 5,
+            in_w: 4,
+            out_c: 3,
+            kernel: [3, 2],
+            stride: [2, 1],
+            padding: [1, 1],
+        };
+        let batch = 2;
+        let inputs = vec![
+            values(batch * geom.in_len(), 4, 1.0),
+            values(geom.weight_len(), 5, 0.5),
+            values(3, 6, 0.5),
+        ];
+        check_op(
+            "conv",
+            inputs,
+            batch * geom.out_len(),
+            &move |mut a| {
+                let b = a.pop();
+                let w = a.pop().unwrap();
+                ops::conv2d(a.pop().unwrap(), w, b, geom, batch, true)
+            },
+            1e-7,
+        );
+    }
+
+    #[test]
+    fn batchnorm_train_op() {
+        let d = BnDims {
+            batch: 3,
+            channels: 2,
+            spatial: 4,
+            eps: 1e-5,
+        };
+        let inputs = vec![values(24, 7, 1.0), values(2, 8, 1.0), values(2, 9, 0.5)];
+        check_op(
+            "batchnorm",
+            inputs,
+            24,
+            &move |mut a| {
+                let (beta, gamma) = (a.pop().unwrap(), a.pop().unwrap());
+                let (mut rm, mut rv) = (vec![0.0; 2], vec![1.0; 2]);
+                ops::batchnorm_train(a.pop().unwrap(), gamma, beta, d, 0.1, &mut rm, &mut rv)
+            },
+            1e-6,
+        );
+    }
+
+    #[test]
+    fn poly_op_both_bases_with_boundary_term() {
+        for basis in [PolyBasis::Chebyshev, PolyBasis::Power] {
+            for degree in [2, 8, 22] {
+                let inputs = vec![values(12, 10, 1.5), values(degree + 1, 11, 0.3)];
+                check_op(
+                    &format!("poly {basis:?} degree {degree}"),
+                    inputs,
+                    12,
+                    &move |mut a| {
+                        let c = a.pop().unwrap();
+                        let out = ops::poly(
+                            a.pop().unwrap(),
+                            Coeffs::Trainable(c),
+                            1.0,
+                            basis,
+                            Some((SiteLoss::L2, 1.0)),
+                        );
+                        // The boundary term joins through dfdx's own ops.
+                        let term = out.term.expect("term asked for");
+                        let (t, _) = ops::boundary_loss(vec![term], SiteReduce::Sum, 0.5);
+                        let n = out.y.shape().0;
+                        out.y + t.broadcast_like(&(n,))
+                    },
+                    1e-6,
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn pools_relu_dropout_ops() {
+        let geom = PoolGeom {
+            channels: 2,
+            in_h: 4,
+            in_w: 5,
+            kernel: [2, 2],
+            stride: [2, 1],
+        };
+        let x = values(2 * 40, 12, 1.0);
+        let (oh, ow) = geom.out_hw().unwrap();
+        check_op(
+            "avgpool",
+            vec![x.clone()],
+            2 * 2 * oh * ow,
+            &move |mut a| ops::avgpool(a.pop().unwrap(), geom, 2),
+            1e-8,
+        );
+        check_op(
+            "global avgpool",
+            vec![x.clone()],
+            4,
+            &|mut a| ops::global_avgpool(a.pop().unwrap(), 20),
+            1e-8,
+        );
+        check_op(
+            "relu",
+            vec![x.clone()],
+            80,
+            &|mut a| ops::relu(a.pop().unwrap()).0,
+            1e-8,
+        );
+        let mask: Vec<f64> = (0..80)
+            .map(|i| if i % 3 == 0 { 0.0 } else { 1.5 })
+            .collect();
+        check_op(
+            "dropout",
+            vec![x],
+            80,
+            &move |mut a| ops::dropout(a.pop().unwrap(), mask.clone()),
+            1e-8,
+        );
+    }
+
+    #[test]
+    fn cross_entropy_and_boundary_reduce_ops() {
+        let labels = [0u32, 2, 1];
+        for reduce in [
+            SiteReduce::Sum,
+            SiteReduce::Max,
+            SiteReduce::L1,
+            SiteReduce::L2,
+        ] {
+            check_op(
+                &format!("cross entropy + boundary {reduce:?}"),
+                vec![values(9, 13, 2.0), values(6, 14, 2.0)],
+                1,
+                &move |mut a| {
+                    let z = a.pop().unwrap();
+                    let ce = ops::cross_entropy_loss(a.pop().unwrap(), &labels, 3);
+                    let (s1, s2) = (z.with_empty_tape(), z);
+                    let t1 = ops::poly(
+                        s1,
+                        Coeffs::Fixed(&[0.0, 1.0]),
+                        1.0,
+                        PolyBasis::Power,
+                        Some((SiteLoss::Exp, 1.0)),
+                    );
+                    let t2 = ops::poly(
+                        s2,
+                        Coeffs::Fixed(&[0.0, 1.0]),
+                        1.0,
+                        PolyBasis::Power,
+                        Some((SiteLoss::L2, 0.5)),
+                    );
+                    let terms = vec![t1.term.unwrap(), t2.term.unwrap()];
+                    let (b, _) = ops::boundary_loss(terms, reduce, 0.7);
+                    // The poly backward ops (which carry the terms' gradient
+                    // to z) ride on the outputs' tapes: those must reach the
+                    // loss, here with weight 0.
+                    let keep: Tensor<Rank0, f64, Cpu, Owned> = (t1.y + t2.y).sum();
+                    (ce.loss + b + keep * 0.0).broadcast_like(&(1,))
+                },
+                1e-6,
+            );
+        }
+    }
+}

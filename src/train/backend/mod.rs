@@ -1,7 +1,9 @@
-//! The tensor backend: differentiable kernels with hand-written backward
-//! passes over plain row-major buffers, and the [`network::Network`] that
-//! chains them with an explicit reverse pass over the (static) layer graph.
-//! Everything is generic over [`real::Real`] so that gradient checks run in f64.
+//! The tensor backend: our differentiable kernels with hand-written backward
+//! passes over plain row-major buffers, made dfdx ops in [`ops`] (dfdx holds
+//! the tensors and the tape and runs the reverse pass), and the
+//! [`network::Network`] that builds a training step from those ops. All dfdx
+//! use stays in this module. Everything is generic over [`real::Real`] so
+//! that gradient checks run in f64.
 
 pub mod batchnorm;
 pub mod boundary;
@@ -11,6 +13,7 @@ pub mod elementwise;
 pub mod loss;
 pub mod matmul;
 pub mod network;
+pub mod ops;
 pub mod poly;
 pub mod pool;
 pub mod real;

@@ -1,22 +1,24 @@
-//! The trainable network built from a checked model: layers that own their
-//! caches, parameters in one flat list, and an explicit reverse pass.
+//! The trainable network built from a checked model: a static layer graph
+//! and parameters stored as dfdx tensors. A training step builds the
+//! forward pass from our dfdx ops (`super::ops`) on a recording tape, and
+//! dfdx's `backward()` runs the reverse pass; there is no other.
 
-use super::batchnorm::{BnCache, bn_backward, bn_forward_eval, bn_forward_train};
-use super::boundary::{SiteLoss, SiteReduce, reduce_sites, site_backward, site_term};
-use super::conv::{ConvGeom, conv_backward, conv_forward};
-use super::dense::{dense_backward, dense_forward};
-use super::elementwise::{dropout_mask, relu_backward, relu_forward};
-use super::loss::cross_entropy;
-use super::poly::{PolyBasis, poly_backward, poly_forward};
-use super::pool::{
-    PoolGeom, avgpool_backward, avgpool_forward, global_avgpool_backward, global_avgpool_forward,
-};
+use super::boundary::{SiteLoss, SiteReduce};
+use super::conv::ConvGeom;
+use super::elementwise::dropout_mask;
+use super::ops::{self, BnDims, Elem, Flat, Param, Scalar, Tp};
+use super::poly::PolyBasis;
+use super::pool::PoolGeom;
 use super::real::Real;
 use crate::ir::{
     Basis, BoundaryKind, BoundaryLoss, Model, Op, OpKind, PolyAct, Reduce, Shape, Tensor,
 };
 use crate::train::error::TrainError;
 use crate::train::fit::fit_activation;
+use dfdx::optim::UnusedTensors;
+use dfdx::shapes::HasShape;
+use dfdx::tensor::{Cpu, Gradients, NoneTape, OwnedTape, Trace, WithEmptyTape};
+use dfdx::tensor_ops::Backward;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
@@ -56,10 +58,10 @@ pub struct StepOutput {
     pub act_max_abs: Vec<(String, f32)>,
 }
 
-struct Slot<T> {
+struct Slot<T: Elem> {
     info: ParamInfo,
     shape: Vec<usize>,
-    value: Vec<T>,
+    value: Param<T>,
     grad: Vec<T>,
 }
 
@@ -74,13 +76,11 @@ enum Layer<T> {
         out_f: usize,
         w: usize,
         b: Option<usize>,
-        x: Vec<T>,
     },
     Conv {
         geom: ConvGeom,
         w: usize,
         b: Option<usize>,
-        x: Vec<T>,
     },
     BatchNorm {
         name: String,
@@ -92,7 +92,6 @@ enum Layer<T> {
         beta: usize,
         running_mean: Vec<T>,
         running_var: Vec<T>,
-        cache: BnCache<T>,
     },
     Poly {
         name: String,
@@ -100,15 +99,12 @@ enum Layer<T> {
         basis: PolyBasis,
         range: f64,
         coeffs: Coeffs<T>,
-        x: Vec<T>,
-        dydx: Vec<T>,
     },
     /// The baseline's ReLU; keeps the site's fitted coefficients for checkpoints.
     Relu {
         name: String,
         site: usize,
         coeffs: Vec<T>,
-        x: Vec<T>,
     },
     AvgPool {
         geom: PoolGeom,
@@ -120,7 +116,6 @@ enum Layer<T> {
     Dropout {
         p: f64,
         id: u64,
-        mask: Vec<T>,
     },
     Scale {
         factor: T,
@@ -137,14 +132,20 @@ struct Site {
 }
 
 /// The network, generic over the scalar type (f64 for gradient checks).
-pub struct NetworkOf<T: Real> {
+pub struct NetworkOf<T: Elem> {
     layers: Vec<Layer<T>>,
     params: Vec<Slot<T>>,
     sites: Vec<Site>,
     input_len: usize,
     classes: usize,
     baseline_relu: bool,
+    dev: Cpu,
+    /// Scratch for `visit_params_mut` (values copied out of and back into dfdx).
+    scratch: Vec<T>,
 }
+
+/// Callback of [`NetworkOf::visit_params_mut`]: (index, info, values, last gradients).
+pub type ParamVisitor<'a, T> = dyn FnMut(usize, &ParamInfo, &mut [T], &[T]) + 'a;
 
 /// The network the trainer uses.
 pub type Network = NetworkOf<f32>;
@@ -163,11 +164,11 @@ fn shape_err(op: &Op, message: String) -> TrainError {
     }
 }
 
-fn kaiming<T: Real>(rng: &mut StdRng, len: usize, fan_in: usize) -> Vec<T> {
+fn kaiming<T: Elem>(rng: &mut StdRng, len: usize, fan_in: usize) -> Vec<T> {
     // PyTorch's default for Linear/Conv weights and biases: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
     let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
     (0..len)
-        .map(|_| T::from_f64(rng.gen_range(-bound..=bound)))
+        .map(|_| <T as Real>::from_f64(rng.gen_range(-bound..=bound)))
         .collect()
 }
 
@@ -178,7 +179,7 @@ fn poly_basis(b: Basis) -> PolyBasis {
     }
 }
 
-impl<T: Real> NetworkOf<T> {
+impl<T: Elem> NetworkOf<T> {
     pub fn new(model: &Model, seed: u64, opts: &NetworkOptions) -> Result<Self, TrainError> {
         let mut net = NetworkOf {
             layers: Vec::new(),
@@ -187,6 +188,8 @@ impl<T: Real> NetworkOf<T> {
             input_len: model.input.numel() as usize,
             classes: model.classes,
             baseline_relu: opts.baseline_relu,
+            dev: Cpu::default(),
+            scratch: Vec::new(),
         };
         let mut b = Builder {
             rng: StdRng::seed_from_u64(seed),
@@ -219,8 +222,8 @@ impl<T: Real> NetworkOf<T> {
         self.params.push(Slot {
             info: ParamInfo { name, group, len },
             shape,
-            grad: vec![T::ZERO; len],
-            value,
+            grad: vec![<T as Real>::ZERO; len],
+            value: ops::param(&self.dev, value),
         });
         self.params.len() - 1
     }
@@ -294,7 +297,6 @@ impl<T: Real> NetworkOf<T> {
                         out_f: *out_features,
                         w,
                         b: bias,
-                        x: Vec::new(),
                     },
                     Shape(vec![*out_features]),
                 )
@@ -340,12 +342,7 @@ impl<T: Real> NetworkOf<T> {
                     None
                 };
                 (
-                    Layer::Conv {
-                        geom,
-                        w,
-                        b: bias,
-                        x: Vec::new(),
-                    },
+                    Layer::Conv { geom, w, b: bias },
                     Shape(vec![*out_channels, oh, ow]),
                 )
             }
@@ -366,13 +363,13 @@ impl<T: Real> NetworkOf<T> {
                     name("gamma"),
                     ParamGroup::BatchNormAffine,
                     vec![c],
-                    vec![T::ONE; c],
+                    vec![<T as Real>::ONE; c],
                 );
                 let beta = self.add_param(
                     name("beta"),
                     ParamGroup::BatchNormAffine,
                     vec![c],
-                    vec![T::ZERO; c],
+                    vec![<T as Real>::ZERO; c],
                 );
                 (
                     Layer::BatchNorm {
@@ -383,9 +380,8 @@ impl<T: Real> NetworkOf<T> {
                         momentum: *momentum,
                         gamma,
                         beta,
-                        running_mean: vec![T::ZERO; c],
-                        running_var: vec![T::ONE; c],
-                        cache: BnCache::default(),
+                        running_mean: vec![<T as Real>::ZERO; c],
+                        running_var: vec![<T as Real>::ONE; c],
                     },
                     input.clone(),
                 )
@@ -437,14 +433,13 @@ impl<T: Real> NetworkOf<T> {
                     Layer::Dropout {
                         p: *p,
                         id: b.dropouts,
-                        mask: Vec::new(),
                     },
                     input.clone(),
                 )
             }
             OpKind::Scale { factor } => (
                 Layer::Scale {
-                    factor: T::from_f64(*factor),
+                    factor: <T as Real>::from_f64(*factor),
                 },
                 input.clone(),
             ),
@@ -479,7 +474,11 @@ impl<T: Real> NetworkOf<T> {
                 op: op.name.clone(),
                 source,
             })?;
-        let coeffs: Vec<T> = fit.coeffs.iter().map(|&c| T::from_f64(c)).collect();
+        let coeffs: Vec<T> = fit
+            .coeffs
+            .iter()
+            .map(|&c| <T as Real>::from_f64(c))
+            .collect();
         let site = self.sites.len();
         self.sites.push(Site {
             name: op.name.clone(),
@@ -490,7 +489,6 @@ impl<T: Real> NetworkOf<T> {
                 name: op.name.clone(),
                 site,
                 coeffs,
-                x: Vec::new(),
             });
         }
         let coeffs = if act.learnable {
@@ -510,8 +508,6 @@ impl<T: Real> NetworkOf<T> {
             basis: poly_basis(act.basis),
             range: act.range,
             coeffs,
-            x: Vec::new(),
-            dydx: Vec::new(),
         })
     }
 
@@ -540,9 +536,12 @@ impl<T: Real> NetworkOf<T> {
     }
 
     /// Calls `f(index, info, values, last gradients)` for every trainable parameter.
-    pub fn visit_params_mut(&mut self, f: &mut dyn FnMut(usize, &ParamInfo, &mut [T], &[T])) {
+    pub fn visit_params_mut(&mut self, f: &mut ParamVisitor<'_, T>) {
         for (i, s) in self.params.iter_mut().enumerate() {
-            f(i, &s.info, &mut s.value, &s.grad);
+            self.scratch.resize(s.info.len, <T as Real>::ZERO);
+            s.value.copy_into(&mut self.scratch);
+            f(i, &s.info, &mut self.scratch, &s.grad);
+            s.value.copy_from(&self.scratch);
         }
     }
 
@@ -583,9 +582,6 @@ impl<T: Real> NetworkOf<T> {
                 self.classes
             )));
         }
-        for s in &mut self.params {
-            s.grad.fill(T::ZERO);
-        }
         let site_loss = if self.baseline_relu {
             None
         } else {
@@ -598,41 +594,59 @@ impl<T: Real> NetworkOf<T> {
                 (kind, bl.penalty)
             })
         };
-        let mut ctx = Ctx {
+        let mut ctx = Ctx::<T, OwnedTape<T, Cpu>> {
             training: true,
             seed: step_seed,
             site_loss,
             penalties: self.sites.iter().map(|s| s.range).collect(),
-            terms: vec![0.0; self.sites.len()],
+            terms: Vec::new(),
+            term_values: vec![0.0; self.sites.len()],
             act_max: vec![0.0; self.sites.len()],
-            weights: vec![0.0; self.sites.len()],
         };
-        let input: Vec<T> = x.iter().map(|&v| T::from_f32(v)).collect();
-        let logits = forward_seq(&mut self.layers, &self.params, input, batch, &mut ctx);
-        let ce = cross_entropy(&logits, y, self.classes);
-        let mut boundary_loss = 0.0;
-        if let (Some(bl), Some(_)) = (boundary, ctx.site_loss) {
-            let reduce = match bl.reduce {
-                Reduce::Sum => SiteReduce::Sum,
-                Reduce::Max => SiteReduce::Max,
-                Reduce::L1 => SiteReduce::L1,
-                Reduce::L2 => SiteReduce::L2,
-            };
-            let (value, grads) = reduce_sites(&ctx.terms, reduce);
-            boundary_loss = bl.weight * value;
-            ctx.weights = grads.iter().map(|g| g * bl.weight).collect();
+        // Only the parameters' gradients outlive the backward pass.
+        let mut unused = UnusedTensors::default();
+        for s in &self.params {
+            unused.add(&s.value);
         }
-        backward_seq(
+        let mut grads = Gradients::leaky();
+        grads.retain_leafs(&unused.ids);
+        let input = self.input_tensor(x).traced(grads);
+        let logits = forward_seq(
             &mut self.layers,
-            &mut self.params,
-            ce.dlogits,
+            &self.params,
+            input,
             batch,
-            &ctx,
+            &mut ctx,
             false,
         );
+        let ce = ops::cross_entropy_loss(logits, y, self.classes);
+        let mut boundary_loss = 0.0;
+        let loss = match (boundary, ctx.site_loss, ctx.terms.is_empty()) {
+            (Some(bl), Some(_), false) => {
+                let reduce = match bl.reduce {
+                    Reduce::Sum => SiteReduce::Sum,
+                    Reduce::Max => SiteReduce::Max,
+                    Reduce::L1 => SiteReduce::L1,
+                    Reduce::L2 => SiteReduce::L2,
+                };
+                let terms = std::mem::take(&mut ctx.terms);
+                let (term, value) = ops::boundary_loss(terms, reduce, bl.weight);
+                boundary_loss = value;
+                // dfdx's own add joins the two loss terms.
+                ce.loss + term
+            }
+            _ => ce.loss,
+        };
+        let mut grads = loss.backward();
+        for s in &mut self.params {
+            let g = grads
+                .get_or_alloc_mut(&s.value)
+                .expect("the CPU device allocates gradients infallibly");
+            s.grad = std::mem::take(&mut **g);
+        }
         Ok(StepOutput {
-            loss: ce.loss + boundary_loss,
-            ce_loss: ce.loss,
+            loss: ce.value + boundary_loss,
+            ce_loss: ce.value,
             boundary_loss,
             correct: ce.correct,
             act_max_abs: self
@@ -644,51 +658,68 @@ impl<T: Real> NetworkOf<T> {
         })
     }
 
+    fn input_tensor(&self, x: &[f32]) -> Flat<T, NoneTape> {
+        let v: Vec<T> = x.iter().map(|&v| <T as Real>::from_f32(v)).collect();
+        ops::param(&self.dev, v)
+    }
+
     /// Eval-mode logits `[batch, classes]`.
     pub fn predict(&mut self, x: &[f32], batch: usize) -> Result<Vec<f32>, TrainError> {
         self.check_batch(x, batch)?;
-        let mut ctx = Ctx {
+        let mut ctx = Ctx::<T, NoneTape> {
             training: false,
             seed: 0,
             site_loss: None,
             penalties: Vec::new(),
-            terms: vec![0.0; self.sites.len()],
+            terms: Vec::new(),
+            term_values: vec![0.0; self.sites.len()],
             act_max: vec![0.0; self.sites.len()],
-            weights: Vec::new(),
         };
-        let input: Vec<T> = x.iter().map(|&v| T::from_f32(v)).collect();
-        let logits = forward_seq(&mut self.layers, &self.params, input, batch, &mut ctx);
-        Ok(logits.iter().map(|v| v.to_f32()).collect())
-    }
-
-    /// Every named state tensor: trainable parameters, BatchNorm running
-    /// statistics and fixed polynomial coefficients.
-    fn state_mut(&mut self) -> Vec<(String, Vec<usize>, &mut Vec<T>)> {
-        let mut out: Vec<(String, Vec<usize>, &mut Vec<T>)> = self
-            .params
-            .iter_mut()
-            .map(|s| (s.info.name.clone(), s.shape.clone(), &mut s.value))
-            .collect();
-        collect_layer_state(&mut self.layers, &mut out);
-        out
+        let input = self.input_tensor(x);
+        let logits = forward_seq(
+            &mut self.layers,
+            &self.params,
+            input,
+            batch,
+            &mut ctx,
+            false,
+        );
+        Ok(ops::param_values(&logits)
+            .iter()
+            .map(|v| Real::to_f32(*v))
+            .collect())
     }
 
     /// All parameters and BatchNorm running statistics, named per `Op::param_shapes`.
     pub fn to_tensors(&self) -> BTreeMap<String, Tensor> {
         let mut out = BTreeMap::new();
         for s in &self.params {
-            out.insert(s.info.name.clone(), to_tensor(&s.shape, &s.value));
+            out.insert(
+                s.info.name.clone(),
+                to_tensor(&s.shape, &ops::param_values(&s.value)),
+            );
         }
         collect_layer_tensors(&self.layers, &mut out);
         out
     }
 
     pub fn load_tensors(&mut self, tensors: &BTreeMap<String, Tensor>) -> Result<(), TrainError> {
-        let mut state = self.state_mut();
-        for (name, shape, _) in &state {
+        let mut layer_state = Vec::new();
+        collect_layer_state(&mut self.layers, &mut layer_state);
+        let names: Vec<(&str, &[usize])> = self
+            .params
+            .iter()
+            .map(|s| (s.info.name.as_str(), s.shape.as_slice()))
+            .chain(
+                layer_state
+                    .iter()
+                    .map(|(n, s, _)| (n.as_str(), s.as_slice())),
+            )
+            .collect();
+        for &(name, shape) in &names {
             match tensors.get(name) {
                 None => return Err(TrainError::Weights(format!("tensor `{name}` is missing"))),
-                Some(t) if &t.shape != shape || t.data.len() != shape.iter().product::<usize>() => {
+                Some(t) if t.shape != shape || t.data.len() != shape.iter().product::<usize>() => {
                     return Err(TrainError::Weights(format!(
                         "tensor `{name}` has shape {:?}, the model needs {shape:?}",
                         t.shape
@@ -697,29 +728,33 @@ impl<T: Real> NetworkOf<T> {
                 Some(_) => {}
             }
         }
-        if let Some(extra) = tensors
-            .keys()
-            .find(|k| !state.iter().any(|(n, _, _)| n == *k))
-        {
+        if let Some(extra) = tensors.keys().find(|k| !names.iter().any(|(n, _)| n == k)) {
             return Err(TrainError::Weights(format!(
                 "tensor `{extra}` belongs to no layer of this model"
             )));
         }
-        for (name, _, dst) in &mut state {
-            let src = &tensors[name.as_str()];
-            for (d, s) in dst.iter_mut().zip(&src.data) {
-                *d = T::from_f32(*s);
-            }
+        let convert = |name: &str| -> Vec<T> {
+            tensors[name]
+                .data
+                .iter()
+                .map(|&v| <T as Real>::from_f32(v))
+                .collect()
+        };
+        for (name, _, dst) in &mut layer_state {
+            **dst = convert(name);
+        }
+        for s in &mut self.params {
+            s.value.copy_from(&convert(&s.info.name));
         }
         Ok(())
     }
 }
 
-fn to_tensor<T: Real>(shape: &[usize], v: &[T]) -> Tensor {
-    Tensor::new(shape.to_vec(), v.iter().map(|x| x.to_f32()).collect())
+fn to_tensor<T: Elem>(shape: &[usize], v: &[T]) -> Tensor {
+    Tensor::new(shape.to_vec(), v.iter().map(|x| Real::to_f32(*x)).collect())
 }
 
-fn collect_layer_tensors<T: Real>(layers: &[Layer<T>], out: &mut BTreeMap<String, Tensor>) {
+fn collect_layer_tensors<T: Elem>(layers: &[Layer<T>], out: &mut BTreeMap<String, Tensor>) {
     for l in layers {
         match l {
             Layer::BatchNorm {
@@ -754,7 +789,7 @@ fn collect_layer_tensors<T: Real>(layers: &[Layer<T>], out: &mut BTreeMap<String
     }
 }
 
-fn collect_layer_state<'a, T: Real>(
+fn collect_layer_state<'a, T: Elem>(
     layers: &'a mut [Layer<T>],
     out: &mut Vec<(String, Vec<usize>, &'a mut Vec<T>)>,
 ) {
@@ -791,78 +826,54 @@ fn collect_layer_state<'a, T: Real>(
 }
 
 /// Per-pass state shared by all layers.
-struct Ctx {
+struct Ctx<T: Elem, P> {
     training: bool,
     seed: u64,
     /// Boundary loss kind and its threshold (None: each site's range).
     site_loss: Option<(SiteLoss, Option<f64>)>,
     penalties: Vec<f64>,
-    /// Per-site boundary terms (forward).
-    terms: Vec<f64>,
+    /// The boundary terms of the sites passed so far (training with a boundary loss).
+    terms: Vec<Scalar<T, P>>,
+    term_values: Vec<f64>,
     act_max: Vec<f32>,
-    /// d(total loss)/d(site term) (backward).
-    weights: Vec<f64>,
 }
 
-fn max_abs<T: Real>(x: &[T]) -> f32 {
-    let mut m = 0.0f32;
-    for v in x {
-        let a = v.to_f32().abs();
-        if a.is_nan() {
-            return f32::NAN;
-        }
-        m = m.max(a);
-    }
-    m
-}
-
-fn forward_seq<T: Real>(
+fn forward_seq<T: Elem, P: Tp<T>>(
     layers: &mut [Layer<T>],
     params: &[Slot<T>],
-    mut x: Vec<T>,
+    mut x: Flat<T, P>,
     batch: usize,
-    ctx: &mut Ctx,
-) -> Vec<T> {
-    for layer in layers {
-        x = forward_layer(layer, params, x, batch, ctx);
+    ctx: &mut Ctx<T, P>,
+    need_dx: bool,
+) -> Flat<T, P> {
+    for (i, layer) in layers.iter_mut().enumerate() {
+        x = forward_layer(layer, params, x, batch, ctx, need_dx || i > 0);
     }
     x
 }
 
-fn forward_layer<T: Real>(
+/// A parameter as an op argument: the stored tensor with an empty tape of
+/// the pass's kind (its id is what the gradient is filed under).
+fn arg<T: Elem, P: Tp<T>>(params: &[Slot<T>], i: usize) -> Flat<T, P> {
+    params[i].value.retaped::<P>()
+}
+
+fn forward_layer<T: Elem, P: Tp<T>>(
     layer: &mut Layer<T>,
     params: &[Slot<T>],
-    x: Vec<T>,
+    x: Flat<T, P>,
     batch: usize,
-    ctx: &mut Ctx,
-) -> Vec<T> {
-    let training = ctx.training;
-    let keep = |x: Vec<T>| if training { x } else { Vec::new() };
+    ctx: &mut Ctx<T, P>,
+    need_dx: bool,
+) -> Flat<T, P> {
     match layer {
-        Layer::Dense {
-            in_f,
-            out_f,
-            w,
-            b,
-            x: cache,
-        } => {
-            let mut y = vec![T::ZERO; batch * *out_f];
-            let bias = b.map(|i| params[i].value.as_slice());
-            dense_forward(&x, batch, *in_f, *out_f, &params[*w].value, bias, &mut y);
-            *cache = keep(x);
-            y
+        Layer::Dense { in_f, out_f, w, b } => {
+            let bias = b.map(|i| arg(params, i));
+            ops::dense(x, arg(params, *w), bias, batch, *in_f, *out_f, need_dx)
         }
-        Layer::Conv {
-            geom,
-            w,
-            b,
-            x: cache,
-        } => {
-            let mut y = vec![T::ZERO; batch * geom.out_len()];
-            let bias = b.map(|i| params[i].value.as_slice());
-            conv_forward(geom, &x, batch, &params[*w].value, bias, &mut y);
-            *cache = keep(x);
-            y
+        Layer::Conv { geom, w, b } => {
+            let bias = b.map(|i| arg(params, i));
+            ops::conv2d(x, arg(params, *w), bias, *geom, batch, need_dx)
         }
         Layer::BatchNorm {
             c,
@@ -873,294 +884,66 @@ fn forward_layer<T: Real>(
             beta,
             running_mean,
             running_var,
-            cache,
             ..
         } => {
-            let mut y = vec![T::ZERO; x.len()];
-            let (g, bt) = (&params[*gamma].value, &params[*beta].value);
+            let d = BnDims {
+                batch,
+                channels: *c,
+                spatial: *s,
+                eps: *eps,
+            };
+            let (g, bt) = (arg(params, *gamma), arg(params, *beta));
             if ctx.training {
-                *cache = bn_forward_train(
-                    &x,
-                    batch,
-                    *c,
-                    *s,
-                    g,
-                    bt,
-                    *eps,
-                    *momentum,
-                    running_mean,
-                    running_var,
-                    &mut y,
-                );
+                ops::batchnorm_train(x, g, bt, d, *momentum, running_mean, running_var)
             } else {
-                bn_forward_eval(&x, *c, *s, g, bt, *eps, running_mean, running_var, &mut y);
+                ops::batchnorm_eval(x, g, bt, d, running_mean, running_var)
             }
-            y
         }
         Layer::Poly {
             site,
             basis,
             range,
             coeffs,
-            x: cache,
-            dydx,
             ..
         } => {
-            ctx.act_max[*site] = max_abs(&x);
             let c = match coeffs {
-                Coeffs::Trainable(i) => params[*i].value.as_slice(),
-                Coeffs::Fixed(c) => c.as_slice(),
+                Coeffs::Trainable(i) => ops::Coeffs::Trainable(arg(params, *i)),
+                Coeffs::Fixed(c) => ops::Coeffs::Fixed(c.as_slice()),
             };
-            let mut y = vec![T::ZERO; x.len()];
-            if ctx.training {
-                dydx.resize(x.len(), T::ZERO);
-                poly_forward(
-                    &x,
-                    c,
-                    T::from_f64(*range),
-                    *basis,
-                    &mut y,
-                    Some(dydx.as_mut_slice()),
-                );
-                if let Some((kind, p)) = ctx.site_loss {
-                    let penalty = p.unwrap_or(ctx.penalties[*site]);
-                    ctx.terms[*site] = site_term(&x, kind, penalty);
-                }
-                *cache = x;
-            } else {
-                poly_forward(&x, c, T::from_f64(*range), *basis, &mut y, None);
-            }
+            let site_loss = match (ctx.training, ctx.site_loss) {
+                (true, Some((kind, p))) => Some((kind, p.unwrap_or(ctx.penalties[*site]))),
+                _ => None,
+            };
+            let out = ops::poly(x, c, *range, *basis, site_loss);
+            ctx.act_max[*site] = out.max_abs;
+            ctx.term_values[*site] = out.term_value;
+            ctx.terms.extend(out.term);
+            out.y
+        }
+        Layer::Relu { site, .. } => {
+            let (y, m) = ops::relu(x);
+            ctx.act_max[*site] = m;
             y
         }
-        Layer::Relu { site, x: cache, .. } => {
-            ctx.act_max[*site] = max_abs(&x);
-            let mut y = vec![T::ZERO; x.len()];
-            relu_forward(&x, &mut y);
-            *cache = keep(x);
-            y
-        }
-        Layer::AvgPool { geom } => {
-            let (oh, ow) = geom.out_hw().expect("validated at build");
-            let mut y = vec![T::ZERO; batch * geom.channels * oh * ow];
-            avgpool_forward(geom, &x, &mut y);
-            y
-        }
-        Layer::GlobalAvgPool { spatial } => {
-            let mut y = vec![T::ZERO; x.len() / *spatial];
-            global_avgpool_forward(&x, *spatial, &mut y);
-            y
-        }
+        Layer::AvgPool { geom } => ops::avgpool(x, *geom, batch),
+        Layer::GlobalAvgPool { spatial } => ops::global_avgpool(x, *spatial),
         Layer::Flatten => x,
-        Layer::Dropout { p, id, mask } => {
+        Layer::Dropout { p, id } => {
             if !ctx.training || *p == 0.0 {
                 return x;
             }
-            *mask = dropout_mask(x.len(), *p, ctx.seed, *id);
-            x.iter().zip(mask.iter()).map(|(a, m)| *a * *m).collect()
+            let mask = dropout_mask(x.shape().0, *p, ctx.seed, *id);
+            ops::dropout(x, mask)
         }
-        Layer::Scale { factor } => x.into_iter().map(|v| v * *factor).collect(),
+        // dfdx's own scalar multiplication.
+        Layer::Scale { factor } => x * *factor,
         Layer::Residual { body, shortcut } => {
-            let b = forward_seq(body, params, x.clone(), batch, ctx);
-            let s = forward_seq(shortcut, params, x, batch, ctx);
-            b.into_iter().zip(s).map(|(a, c)| a + c).collect()
-        }
-    }
-}
-
-/// Reverse pass; returns the input gradient (empty when `need_input_grad`
-/// is false, which skips work for the network's first layer).
-fn backward_seq<T: Real>(
-    layers: &mut [Layer<T>],
-    params: &mut [Slot<T>],
-    mut dy: Vec<T>,
-    batch: usize,
-    ctx: &Ctx,
-    need_input_grad: bool,
-) -> Vec<T> {
-    for i in (0..layers.len()).rev() {
-        let need = need_input_grad || i > 0;
-        dy = backward_layer(&mut layers[i], params, dy, batch, ctx, need);
-    }
-    dy
-}
-
-fn backward_layer<T: Real>(
-    layer: &mut Layer<T>,
-    params: &mut [Slot<T>],
-    dy: Vec<T>,
-    batch: usize,
-    ctx: &Ctx,
-    need: bool,
-) -> Vec<T> {
-    match layer {
-        Layer::Dense {
-            in_f,
-            out_f,
-            w,
-            b,
-            x,
-        } => {
-            let mut dx = if need {
-                vec![T::ZERO; x.len()]
-            } else {
-                Vec::new()
-            };
-            let mut dw = std::mem::take(&mut params[*w].grad);
-            let mut db = b.map(|i| std::mem::take(&mut params[i].grad));
-            dense_backward(
-                x,
-                batch,
-                *in_f,
-                *out_f,
-                &params[*w].value,
-                &dy,
-                need.then_some(dx.as_mut_slice()),
-                &mut dw,
-                db.as_deref_mut(),
-            );
-            params[*w].grad = dw;
-            if let (Some(i), Some(g)) = (b, db) {
-                params[*i].grad = g;
-            }
-            dx
-        }
-        Layer::Conv { geom, w, b, x } => {
-            let mut dx = if need {
-                vec![T::ZERO; x.len()]
-            } else {
-                Vec::new()
-            };
-            let mut dw = std::mem::take(&mut params[*w].grad);
-            let mut db = b.map(|i| std::mem::take(&mut params[i].grad));
-            conv_backward(
-                geom,
-                x,
-                batch,
-                &params[*w].value,
-                &dy,
-                need.then_some(dx.as_mut_slice()),
-                &mut dw,
-                db.as_deref_mut(),
-            );
-            params[*w].grad = dw;
-            if let (Some(i), Some(g)) = (b, db) {
-                params[*i].grad = g;
-            }
-            dx
-        }
-        Layer::BatchNorm {
-            c,
-            s,
-            gamma,
-            beta,
-            cache,
-            ..
-        } => {
-            let mut dx = if need {
-                vec![T::ZERO; dy.len()]
-            } else {
-                Vec::new()
-            };
-            let mut dg = std::mem::take(&mut params[*gamma].grad);
-            let mut dbt = std::mem::take(&mut params[*beta].grad);
-            bn_backward(
-                cache,
-                &dy,
-                batch,
-                *c,
-                *s,
-                &params[*gamma].value,
-                need.then_some(dx.as_mut_slice()),
-                &mut dg,
-                &mut dbt,
-            );
-            params[*gamma].grad = dg;
-            params[*beta].grad = dbt;
-            dx
-        }
-        Layer::Poly {
-            site,
-            basis,
-            range,
-            coeffs,
-            x,
-            dydx,
-            ..
-        } => {
-            let mut dx = if need {
-                vec![T::ZERO; x.len()]
-            } else {
-                Vec::new()
-            };
-            let range_t = T::from_f64(*range);
-            match coeffs {
-                Coeffs::Trainable(i) => {
-                    let mut dc = std::mem::take(&mut params[*i].grad);
-                    poly_backward(
-                        x,
-                        dydx,
-                        &dy,
-                        range_t,
-                        *basis,
-                        need.then_some(dx.as_mut_slice()),
-                        Some(&mut dc),
-                    );
-                    params[*i].grad = dc;
-                }
-                Coeffs::Fixed(_) => {
-                    poly_backward(
-                        x,
-                        dydx,
-                        &dy,
-                        range_t,
-                        *basis,
-                        need.then_some(dx.as_mut_slice()),
-                        None,
-                    );
-                }
-            }
-            if let (true, Some((kind, p))) = (need, ctx.site_loss) {
-                let penalty = p.unwrap_or(ctx.penalties[*site]);
-                site_backward(x, kind, penalty, ctx.weights[*site], &mut dx);
-            }
-            dx
-        }
-        Layer::Relu { x, .. } => {
-            let mut dx = vec![T::ZERO; x.len()];
-            if need {
-                relu_backward(x, &dy, &mut dx);
-            }
-            dx
-        }
-        Layer::AvgPool { geom } => {
-            let mut dx = vec![T::ZERO; batch * geom.channels * geom.in_h * geom.in_w];
-            if need {
-                avgpool_backward(geom, &dy, &mut dx);
-            }
-            dx
-        }
-        Layer::GlobalAvgPool { spatial } => {
-            let mut dx = vec![T::ZERO; dy.len() * *spatial];
-            if need {
-                global_avgpool_backward(&dy, *spatial, &mut dx);
-            }
-            dx
-        }
-        Layer::Flatten => dy,
-        Layer::Dropout { p, mask, .. } => {
-            if *p == 0.0 {
-                return dy;
-            }
-            dy.iter().zip(mask.iter()).map(|(g, m)| *g * *m).collect()
-        }
-        Layer::Scale { factor } => dy.into_iter().map(|g| g * *factor).collect(),
-        Layer::Residual { body, shortcut } => {
-            let db = backward_seq(body, params, dy.clone(), batch, ctx, need);
-            let ds = backward_seq(shortcut, params, dy, batch, ctx, need);
-            if !need {
-                return Vec::new();
-            }
-            db.into_iter().zip(ds).map(|(a, b)| a + b).collect()
+            // x is used twice: the body gets a copy with an empty tape and
+            // the shortcut the tape owner (dropping it would lose every
+            // upstream backward op); dfdx's own add merges the tapes.
+            let b = forward_seq(body, params, x.with_empty_tape(), batch, ctx, need_dx);
+            let s = forward_seq(shortcut, params, x, batch, ctx, need_dx);
+            b + s
         }
     }
 }

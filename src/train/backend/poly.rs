@@ -140,7 +140,7 @@ fn accumulate_basis<T: Real>(xs: &[T], dys: &[T], inv_b: T, basis: PolyBasis, ac
                 let mut phi = g;
                 acc[0] += phi;
                 for a in &mut acc[1..] {
-                    phi = phi * t;
+                    phi *= t;
                     *a += phi;
                 }
             }
