@@ -41,7 +41,7 @@ impl Trainee for Network {
         })
     }
 
-    fn visit(&mut self, f: &mut dyn FnMut(usize, &mut [f32], &[f32])) {
+    fn visit(&mut self, f: &mut super::run::TensorVisitor<'_>) {
         self.visit_params_mut(&mut |i, _, values, grads| f(i, values, grads));
     }
 

@@ -50,6 +50,9 @@ pub struct StepStats {
 }
 
 /// The network as the loop sees it.
+/// Callback of [`Trainee::visit`]: (index, values, last gradients).
+pub type TensorVisitor<'a> = dyn FnMut(usize, &mut [f32], &[f32]) + 'a;
+
 pub trait Trainee {
     /// Trainable tensors, in the fixed order `visit` uses.
     fn param_meta(&self) -> Vec<ParamMeta>;
@@ -63,7 +66,7 @@ pub trait Trainee {
         step_seed: u64,
     ) -> Result<StepStats, String>;
     /// Visit (index, values, last gradients) of each trainable tensor.
-    fn visit(&mut self, f: &mut dyn FnMut(usize, &mut [f32], &[f32]));
+    fn visit(&mut self, f: &mut TensorVisitor<'_>);
     /// Eval-mode logits, `batch x classes`.
     fn predict(&mut self, x: &[f32], batch: usize) -> Result<Vec<f32>, String>;
     /// Every tensor a checkpoint holds (including BatchNorm running statistics).
@@ -803,8 +806,9 @@ mod tests {
                     self.grads[2][c] += dl * pre[c];
                     let dpre = dl * self.gamma[c];
                     self.grads[1][c] += dpre;
-                    for j in 0..self.d {
-                        self.grads[0][c * self.d + j] += dpre * xi[j];
+                    let row = &mut self.grads[0][c * self.d..(c + 1) * self.d];
+                    for (g, &xv) in row.iter_mut().zip(xi) {
+                        *g += dpre * xv;
                     }
                 }
                 logits.extend(l);
@@ -822,7 +826,7 @@ mod tests {
             })
         }
 
-        fn visit(&mut self, f: &mut dyn FnMut(usize, &mut [f32], &[f32])) {
+        fn visit(&mut self, f: &mut TensorVisitor<'_>) {
             f(0, &mut self.w, &self.grads[0]);
             f(1, &mut self.b, &self.grads[1]);
             f(2, &mut self.gamma, &self.grads[2]);
