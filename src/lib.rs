@@ -11,3 +11,4 @@ pub mod cli;
 pub mod he;
 pub mod ir;
 pub mod syntax;
+pub mod train;

@@ -6,6 +6,8 @@ mod check;
 pub mod common;
 pub mod compile;
 pub mod simulate;
+pub mod bench;
+pub mod failure;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::process::ExitCode;
@@ -34,6 +36,8 @@ pub enum Command {
     Simulate(simulate::SimulateArgs),
     /// Measure activation input ranges of a trained model on data.
     Calibrate(calibrate::CalibrateArgs),
+    /// Time training steps of a benchmark network on random data.
+    Bench(bench::BenchArgs),
     /// Time the checker on model files (median of repeated runs).
     #[command(hide = true)]
     BenchCheck(check::BenchArgs),
@@ -80,5 +84,6 @@ pub fn run(command: &Command) -> ExitCode {
         Command::Simulate(a) => simulate::run(a),
         Command::Calibrate(a) => calibrate::run(a),
         Command::BenchCheck(a) => check::bench(a),
+        Command::Bench(a) => bench::run(a),
     }
 }

@@ -1,0 +1,137 @@
+//! Boundary Loss (Al Hossain & Rahman): a penalty on activation inputs that
+//! leave the polynomial's fit range, per site, then combined across sites.
+
+use super::real::Real;
+use rayon::prelude::*;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SiteLoss {
+    /// mean(exp(max(0, |x| - P)) - 1)
+    Exp,
+    /// mean(max(0, |x| - P)^2)
+    L2,
+    /// max |x|
+    MaxNorm,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SiteReduce {
+    Sum,
+    Max,
+    L1,
+    L2,
+}
+
+const CHUNK: usize = 8192;
+
+/// The term of one site, in f64.
+pub fn site_term<T: Real>(x: &[T], kind: SiteLoss, penalty: f64) -> f64 {
+    if x.is_empty() {
+        return 0.0;
+    }
+    match kind {
+        SiteLoss::MaxNorm => x
+            .iter()
+            .map(|v| v.to_f64().abs())
+            .fold(0.0, |m, v| if v > m || v.is_nan() { v } else { m }),
+        SiteLoss::Exp | SiteLoss::L2 => {
+            let partials: Vec<f64> = x
+                .par_chunks(CHUNK)
+                .map(|xs| {
+                    xs.iter()
+                        .map(|v| {
+                            let excess = (v.to_f64().abs() - penalty).max(0.0);
+                            match kind {
+                                SiteLoss::Exp => excess.exp() - 1.0,
+                                _ => excess * excess,
+                            }
+                        })
+                        .sum::<f64>()
+                })
+                .collect();
+            partials.iter().sum::<f64>() / x.len() as f64
+        }
+    }
+}
+
+/// Adds `weight * d(site_term)/dx` into `dx`.
+pub fn site_backward<T: Real>(x: &[T], kind: SiteLoss, penalty: f64, weight: f64, dx: &mut [T]) {
+    assert_eq!(x.len(), dx.len());
+    if x.is_empty() || weight == 0.0 {
+        return;
+    }
+    match kind {
+        SiteLoss::MaxNorm => {
+            // The (first) arg max takes the whole gradient, like torch.max.
+            let mut best = 0;
+            let mut best_v = f64::NEG_INFINITY;
+            for (i, v) in x.iter().enumerate() {
+                let a = v.to_f64().abs();
+                if a > best_v {
+                    best_v = a;
+                    best = i;
+                }
+            }
+            let sign = if x[best].to_f64() < 0.0 { -1.0 } else { 1.0 };
+            dx[best] += T::from_f64(weight * sign);
+        }
+        SiteLoss::Exp | SiteLoss::L2 => {
+            let scale = weight / x.len() as f64;
+            dx.par_chunks_mut(CHUNK)
+                .zip(x.par_chunks(CHUNK))
+                .for_each(|(ds, xs)| {
+                    for (d, v) in ds.iter_mut().zip(xs) {
+                        let xv = v.to_f64();
+                        let excess = xv.abs() - penalty;
+                        if excess > 0.0 {
+                            let g = match kind {
+                                SiteLoss::Exp => excess.exp(),
+                                _ => 2.0 * excess,
+                            };
+                            *d += T::from_f64(scale * g * xv.signum());
+                        }
+                    }
+                });
+        }
+    }
+}
+
+/// Combines per-site terms; returns the value and d(value)/d(term_i).
+pub fn reduce_sites(terms: &[f64], reduce: SiteReduce) -> (f64, Vec<f64>) {
+    let mut grad = vec![0.0; terms.len()];
+    if terms.is_empty() {
+        return (0.0, grad);
+    }
+    let value = match reduce {
+        SiteReduce::Sum => {
+            grad.fill(1.0);
+            terms.iter().sum()
+        }
+        SiteReduce::L1 => {
+            for (g, t) in grad.iter_mut().zip(terms) {
+                *g = if *t < 0.0 { -1.0 } else { 1.0 };
+            }
+            terms.iter().map(|t| t.abs()).sum()
+        }
+        SiteReduce::Max => {
+            let mut best = 0;
+            for (i, t) in terms.iter().enumerate() {
+                if *t > terms[best] {
+                    best = i;
+                }
+            }
+            grad[best] = 1.0;
+            terms[best]
+        }
+        SiteReduce::L2 => {
+            let norm = terms.iter().map(|t| t * t).sum::<f64>().sqrt();
+            if norm > 0.0 {
+                for (g, t) in grad.iter_mut().zip(terms) {
+                    *g = t / norm;
+                }
+            }
+            norm
+        }
+    };
+    (value, grad)
+}

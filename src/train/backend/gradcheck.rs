@@ -1,0 +1,479 @@
+//! Finite-difference gradient checks of every kernel and of whole networks,
+//! in f64 (central differences).
+
+use super::batchnorm::{bn_backward, bn_forward_train};
+use super::boundary::{SiteLoss, site_backward, site_term};
+use super::conv::{ConvGeom, conv_backward, conv_forward};
+use super::dense::{dense_backward, dense_forward};
+use super::loss::cross_entropy;
+use super::network::{NetworkOf, NetworkOptions};
+use super::poly::{PolyBasis, poly_backward, poly_forward};
+use super::pool::{
+    PoolGeom, avgpool_backward, avgpool_forward, global_avgpool_backward, global_avgpool_forward,
+};
+use crate::ir::{Basis, BoundaryKind, BoundaryLoss, Reduce};
+use crate::train::models::{SeqBuilder, model_from_ops, relu_poly};
+
+const H: f64 = 1e-5;
+
+/// Deterministic pseudo-random values in [-scale, scale].
+fn values(n: usize, seed: u64, scale: f64) -> Vec<f64> {
+    (0..n)
+        .map(|i| {
+            let v = ((i as f64 + 1.0) * 12.9898 + seed as f64 * 78.233).sin() * 43758.5453;
+            (v - v.floor() - 0.5) * 2.0 * scale
+        })
+        .collect()
+}
+
+/// Central-difference gradient of `f` at `x`.
+fn numeric_grad(x: &[f64], f: &dyn Fn(&[f64]) -> f64) -> Vec<f64> {
+    let mut x = x.to_vec();
+    (0..x.len())
+        .map(|i| {
+            let orig = x[i];
+            x[i] = orig + H;
+            let up = f(&x);
+            x[i] = orig - H;
+            let down = f(&x);
+            x[i] = orig;
+            (up - down) / (2.0 * H)
+        })
+        .collect()
+}
+
+fn assert_close(what: &str, analytic: &[f64], numeric: &[f64], tol: f64) {
+    assert_eq!(analytic.len(), numeric.len(), "{what}: length");
+    let scale = numeric.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+    for (i, (a, n)) in analytic.iter().zip(numeric).enumerate() {
+        assert!(
+            (a - n).abs() <= tol * scale,
+            "{what}[{i}]: analytic {a} vs numeric {n}"
+        );
+    }
+    // A check that cannot fail is no check: the gradient must not vanish.
+    assert!(
+        numeric.iter().any(|v| v.abs() > 1e-8),
+        "{what}: numeric gradient is zero"
+    );
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+#[test]
+fn dense_gradients() {
+    let (batch, in_f, out_f) = (3, 4, 5);
+    let x = values(batch * in_f, 1, 1.0);
+    let w = values(out_f * in_f, 2, 1.0);
+    let b = values(out_f, 3, 1.0);
+    let r = values(batch * out_f, 4, 1.0);
+    let loss = |x: &[f64], w: &[f64], b: &[f64]| {
+        let mut y = vec![0.0; batch * out_f];
+        dense_forward(x, batch, in_f, out_f, w, Some(b), &mut y);
+        dot(&y, &r)
+    };
+    let mut dx = vec![0.0; x.len()];
+    let mut dw = vec![0.0; w.len()];
+    let mut db = vec![0.0; b.len()];
+    dense_backward(
+        &x,
+        batch,
+        in_f,
+        out_f,
+        &w,
+        &r,
+        Some(&mut dx[..]),
+        &mut dw,
+        Some(&mut db[..]),
+    );
+    assert_close(
+        "dense dx",
+        &dx,
+        &numeric_grad(&x, &|v| loss(v, &w, &b)),
+        1e-7,
+    );
+    assert_close(
+        "dense dw",
+        &dw,
+        &numeric_grad(&w, &|v| loss(&x, v, &b)),
+        1e-7,
+    );
+    assert_close(
+        "dense db",
+        &db,
+        &numeric_grad(&b, &|v| loss(&x, &w, v)),
+        1e-7,
+    );
+}
+
+#[test]
+fn conv_gradients_with_stride_padding_and_a_shared_weight() {
+    let g = ConvGeom {
+        in_c: 2,
+        in_h: 5,
+        in_w: 6,
+        out_c: 3,
+        kernel: [3, 2],
+        stride: [2, 1],
+        padding: [1, 1],
+    };
+    let batch = 3;
+    let x1 = values(batch * g.in_len(), 5, 1.0);
+    let x2 = values(batch * g.in_len(), 6, 1.0);
+    let w = values(g.weight_len(), 7, 0.5);
+    let b = values(g.out_c, 8, 0.5);
+    let r = values(batch * g.out_len(), 9, 1.0);
+    // The same weight in two convolutions: its gradient must be the sum.
+    let loss = |x1: &[f64], w: &[f64], b: &[f64]| {
+        let mut y1 = vec![0.0; batch * g.out_len()];
+        let mut y2 = vec![0.0; batch * g.out_len()];
+        conv_forward(&g, x1, batch, w, Some(b), &mut y1);
+        conv_forward(&g, &x2, batch, w, None, &mut y2);
+        dot(&y1, &r) + 0.5 * dot(&y2, &r)
+    };
+    let mut dx = vec![0.0; x1.len()];
+    let mut dw = vec![0.0; w.len()];
+    let mut db = vec![0.0; b.len()];
+    conv_backward(
+        &g,
+        &x1,
+        batch,
+        &w,
+        &r,
+        Some(&mut dx[..]),
+        &mut dw,
+        Some(&mut db[..]),
+    );
+    let half: Vec<f64> = r.iter().map(|v| 0.5 * v).collect();
+    conv_backward(&g, &x2, batch, &w, &half, None, &mut dw, None);
+    assert_close(
+        "conv dx",
+        &dx,
+        &numeric_grad(&x1, &|v| loss(v, &w, &b)),
+        1e-7,
+    );
+    assert_close(
+        "conv dw",
+        &dw,
+        &numeric_grad(&w, &|v| loss(&x1, v, &b)),
+        1e-7,
+    );
+    assert_close(
+        "conv db",
+        &db,
+        &numeric_grad(&b, &|v| loss(&x1, &w, v)),
+        1e-7,
+    );
+}
+
+#[test]
+fn pool_gradients() {
+    for (kernel, stride) in [([2, 2], [2, 2]), ([3, 2], [1, 2])] {
+        let g = PoolGeom {
+            channels: 2,
+            in_h: 5,
+            in_w: 6,
+            kernel,
+            stride,
+        };
+        let batch = 2;
+        let (oh, ow) = g.out_hw().unwrap();
+        let x = values(batch * 2 * 30, 10, 1.0);
+        let r = values(batch * 2 * oh * ow, 11, 1.0);
+        let loss = |x: &[f64]| {
+            let mut y = vec![0.0; r.len()];
+            avgpool_forward(&g, x, &mut y);
+            dot(&y, &r)
+        };
+        let mut dx = vec![0.0; x.len()];
+        avgpool_backward(&g, &r, &mut dx);
+        assert_close("avgpool dx", &dx, &numeric_grad(&x, &loss), 1e-8);
+    }
+    let x = values(2 * 3 * 12, 12, 1.0);
+    let r = values(6, 13, 1.0);
+    let loss = |x: &[f64]| {
+        let mut y = vec![0.0; 6];
+        global_avgpool_forward(x, 12, &mut y);
+        dot(&y, &r)
+    };
+    let mut dx = vec![0.0; x.len()];
+    global_avgpool_backward(&r, 12, &mut dx);
+    assert_close("global avgpool dx", &dx, &numeric_grad(&x, &loss), 1e-8);
+}
+
+#[test]
+fn batchnorm_training_gradients() {
+    // [C, H, W] data (spatial 6) and feature vectors (spatial 1).
+    for (batch, c, s) in [(3, 2, 6), (5, 4, 1)] {
+        let x = values(batch * c * s, 14, 2.0);
+        let gamma = values(c, 15, 1.0);
+        let beta = values(c, 16, 1.0);
+        let r = values(x.len(), 17, 1.0);
+        let loss = |x: &[f64], g: &[f64], b: &[f64]| {
+            let mut y = vec![0.0; x.len()];
+            let (mut rm, mut rv) = (vec![0.0; c], vec![1.0; c]);
+            bn_forward_train(x, batch, c, s, g, b, 1e-5, 0.1, &mut rm, &mut rv, &mut y);
+            dot(&y, &r)
+        };
+        let mut y = vec![0.0; x.len()];
+        let (mut rm, mut rv) = (vec![0.0; c], vec![1.0; c]);
+        let cache = bn_forward_train(
+            &x, batch, c, s, &gamma, &beta, 1e-5, 0.1, &mut rm, &mut rv, &mut y,
+        );
+        let mut dx = vec![0.0; x.len()];
+        let mut dg = vec![0.0; c];
+        let mut db = vec![0.0; c];
+        bn_backward(
+            &cache,
+            &r,
+            batch,
+            c,
+            s,
+            &gamma,
+            Some(&mut dx[..]),
+            &mut dg,
+            &mut db,
+        );
+        assert_close(
+            "bn dx",
+            &dx,
+            &numeric_grad(&x, &|v| loss(v, &gamma, &beta)),
+            1e-6,
+        );
+        assert_close(
+            "bn dgamma",
+            &dg,
+            &numeric_grad(&gamma, &|v| loss(&x, v, &beta)),
+            1e-6,
+        );
+        assert_close(
+            "bn dbeta",
+            &db,
+            &numeric_grad(&beta, &|v| loss(&x, &gamma, v)),
+            1e-6,
+        );
+        // Running statistics moved towards the batch statistics.
+        assert!(rm.iter().any(|v| *v != 0.0) && rv.iter().any(|v| *v != 1.0));
+    }
+}
+
+#[test]
+fn poly_gradients_in_both_bases() {
+    for basis in [PolyBasis::Chebyshev, PolyBasis::Power] {
+        for degree in [2usize, 8, 22] {
+            let range = 3.0;
+            // Inputs partly outside [-B, B], as in training.
+            let x = values(50, 18 + degree as u64, 3.6);
+            let c = values(degree + 1, 19, 1.0);
+            let r = values(x.len(), 20, 1.0);
+            let loss = |x: &[f64], c: &[f64]| {
+                let mut y = vec![0.0; x.len()];
+                poly_forward(x, c, range, basis, &mut y, None);
+                dot(&y, &r)
+            };
+            let mut y = vec![0.0; x.len()];
+            let mut dydx = vec![0.0; x.len()];
+            poly_forward(&x, &c, range, basis, &mut y, Some(&mut dydx[..]));
+            let mut y_eval = vec![0.0; x.len()];
+            poly_forward(&x, &c, range, basis, &mut y_eval, None);
+            assert_eq!(y, y_eval, "fused and plain forward differ");
+            let mut dx = vec![0.0; x.len()];
+            let mut dc = vec![0.0; c.len()];
+            poly_backward(
+                &x,
+                &dydx,
+                &r,
+                range,
+                basis,
+                Some(&mut dx[..]),
+                Some(&mut dc[..]),
+            );
+            let what = format!("poly {basis:?} degree {degree}");
+            assert_close(
+                &format!("{what} dx"),
+                &dx,
+                &numeric_grad(&x, &|v| loss(v, &c)),
+                1e-6,
+            );
+            assert_close(
+                &format!("{what} dc"),
+                &dc,
+                &numeric_grad(&c, &|v| loss(&x, v)),
+                1e-6,
+            );
+        }
+    }
+}
+
+#[test]
+fn poly_matches_direct_evaluation() {
+    let c = values(9, 21, 1.0);
+    let x = values(20, 22, 2.0);
+    let range = 1.5;
+    let mut y = vec![0.0; x.len()];
+    poly_forward(&x, &c, range, PolyBasis::Chebyshev, &mut y, None);
+    for (xv, yv) in x.iter().zip(&y) {
+        let t: f64 = xv / range;
+        // T_k(t) = cosh(k acosh t) outside [-1, 1], cos(k acos t) inside.
+        let want: f64 = c
+            .iter()
+            .enumerate()
+            .map(|(k, ck)| {
+                let tk = if t.abs() <= 1.0 {
+                    (k as f64 * t.acos()).cos()
+                } else {
+                    let v = (k as f64 * t.abs().acosh()).cosh();
+                    if t < 0.0 && k % 2 == 1 { -v } else { v }
+                };
+                ck * tk
+            })
+            .sum();
+        assert!((yv - want).abs() < 1e-9, "{yv} vs {want}");
+    }
+}
+
+#[test]
+fn boundary_loss_gradients() {
+    let x = values(40, 23, 4.0);
+    for kind in [SiteLoss::Exp, SiteLoss::L2, SiteLoss::MaxNorm] {
+        let penalty = 2.0;
+        let mut dx = vec![0.0; x.len()];
+        site_backward(&x, kind, penalty, 1.5, &mut dx);
+        let num = numeric_grad(&x, &|v| 1.5 * site_term(v, kind, penalty));
+        assert_close(&format!("boundary {kind:?}"), &dx, &num, 1e-6);
+    }
+    // Known values: one element 1 past the threshold out of 4.
+    let x = [0.0, 3.0, -1.0, 0.5];
+    assert!((site_term(&x, SiteLoss::Exp, 2.0) - (1f64.exp() - 1.0) / 4.0).abs() < 1e-12);
+    assert!((site_term(&x, SiteLoss::L2, 2.0) - 0.25).abs() < 1e-12);
+    assert_eq!(site_term(&x, SiteLoss::MaxNorm, 2.0), 3.0);
+}
+
+#[test]
+fn cross_entropy_gradient() {
+    let (batch, classes) = (4, 3);
+    let logits = values(batch * classes, 24, 2.0);
+    let labels = [0u32, 2, 1, 2];
+    let ce = cross_entropy(&logits, &labels, classes);
+    let num = numeric_grad(&logits, &|v| cross_entropy(v, &labels, classes).loss);
+    assert_close("cross entropy", &ce.dlogits, &num, 1e-7);
+}
+
+/// Checks d(loss)/d(param) of a whole network against central differences,
+/// on every parameter (up to `per_param` entries each).
+fn check_network(model: &crate::ir::Model, boundary: Option<&BoundaryLoss>, input_scale: f64) {
+    let batch = 4;
+    let mut net = NetworkOf::<f64>::new(model, 3, &NetworkOptions::default()).unwrap();
+    let x: Vec<f32> = values(batch * net.input_len(), 30, input_scale)
+        .iter()
+        .map(|v| *v as f32)
+        .collect();
+    let y: Vec<u32> = (0..batch as u32)
+        .map(|i| i % net.classes() as u32)
+        .collect();
+    let out = net.train_step(&x, &y, batch, boundary, 7).unwrap();
+    if boundary.is_some() {
+        assert!(
+            out.boundary_loss > 0.0,
+            "boundary loss inactive: test checks nothing"
+        );
+    }
+    let mut analytic: Vec<Vec<f64>> = Vec::new();
+    net.visit_params_mut(&mut |_, _, _, g| analytic.push(g.to_vec()));
+    let infos = net.params();
+    for (p, info) in infos.iter().enumerate() {
+        let count = info.len.min(6);
+        let mut numeric = Vec::new();
+        for e in 0..count {
+            let idx = e * info.len / count;
+            let mut eval = |delta: f64| {
+                net.visit_params_mut(&mut |i, _, v, _| {
+                    if i == p {
+                        v[idx] += delta;
+                    }
+                });
+                let l = net.train_step(&x, &y, batch, boundary, 7).unwrap().loss;
+                net.visit_params_mut(&mut |i, _, v, _| {
+                    if i == p {
+                        v[idx] -= delta;
+                    }
+                });
+                l
+            };
+            numeric.push((eval(H) - eval(-H)) / (2.0 * H));
+        }
+        let picked: Vec<f64> = (0..count)
+            .map(|e| analytic[p][e * info.len / count])
+            .collect();
+        let scale = numeric.iter().fold(1e-3f64, |m, v| m.max(v.abs()));
+        for (a, n) in picked.iter().zip(&numeric) {
+            assert!(
+                (a - n).abs() <= 1e-5 * scale,
+                "{}: analytic {a} vs numeric {n}",
+                info.name
+            );
+        }
+    }
+    // Some gradient is non-zero (a zero-gradient bug would pass silently otherwise).
+    assert!(analytic.iter().flatten().any(|v| v.abs() > 1e-6));
+}
+
+#[test]
+fn whole_dense_network_with_residual_and_boundary_loss() {
+    let act = relu_poly(4, 1.0, Basis::Chebyshev);
+    let act_pow = relu_poly(3, 1.5, Basis::Power);
+    let mut s = SeqBuilder::new("", vec![2, 3]);
+    s.flatten().dense(5, true).poly(&act).batchnorm();
+    // The dense above feeds both branches: its weight is reached through two paths.
+    s.residual(
+        |b| {
+            b.dense(5, true).poly(&act_pow).batchnorm();
+        },
+        |_| {},
+    );
+    s.dropout(0.3).scale(0.5).dense(3, true);
+    let model = model_from_ops("t", vec![2, 3], 3, s.ops);
+    for (kind, reduce) in [
+        (BoundaryKind::Exp, Reduce::Sum),
+        (BoundaryKind::L2, Reduce::L2),
+        (BoundaryKind::MaxNorm, Reduce::Max),
+        (BoundaryKind::Exp, Reduce::L1),
+    ] {
+        let bl = BoundaryLoss {
+            kind,
+            penalty: None,
+            weight: 0.7,
+            reduce,
+        };
+        check_network(&model, Some(&bl), 2.0);
+    }
+    check_network(&model, None, 2.0);
+}
+
+#[test]
+fn whole_conv_network_with_pools_and_residual() {
+    let act = relu_poly(2, 2.0, Basis::Power);
+    let act_c = relu_poly(3, 2.0, Basis::Chebyshev);
+    let mut s = SeqBuilder::new("", vec![2, 7, 7]);
+    s.conv(3, 3, 2, 1, true).poly(&act_c).batchnorm();
+    s.residual(
+        |b| {
+            b.conv(3, 3, 1, 1, false).poly(&act).batchnorm();
+            b.conv(4, 1, 1, 0, false);
+        },
+        |sc| {
+            sc.conv(4, 1, 1, 0, false).batchnorm();
+        },
+    );
+    s.avgpool(2, 1).poly(&act).global_avgpool().dense(3, true);
+    let model = model_from_ops("c", vec![2, 7, 7], 3, s.ops);
+    let bl = BoundaryLoss {
+        kind: BoundaryKind::L2,
+        penalty: Some(1.0),
+        weight: 0.5,
+        reduce: Reduce::Sum,
+    };
+    check_network(&model, Some(&bl), 2.0);
+}
