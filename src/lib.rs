@@ -8,6 +8,7 @@
 
 pub mod check;
 pub mod cli;
+pub mod data;
 pub mod he;
 pub mod ir;
 pub mod syntax;

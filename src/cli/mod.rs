@@ -7,7 +7,10 @@ pub mod common;
 pub mod compile;
 pub mod simulate;
 pub mod bench;
+pub mod data;
+pub mod eval;
 pub mod failure;
+pub mod train;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::process::ExitCode;
@@ -38,6 +41,12 @@ pub enum Command {
     Calibrate(calibrate::CalibrateArgs),
     /// Time training steps of a benchmark network on random data.
     Bench(bench::BenchArgs),
+    /// List, inspect, fetch, verify and benchmark data sets.
+    Data(data::DataArgs),
+    /// Train a model on its data set into a run folder.
+    Train(train::TrainArgs),
+    /// Evaluate trained weights on the test split.
+    Eval(eval::EvalArgs),
     /// Time the checker on model files (median of repeated runs).
     #[command(hide = true)]
     BenchCheck(check::BenchArgs),
@@ -85,5 +94,8 @@ pub fn run(command: &Command) -> ExitCode {
         Command::Calibrate(a) => calibrate::run(a),
         Command::BenchCheck(a) => check::bench(a),
         Command::Bench(a) => bench::run(a),
+        Command::Data(a) => data::run(a),
+        Command::Train(a) => train::run(a),
+        Command::Eval(a) => eval::run(a),
     }
 }

@@ -1,0 +1,601 @@
+//! `pnnc data list | inspect SPEC | get fashion-mnist | verify DIR | bench`.
+
+use crate::data::{self, DataError, LoadOptions, locate};
+use crate::ir::{DataSpec, Value};
+use clap::{Args, Subcommand};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+#[derive(Args, Debug)]
+pub struct DataArgs {
+    #[command(subcommand)]
+    pub command: DataCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DataCommand {
+    /// Known data sets, where pnnc looks for each, and whether it is found.
+    List {
+        /// Also search this folder first (like `--data` of `pnnc train`).
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+    /// Counts, shapes, class histogram and value range of a data set.
+    Inspect {
+        /// A data call as in a model file, e.g. `fashion_mnist` or `hapt(window: 128)`.
+        spec: String,
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Write a PNG grid of the first 32 training images here (image sets).
+        #[arg(long)]
+        preview: Option<PathBuf>,
+        /// Decode from the source files even when a cached copy exists.
+        #[arg(long)]
+        no_cache: bool,
+    },
+    /// Download a data set into the user cache (no root needed).
+    Get {
+        /// Only `fashion-mnist` (Debian package `dataset-fashion-mnist`).
+        name: String,
+    },
+    /// Check every file listed in DIR/SHA256SUMS.
+    Verify { dir: PathBuf },
+    /// Time decoding and cached loading of every data set that is found.
+    Bench {
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Only these sets (comma separated), e.g. `mnist,cifar10`.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+    },
+}
+
+pub fn run(args: &DataArgs) -> ExitCode {
+    let result = match &args.command {
+        DataCommand::List { data } => list(data.clone()),
+        DataCommand::Inspect {
+            spec,
+            data,
+            preview,
+            no_cache,
+        } => inspect(spec, data.clone(), preview.as_deref(), !no_cache),
+        DataCommand::Get { name } => get(name),
+        DataCommand::Verify { dir } => verify(dir),
+        DataCommand::Bench { data, only } => bench(data.clone(), only),
+    };
+    match result {
+        Ok(code) => code,
+        Err(CliError {
+            file,
+            message,
+            help,
+        }) => {
+            eprintln!("error: {file}: {message}");
+            if let Some(h) = help {
+                eprintln!("help: {h}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+struct CliError {
+    file: String,
+    message: String,
+    help: Option<String>,
+}
+
+impl From<DataError> for CliError {
+    fn from(e: DataError) -> Self {
+        let (file, message, help) = match &e {
+            DataError::Io { path, source } => {
+                (path.display().to_string(), source.to_string(), None)
+            }
+            DataError::Format {
+                file,
+                place,
+                message,
+            } => (
+                file.display().to_string(),
+                format!("{place}: {message}"),
+                None,
+            ),
+            DataError::NotFound { .. } => {
+                let text = e.to_string();
+                let (msg, help) = text.split_once("\n  help: ").unwrap_or((&text, ""));
+                ("<data>".into(), msg.to_string(), Some(help.to_string()))
+            }
+            DataError::Invalid(m) => ("<data>".into(), m.clone(), None),
+        };
+        CliError {
+            file,
+            message,
+            help,
+        }
+    }
+}
+
+fn usage(what: &str, message: String, help: &str) -> CliError {
+    CliError {
+        file: what.into(),
+        message,
+        help: Some(help.into()),
+    }
+}
+
+/// Parse `name` or `name(key: value, ...)` as written in a model's `data:` entry.
+pub fn parse_spec(text: &str) -> Result<DataSpec, String> {
+    let text = text.trim();
+    let (name, rest) = match text.find('(') {
+        Some(i) => (&text[..i], Some(&text[i + 1..])),
+        None => (text, None),
+    };
+    let name = name.trim().replace('-', "_");
+    let mut args = Vec::new();
+    if let Some(rest) = rest {
+        let inner = rest
+            .trim_end()
+            .strip_suffix(')')
+            .ok_or("missing `)` at the end of the data call")?;
+        for part in split_args(inner) {
+            let (k, v) = part
+                .split_once(':')
+                .ok_or_else(|| format!("`{part}`: expected `key: value`"))?;
+            args.push((k.trim().to_string(), parse_value(v.trim())));
+        }
+    }
+    DataSpec::from_call(&name, &args).map_err(|errs| {
+        errs.iter()
+            .map(|e| {
+                let at = e
+                    .arg
+                    .as_deref()
+                    .map(|a| format!("`{a}`: "))
+                    .unwrap_or_default();
+                let help = e
+                    .help
+                    .as_deref()
+                    .map(|h| format!(" ({h})"))
+                    .unwrap_or_default();
+                format!("{at}{}{help}", e.message)
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
+}
+
+/// Split on commas outside quotes and brackets.
+fn split_args(s: &str) -> Vec<String> {
+    let (mut out, mut cur, mut quoted, mut depth) = (Vec::new(), String::new(), false, 0);
+    for ch in s.chars() {
+        match ch {
+            '"' => quoted = !quoted,
+            '[' if !quoted => depth += 1,
+            ']' if !quoted => depth -= 1,
+            ',' if !quoted && depth == 0 => {
+                out.push(std::mem::take(&mut cur));
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(ch);
+    }
+    out.push(cur);
+    out.into_iter()
+        .map(|a| a.trim().to_string())
+        .filter(|a| !a.is_empty())
+        .collect()
+}
+
+fn parse_value(v: &str) -> Value {
+    if let Some(s) = v.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+        return Value::Str(s.to_string());
+    }
+    if let Ok(i) = v.parse::<i64>() {
+        return Value::Int(i);
+    }
+    if let Ok(f) = v.parse::<f64>() {
+        return Value::Float(f);
+    }
+    match v {
+        "true" => Value::Bool(true),
+        "false" => Value::Bool(false),
+        _ => Value::Ident(v.to_string()),
+    }
+}
+
+/// Data sets that have a conventional folder and can be found without arguments.
+const LISTED: &[&str] = &[
+    "mnist",
+    "fashion_mnist",
+    "cifar10",
+    "fsdd",
+    "hapt",
+    "basicmotions",
+];
+
+fn list(data_dir: Option<PathBuf>) -> Result<ExitCode, CliError> {
+    let opts = LoadOptions {
+        data_dir,
+        ..Default::default()
+    };
+    for name in LISTED {
+        let spec = DataSpec::named(name).map_err(|_| usage(name, "unknown".into(), ""))?;
+        match locate(&spec, &opts) {
+            Ok(p) => println!("{name:<14} found      {}", p.display()),
+            Err(_) => println!("{name:<14} not found"),
+        }
+        for p in data::locate::candidates(&spec, &opts) {
+            println!("{:<14}   looks in {}", "", p.display());
+        }
+    }
+    println!(
+        "also: idx(...), audio(pattern: ...), ts(train: ..., test: ...), csv(train: ..., label: ...) with --data DIR or path: \"DIR\""
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn inspect(
+    text: &str,
+    data_dir: Option<PathBuf>,
+    preview: Option<&Path>,
+    use_cache: bool,
+) -> Result<ExitCode, CliError> {
+    let spec = parse_spec(text).map_err(|m| {
+        usage(
+            text,
+            m,
+            "e.g. pnnc data inspect 'hapt(window: 128, stride: 64)'",
+        )
+    })?;
+    let opts = LoadOptions {
+        data_dir,
+        use_cache,
+        ..Default::default()
+    };
+    let start = Instant::now();
+    let path = locate(&spec, &opts)?;
+    let raw = data::load_raw(&spec, &opts)?;
+    let loaded = start.elapsed();
+    let (train_idx, val_idx) = data::split::split_indices(&spec, &raw, &opts)?;
+    println!("data set     {} ({})", spec.name(), path.display());
+    println!(
+        "loaded in    {:.2} s{}",
+        loaded.as_secs_f64(),
+        if use_cache && data::cache::worth_caching(&spec) {
+            " (cache on)"
+        } else {
+            ""
+        }
+    );
+    println!("sample shape {:?}", raw.train.sample_shape);
+    println!(
+        "samples      train {} (of which validation {} by seed 0, train used {}), test {}",
+        raw.train.len(),
+        val_idx.len(),
+        train_idx.len(),
+        raw.test.len()
+    );
+    for (label, set) in [("train", &raw.train), ("test", &raw.test)] {
+        let (lo, hi) = set
+            .x
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+                (a.min(v), b.max(v))
+            });
+        if !set.is_empty() {
+            println!("{label:<5} range  [{lo}, {hi}] (before normalisation)");
+        }
+    }
+    println!("classes      {}", raw.train.class_names.len());
+    let (htr, hte) = (raw.train.class_histogram(), raw.test.class_histogram());
+    for (i, name) in raw.train.class_names.iter().enumerate() {
+        println!(
+            "  {i:>3} {name:<20} train {:>6}  test {:>6}",
+            htr[i],
+            hte.get(i).copied().unwrap_or(0)
+        );
+    }
+    if let Some(out) = preview {
+        match data::png::preview_grid(&raw.train, 32, 8) {
+            Some(png) => {
+                crate::ir::weights::write_atomic(out, &png).map_err(|e| {
+                    usage(
+                        &out.display().to_string(),
+                        e.to_string(),
+                        "choose a writable path",
+                    )
+                })?;
+                println!("preview      {}", out.display());
+            }
+            None => println!("preview      (not an image set: no PNG written)"),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// sha256 of Debian's four Fashion-MNIST files (byte copies of `/usr/share/datasets/fashion-mnist`).
+const FASHION_SHA256: [(&str, &str); 4] = [
+    (
+        "train-images-idx3-ubyte.gz",
+        "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7",
+    ),
+    (
+        "train-labels-idx1-ubyte.gz",
+        "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056",
+    ),
+    (
+        "t10k-images-idx3-ubyte.gz",
+        "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa",
+    ),
+    (
+        "t10k-labels-idx1-ubyte.gz",
+        "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05",
+    ),
+];
+
+fn sha256_file(path: &Path) -> Result<String, DataError> {
+    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    Ok(Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+fn get(name: &str) -> Result<ExitCode, CliError> {
+    if name.replace('_', "-") != "fashion-mnist" {
+        return Err(usage(
+            name,
+            format!("`pnnc data get` cannot fetch `{name}`"),
+            "only `fashion-mnist` can be fetched (from Debian); other sets: pass --data DIR",
+        ));
+    }
+    let root = data::cache_root().ok_or_else(|| {
+        usage(
+            "$HOME",
+            "no user cache folder (HOME and XDG_CACHE_HOME unset)".into(),
+            "set XDG_CACHE_HOME",
+        )
+    })?;
+    let dest = root.join("data").join("fashion-mnist");
+    let io = |p: &Path, e: std::io::Error| CliError::from(DataError::io(p, e));
+    std::fs::create_dir_all(root.join("data")).map_err(|e| io(&root, e))?;
+    let work = root
+        .join("data")
+        .join(format!(".get-fashion-mnist-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).map_err(|e| io(&work, e))?;
+    let result = fetch_fashion(&work, &dest);
+    let _ = std::fs::remove_dir_all(&work);
+    result?;
+    println!("fashion-mnist is in {}", dest.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn fetch_fashion(work: &Path, dest: &Path) -> Result<(), CliError> {
+    let system = Path::new("/usr/share/datasets/fashion-mnist");
+    let src = if FASHION_SHA256.iter().all(|(f, _)| system.join(f).is_file()) {
+        println!("copying from {}", system.display());
+        system.to_path_buf()
+    } else {
+        println!("running `apt-get download dataset-fashion-mnist` (about 31 MB)");
+        let run = |cmd: &mut std::process::Command, what: &str| -> Result<(), CliError> {
+            let status = cmd.status().map_err(|e| usage(what, format!("cannot run: {e}"), "install Debian's apt and dpkg tools, or pass --data DIR with the four IDX files"))?;
+            if status.success() {
+                Ok(())
+            } else {
+                Err(usage(
+                    what,
+                    format!("failed ({status})"),
+                    "run `apt-get update` first if the package is not known, or pass --data DIR",
+                ))
+            }
+        };
+        run(
+            std::process::Command::new("apt-get")
+                .args(["download", "dataset-fashion-mnist"])
+                .current_dir(work),
+            "apt-get download",
+        )?;
+        let deb = std::fs::read_dir(work)
+            .map_err(|e| CliError::from(DataError::io(work, e)))?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "deb"))
+            .ok_or_else(|| {
+                usage(
+                    "apt-get download",
+                    "no .deb file was downloaded".into(),
+                    "check `apt-get download dataset-fashion-mnist` by hand",
+                )
+            })?;
+        let x = work.join("x");
+        run(
+            std::process::Command::new("dpkg-deb")
+                .arg("-x")
+                .arg(&deb)
+                .arg(&x),
+            "dpkg-deb -x",
+        )?;
+        x.join("usr/share/datasets/fashion-mnist")
+    };
+    // Verify into a staging folder, then rename it into place.
+    let staging = work.join("staging");
+    std::fs::create_dir_all(&staging).map_err(|e| CliError::from(DataError::io(&staging, e)))?;
+    for (file, sha) in FASHION_SHA256 {
+        let from = src.join(file);
+        let got = sha256_file(&from)?;
+        if got != sha {
+            return Err(usage(
+                &from.display().to_string(),
+                format!("sha256 {got}, expected {sha}"),
+                "the package changed or the download is damaged; try again",
+            ));
+        }
+        std::fs::copy(&from, staging.join(file))
+            .map_err(|e| CliError::from(DataError::io(&from, e)))?;
+    }
+    let _ = std::fs::remove_dir_all(dest);
+    std::fs::rename(&staging, dest).map_err(|e| CliError::from(DataError::io(dest, e)))?;
+    Ok(())
+}
+
+fn verify(dir: &Path) -> Result<ExitCode, CliError> {
+    use rayon::prelude::*;
+    let sums = dir.join("SHA256SUMS");
+    let text =
+        std::fs::read_to_string(&sums).map_err(|e| CliError::from(DataError::io(&sums, e)))?;
+    let mut entries = Vec::new();
+    for (ln, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let (hash, file) = line
+            .split_once(char::is_whitespace)
+            .map(|(h, f)| {
+                (
+                    h.to_ascii_lowercase(),
+                    f.trim_start().trim_start_matches('*').to_string(),
+                )
+            })
+            .filter(|(h, _)| h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit()))
+            .ok_or_else(|| {
+                usage(
+                    &sums.display().to_string(),
+                    format!("line {}: expected `<64 hex digits>  <file>`", ln + 1),
+                    "regenerate it with `sha256sum FILES > SHA256SUMS`",
+                )
+            })?;
+        entries.push((hash, file));
+    }
+    let results: Vec<(String, Result<bool, String>)> = entries
+        .par_iter()
+        .map(|(hash, file)| {
+            (
+                file.clone(),
+                sha256_file(&dir.join(file))
+                    .map(|h| &h == hash)
+                    .map_err(|e| e.to_string()),
+            )
+        })
+        .collect();
+    let mut bad = 0;
+    for (file, r) in &results {
+        match r {
+            Ok(true) => println!("{file}: OK"),
+            Ok(false) => {
+                bad += 1;
+                println!("{file}: FAILED (checksum differs)");
+            }
+            Err(e) => {
+                bad += 1;
+                println!("{file}: FAILED ({e})");
+            }
+        }
+    }
+    if bad > 0 {
+        eprintln!(
+            "error: {}: {bad} of {} files failed",
+            sums.display(),
+            results.len()
+        );
+        eprintln!("help: fetch the failed files again");
+        return Ok(ExitCode::from(1));
+    }
+    println!("all {} files OK", results.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench(data_dir: Option<PathBuf>, only: &[String]) -> Result<ExitCode, CliError> {
+    println!("threads: {} (rayon)", rayon::current_num_threads());
+    println!(
+        "{:<14} {:>9} {:>12} {:>12}",
+        "data set", "samples", "decode (s)", "cached (s)"
+    );
+    for name in LISTED {
+        if !only.is_empty() && !only.iter().any(|o| o.replace('-', "_") == *name) {
+            continue;
+        }
+        let spec = DataSpec::named(name).map_err(|_| usage(name, "unknown".into(), ""))?;
+        let opts = LoadOptions {
+            data_dir: data_dir.clone(),
+            ..Default::default()
+        };
+        let Ok(path) = locate(&spec, &opts) else {
+            println!("{name:<14} (not found, skipped)");
+            continue;
+        };
+        let t = Instant::now();
+        let raw = data::decode(&spec, &path)?;
+        let decode = t.elapsed().as_secs_f64();
+        let cached = if data::cache::worth_caching(&spec) {
+            let cache_opts = LoadOptions {
+                use_cache: true,
+                ..opts.clone()
+            };
+            data::load_raw(&spec, &cache_opts)?; // writes the cache if missing
+            let t = Instant::now();
+            let again = data::load_raw(&spec, &cache_opts)?;
+            let s = t.elapsed().as_secs_f64();
+            if again != raw {
+                return Err(usage(
+                    name,
+                    "cached copy differs from the decoded data".into(),
+                    "delete ~/.cache/pnnc/decoded",
+                ));
+            }
+            format!("{s:.3}")
+        } else {
+            "-".into()
+        };
+        println!(
+            "{name:<14} {:>9} {decode:>12.3} {cached:>12}",
+            raw.train.len() + raw.test.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_strings_parse_like_model_calls() {
+        let s = parse_spec("hapt(window: 64, stride: 32, split: subject)").unwrap();
+        assert_eq!(
+            s.source,
+            crate::ir::DataSource::Hapt {
+                window: 64,
+                stride: 32
+            }
+        );
+        assert_eq!(s.split, crate::ir::SplitBy::Group);
+        assert_eq!(parse_spec("fashion-mnist").unwrap().name(), "fashion_mnist");
+        let a = parse_spec(r#"audio(pattern: "{w}_{s},x.wav", label: "w")"#).unwrap();
+        assert_eq!(a.name(), "audio");
+        let e = parse_spec("cifar10(crop: -1)").unwrap_err();
+        assert!(e.contains("`crop`"), "{e}");
+        assert!(
+            parse_spec("hapt(window: 3")
+                .unwrap_err()
+                .contains("missing `)`")
+        );
+    }
+
+    #[test]
+    fn verify_reports_mismatches() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("a"), b"hello").unwrap();
+        let good = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+        std::fs::write(d.path().join("SHA256SUMS"), format!("{good}  a\n")).unwrap();
+        assert_eq!(verify(d.path()).ok(), Some(ExitCode::SUCCESS));
+        std::fs::write(d.path().join("a"), b"hellO").unwrap();
+        assert_eq!(verify(d.path()).ok(), Some(ExitCode::from(1)));
+        std::fs::write(d.path().join("SHA256SUMS"), "nonsense\n").unwrap();
+        assert!(verify(d.path()).is_err());
+    }
+}
