@@ -10,6 +10,7 @@ pub mod bench;
 pub mod data;
 pub mod eval;
 pub mod failure;
+pub mod he_run;
 pub mod train;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -43,6 +44,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// List, inspect, fetch, verify and benchmark data sets.
     Data(data::DataArgs),
+    /// Run a compiled circuit on encrypted inputs (OpenFHE) and check it.
+    HeRun(he_run::HeRunArgs),
     /// Train a model on its data set into a run folder.
     Train(train::TrainArgs),
     /// Evaluate trained weights on the test split.
@@ -95,6 +98,7 @@ pub fn run(command: &Command) -> ExitCode {
         Command::BenchCheck(a) => check::bench(a),
         Command::Bench(a) => bench::run(a),
         Command::Data(a) => data::run(a),
+        Command::HeRun(a) => he_run::run(a),
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),
     }

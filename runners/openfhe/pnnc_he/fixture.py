@@ -1,0 +1,194 @@
+"""Small random circuits in the pnnc circuit format, for tests and CI.
+
+The real circuits come from `pnnc compile`; these follow the same format
+(docs/circuit-format.md), including its normative diagonal/baby-step rules, so
+that the runner can be tested without the compiler.
+
+    python -m pnnc_he.fixture OUT.json [--security 128] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .ckks import bsgs_rotations, chebyshev_depth
+
+
+def choose_baby_step(diagonals: list[int], dim: int) -> int:
+    """The format's rule: the power of two g minimising |B(g)| + |G(g)|."""
+    best, best_cost = 1, None
+    g = 1
+    while g <= dim:
+        baby = {k % g for k in diagonals} - {0}
+        giant = {k - k % g for k in diagonals} - {0}
+        cost = len(baby) + len(giant)
+        if best_cost is None or cost < best_cost:
+            best, best_cost = g, cost
+        g *= 2
+    return best
+
+
+class Builder:
+    def __init__(self, input_len: int, dim: int, rng: np.random.Generator):
+        self.dim, self.rng = dim, rng
+        self.ops: list[dict] = []
+        self.tensors: dict[str, dict] = {}
+        self.lengths = [input_len]
+        self.levels = [0]
+
+    def _push(self, inputs, kind, length, level_out, source):
+        vid = len(self.ops) + 1
+        self.ops.append(
+            {
+                "id": vid,
+                "inputs": inputs,
+                "source": [source],
+                "in_shape": [self.lengths[inputs[0]]],
+                "out_shape": [length],
+                "level_in": max(self.levels[i] for i in inputs),
+                "level_out": level_out,
+                "kind": kind,
+            }
+        )
+        self.lengths.append(length)
+        self.levels.append(level_out)
+        return vid
+
+    def _tensor(self, name, dtype, data):
+        self.tensors[name] = {"dtype": dtype, "data": [int(v) if dtype == "i64" else float(v) for v in data]}
+        return name
+
+    def linear(self, src: int, out_len: int, density: float = 0.6, gain: float = 1.0) -> int:
+        in_len = self.lengths[src]
+        mask = self.rng.uniform(size=(out_len, in_len)) < density
+        m = self.rng.normal(size=(out_len, in_len)) * mask * gain / math.sqrt(in_len * density)
+        rows, cols = np.nonzero(m)
+        diagonals = sorted({int((c - r) % self.dim) for r, c in zip(rows, cols)})
+        g = choose_baby_step(diagonals, self.dim)
+        name = f"op{len(self.ops) + 1}"
+        kind = {
+            "op": "linear",
+            "in_len": in_len,
+            "out_len": out_len,
+            "rows": self._tensor(f"{name}.rows", "i64", rows),
+            "cols": self._tensor(f"{name}.cols", "i64", cols),
+            "values": self._tensor(f"{name}.values", "f64", m[rows, cols]),
+            "bias": self._tensor(f"{name}.bias", "f64", self.rng.normal(size=out_len) * 0.1),
+            "diagonals": diagonals,
+            "baby_step": g,
+            "rotations": sorted(bsgs_rotations(diagonals, g)),
+        }
+        return self._push([src], kind, out_len, self.levels[src] + 1, f"{name}.dense")
+
+    def poly(self, src: int, degree: int) -> int:
+        # A smooth activation-like series with decaying coefficients.
+        coeffs = self.rng.normal(size=degree + 1) / (1.0 + np.arange(degree + 1)) ** 2
+        kind = {
+            "op": "poly",
+            "len": self.lengths[src],
+            "degree": degree,
+            "coeffs": [float(c) for c in coeffs],
+            "declared_range": 4.0,
+            "interval_bound": 1.0,
+        }
+        level = self.levels[src] + chebyshev_depth(degree)
+        return self._push([src], kind, self.lengths[src], level, f"op{len(self.ops) + 1}.poly")
+
+    def affine(self, src: int) -> int:
+        n = self.lengths[src]
+        name = f"op{len(self.ops) + 1}"
+        kind = {
+            "op": "affine",
+            "len": n,
+            "scale": self._tensor(f"{name}.scale", "f64", self.rng.uniform(0.5, 1.5, n)),
+            "shift": self._tensor(f"{name}.shift", "f64", self.rng.normal(size=n) * 0.1),
+        }
+        return self._push([src], kind, n, self.levels[src] + 1, f"{name}.batchnorm")
+
+    def add(self, a: int, b: int) -> int:
+        kind = {"op": "add", "len": self.lengths[a]}
+        return self._push([a, b], kind, self.lengths[a], max(self.levels[a], self.levels[b]), f"op{len(self.ops) + 1}.join")
+
+    def circuit(self, name: str, classes: int, ring_dim: int, security: int, scale_bits: int, first_mod_bits: int) -> dict:
+        depth = max(self.levels)
+        rotations = sorted({r for op in self.ops if op["kind"]["op"] == "linear" for r in op["kind"]["rotations"]})
+        return {
+            "format": "pnnc-circuit",
+            "version": 1,
+            "model": {
+                "name": name,
+                "source_hash": "fixture",
+                "input_shape": [self.lengths[0]],
+                "classes": classes,
+                "class_names": [f"c{i}" for i in range(classes)],
+                "data": None,
+                "normalization": None,
+            },
+            "params": {
+                "scheme": "ckks",
+                "security": security,
+                "ring_dim": ring_dim,
+                "slots": ring_dim // 2,
+                "first_mod_bits": first_mod_bits,
+                "scale_bits": scale_bits,
+                "mult_depth": depth,
+                "log_q": first_mod_bits + depth * scale_bits,
+                "max_log_q": 438 if ring_dim == 16384 else 0,
+                "bootstrapping": None,
+            },
+            "packing": {"layout": "flat-replicated", "dim": self.dim},
+            "input": {"shape": [self.lengths[0]], "scale": None, "shift": None, "range": [-1.0, 1.0]},
+            "ops": self.ops,
+            "output": len(self.ops),
+            "depth": depth,
+            "rotations": rotations,
+            "tensors": {"storage": "inline", "tensors": self.tensors},
+        }
+
+
+def tiny_mlp(seed: int = 0, security: int = 128, ring_dim: int = 16384) -> dict:
+    """12 inputs -> dense 16 -> poly 3 -> dense 16 -> poly 2 -> residual add -> dense 5.
+
+    Depth 7: fits ring 2^14 at 128-bit security with 36-bit scales.
+    """
+    b = Builder(12, 16, np.random.default_rng(seed))
+    h1 = b.poly(b.linear(0, 16, gain=0.5), 3)
+    h2 = b.poly(b.linear(h1, 16, gain=0.5), 2)
+    b.linear(b.add(h1, h2), 5)
+    return b.circuit("tiny_mlp", 5, ring_dim, security, 36, 50)
+
+
+def tiny_with_affine(seed: int = 1) -> dict:
+    """Every op kind (incl. an unfolded batch norm) at a toy, insecure ring size."""
+    b = Builder(10, 32, np.random.default_rng(seed))
+    h1 = b.poly(b.linear(0, 20, gain=0.5), 5)
+    h2 = b.affine(b.linear(h1, 20, gain=0.5))
+    b.linear(b.add(h1, h2), 4)
+    return b.circuit("tiny_affine", 4, 1 << 12, 0, 50, 60)
+
+
+def random_inputs(n: int, length: int, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    return {"samples": rng.uniform(-1, 1, size=(n, length)).tolist(), "labels": [None] * n}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="write a small random pnnc circuit")
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--inputs", type=Path, help="also write N random input samples here")
+    ap.add_argument("-n", type=int, default=4)
+    args = ap.parse_args()
+    doc = tiny_mlp(args.seed)
+    args.out.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    if args.inputs:
+        args.inputs.write_text(json.dumps(random_inputs(args.n, 12, args.seed)) + "\n")
+
+
+if __name__ == "__main__":
+    main()

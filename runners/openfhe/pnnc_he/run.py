@@ -1,0 +1,365 @@
+"""Run a pnnc circuit on encrypted inputs and compare with the plaintext circuit.
+
+    python -m pnnc_he CIRCUIT --inputs INPUTS.json [--report REPORT.json] [--tolerance 1e-3]
+
+INPUTS.json: {"samples": [[raw values...], ...], "labels": [int or null, ...] (optional),
+"reference_logits": [[...], ...] (optional, e.g. from `pnnc simulate`)}.
+Exit codes: 0 all checks passed; 1 a check failed or OpenFHE failed (the op is
+named); 2 unreadable or invalid circuit/inputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import ckks, plain
+from .circuit import Circuit, CircuitError, load, output_len
+
+
+class InputError(Exception):
+    pass
+
+
+def load_inputs(path: Path, circuit: Circuit) -> dict:
+    try:
+        doc = json.loads(path.read_text())
+    except OSError as e:
+        raise InputError(f"{path}: cannot read: {e.strerror}") from e
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: not JSON: {e}") from e
+    samples = doc.get("samples") if isinstance(doc, dict) else None
+    if not isinstance(samples, list) or not samples:
+        raise InputError(f"{path}: needs a non-empty list `samples`")
+    want = circuit.input_len
+    out = []
+    for i, s in enumerate(samples):
+        x = np.asarray(s, dtype=float).reshape(-1)
+        if x.size != want:
+            raise InputError(
+                f"{path}: sample {i} has {x.size} values, the circuit's input "
+                f"{circuit.doc['input']['shape']} needs {want}"
+            )
+        if not np.isfinite(x).all():
+            raise InputError(f"{path}: sample {i} holds NaN/inf")
+        out.append(x)
+    labels = doc.get("labels") or [None] * len(out)
+    refs = doc.get("reference_logits")
+    if len(labels) != len(out) or (refs is not None and len(refs) != len(out)):
+        raise InputError(f"{path}: `labels`/`reference_logits` must have one entry per sample")
+    return {"samples": out, "labels": labels, "reference_logits": refs}
+
+
+def linear_diagonals(circuit: Circuit, op: dict) -> dict[int, np.ndarray]:
+    """The op's diagonals, checked against what the circuit declares."""
+    k = op["kind"]
+    key = ("diags", op["id"])
+    if key not in circuit.cache:
+        diags = ckks.diagonals_of(
+            circuit.tensors[k["rows"]], circuit.tensors[k["cols"]], circuit.tensors[k["values"]], circuit.dim
+        )
+        if sorted(diags) != sorted(int(d) for d in k["diagonals"]):
+            raise CircuitError(
+                f"{circuit.path}: op {op['id']} ({', '.join(op['source'])}): declared `diagonals` "
+                "differ from the matrix's; recompile with `pnnc compile`"
+            )
+        circuit.cache[key] = diags
+    return circuit.cache[key]
+
+
+def padded(values: np.ndarray, dim: int) -> list[float]:
+    out = np.zeros(dim)
+    out[: len(values)] = values
+    return out.tolist()
+
+
+def add_plain(cc, ct, values: np.ndarray, dim: int):
+    """ct + values, the plaintext encoded at the ciphertext's level and scale."""
+    pt = cc.MakeCKKSPackedPlaintext(padded(values, dim), ct.GetNoiseScaleDeg(), ct.GetLevel(), None, dim)
+    return cc.EvalAdd(ct, pt)
+
+
+def eval_op(cc, circuit: Circuit, op: dict, values: list, cache: ckks.PlaintextCache | None = None):
+    k = op["kind"]
+    dim = circuit.dim
+    a = values[op["inputs"][0]]
+    if k["op"] == "linear":
+        declared = set(int(r) for r in circuit.doc["rotations"])
+        y = ckks.bsgs_matvec(
+            cc, a, linear_diagonals(circuit, op), int(k["baby_step"]), dim, declared, cache, op["id"]
+        )
+        return add_plain(cc, y, circuit.tensors[k["bias"]], dim)
+    if k["op"] == "affine":
+        if a.GetNoiseScaleDeg() > 1:
+            a = cc.Rescale(a)
+        scale = cc.MakeCKKSPackedPlaintext(padded(circuit.tensors[k["scale"]], dim), 1, a.GetLevel(), None, dim)
+        return add_plain(cc, cc.EvalMult(a, scale), circuit.tensors[k["shift"]], dim)
+    if k["op"] == "poly":
+        return ckks.eval_chebyshev(cc, a, k["coeffs"])
+    return cc.EvalAdd(a, values[op["inputs"][1]])
+
+
+def run_sample(cc, keys, circuit: Circuit, x: np.ndarray, cache: ckks.PlaintextCache) -> dict:
+    """Encrypt one prepared input, evaluate every op, decrypt each value."""
+    reference = plain.evaluate(circuit, x)
+    t = time.perf_counter()
+    values = [ckks.encrypt(cc, keys, x, circuit.dim)]
+    encrypt_s = time.perf_counter() - t
+    ops, eval_s, eval_cpu_s, decrypt_s, failure = [], 0.0, 0.0, 0.0, None
+    for op in circuit.ops:
+        t, cpu = time.perf_counter(), time.process_time()
+        try:
+            ct = eval_op(cc, circuit, op, values, cache)
+        except ckks.MissingRotationKey as e:
+            failure = {"op": op["id"], "source": op["source"], "message": str(e)}
+            break
+        except Exception as e:  # OpenFHE raises RuntimeError for parameter/level problems
+            failure = {"op": op["id"], "source": op["source"], "message": f"OpenFHE failed: {e}"}
+            break
+        eval_s += time.perf_counter() - t
+        eval_cpu_s += time.process_time() - cpu
+        values.append(ct)
+        t = time.perf_counter()
+        n = output_len(op)
+        try:
+            got = ckks.decrypt(cc, keys, ct, n)
+        except Exception as e:  # e.g. "approximation error is too high"
+            failure = {"op": op["id"], "source": op["source"], "message": f"decryption failed: {e}"}
+            break
+        decrypt_s += time.perf_counter() - t
+        ops.append(
+            {
+                "id": op["id"],
+                "level_predicted": op["level_out"],
+                "level_measured": ckks.levels_consumed(ct),
+                "max_error": float(np.abs(got - reference[op["id"]][:n]).max()),
+                "decrypted": got,
+            }
+        )
+    result = {
+        "encrypt_seconds": encrypt_s,
+        "eval_seconds": eval_s,
+        "eval_cpu_seconds": eval_cpu_s,
+        "decrypt_seconds": decrypt_s,
+        "ops": ops,
+        "failure": failure,
+        "plain_logits": reference[circuit.doc["output"]][: circuit.classes],
+    }
+    if failure is None:
+        out_index = circuit.doc["output"] - 1
+        result["he_logits"] = ops[out_index]["decrypted"][: circuit.classes] if out_index >= 0 else None
+    for o in ops:
+        del o["decrypted"]
+    return result
+
+
+def run(circuit: Circuit, inputs: dict, tolerance: float) -> dict:
+    params = circuit.params
+    if params.get("bootstrapping"):
+        raise ckks.HeError(
+            "the circuit needs bootstrapping (depth "
+            f"{circuit.doc['depth']} > mult_depth {params['mult_depth']}); this runner does not bootstrap"
+        )
+    for op in circuit.ops:
+        if op["kind"]["op"] == "linear":
+            linear_diagonals(circuit, op)
+    t = time.perf_counter()
+    cc, digits = ckks.make_context(
+        int(params["ring_dim"]),
+        int(params["mult_depth"]),
+        int(params["scale_bits"]),
+        int(params["first_mod_bits"]),
+        int(params["security"]),
+        circuit.dim,
+    )
+    keys = ckks.generate_keys(cc, circuit.doc["rotations"])
+    keygen_s = time.perf_counter() - t
+    budget_mb = int(os.environ.get("PNNC_HE_CACHE_MB", "2048"))
+    cache = ckks.PlaintextCache(budget_mb << 20, int(params["ring_dim"]), int(params["mult_depth"]))
+    samples = []
+    for i, raw in enumerate(inputs["samples"]):
+        x = plain.prepare_input(circuit, raw)
+        r = run_sample(cc, keys, circuit, x, cache)
+        entry = {
+            "index": i,
+            "label": inputs["labels"][i],
+            "plain_class": int(np.argmax(r["plain_logits"])),
+            "he_class": None,
+            "max_logit_error": None,
+            "latency_seconds": r["eval_seconds"],
+            "latency_cpu_seconds": r["eval_cpu_seconds"],
+            "encrypt_seconds": r["encrypt_seconds"],
+            "decrypt_seconds": r["decrypt_seconds"],
+            "failure": r["failure"],
+            "ops": r["ops"],
+        }
+        if r["failure"] is None:
+            he = r["he_logits"]
+            entry["he_class"] = int(np.argmax(he))
+            entry["max_logit_error"] = float(np.abs(he - r["plain_logits"]).max())
+            entry["he_logits"] = he.tolist()
+        entry["plain_logits"] = r["plain_logits"].tolist()
+        refs = inputs["reference_logits"]
+        if refs is not None:
+            entry["reference_vs_plain"] = float(np.abs(np.asarray(refs[i])[: circuit.classes] - r["plain_logits"]).max())
+        samples.append(entry)
+    report = summarise(circuit, samples, keygen_s, tolerance)
+    report["params"]["key_switching_digits"] = digits
+    return report
+
+
+def summarise(circuit: Circuit, samples: list[dict], keygen_s: float, tolerance: float) -> dict:
+    ops = []
+    for index, op in enumerate(circuit.ops):
+        seen = [s["ops"][index] for s in samples if index < len(s["ops"])]
+        ops.append(
+            {
+                "id": op["id"],
+                "op": op["kind"]["op"],
+                "source": op["source"],
+                "len": output_len(op),
+                "level_predicted": op["level_out"],
+                "level_measured": sorted({o["level_measured"] for o in seen}),
+                "max_error": max((o["max_error"] for o in seen), default=None),
+            }
+        )
+    ok_samples = [s for s in samples if s["failure"] is None]
+    failures = [dict(s["failure"], sample=s["index"]) for s in samples if s["failure"]]
+    level_mismatches = [
+        {"op": o["id"], "source": o["source"], "predicted": o["level_predicted"], "measured": o["level_measured"]}
+        for o in ops
+        if o["level_measured"] and o["level_measured"] != [o["level_predicted"]]
+    ]
+    prediction_mismatches = [s["index"] for s in ok_samples if s["he_class"] != s["plain_class"]]
+    max_err = max((s["max_logit_error"] for s in ok_samples), default=None)
+    # The first sample also encodes the weights (cached for the others):
+    # report it apart as the cold latency when there are warm samples.
+    warm = ok_samples[1:] if len(ok_samples) > 1 and ok_samples[0]["index"] == 0 else ok_samples
+    latencies = [s["latency_seconds"] for s in warm]
+    cpu = [s["latency_cpu_seconds"] for s in warm]
+    cold = samples[0]["latency_seconds"] if samples and samples[0]["failure"] is None else None
+    params = circuit.params
+    checks = {
+        "no_failures": not failures,
+        "levels_match": not level_mismatches,
+        "predictions_match": not prediction_mismatches,
+        "logit_error_below_tolerance": max_err is not None and max_err < tolerance,
+    }
+    return {
+        "circuit": str(circuit.path),
+        "model": circuit.doc["model"]["name"],
+        "params": {
+            "ring_dim": params["ring_dim"],
+            "mult_depth": params["mult_depth"],
+            "scale_bits": params["scale_bits"],
+            "first_mod_bits": params["first_mod_bits"],
+            "security": params["security"],
+            "depth": circuit.doc["depth"],
+            "rotation_keys": len(circuit.doc["rotations"]),
+            "packing_dim": circuit.dim,
+            "scaling": "FLEXIBLEAUTO",
+        },
+        "threads": os.environ.get("OMP_NUM_THREADS"),
+        "keygen_seconds": keygen_s,
+        "mean_latency_seconds": float(np.mean(latencies)) if latencies else None,
+        "mean_latency_cpu_seconds": float(np.mean(cpu)) if cpu else None,
+        "cold_latency_seconds": cold,
+        "tolerance": tolerance,
+        "max_logit_error": max_err,
+        "checks": checks,
+        "passed": all(checks.values()),
+        "failures": failures,
+        "level_mismatches": level_mismatches,
+        "prediction_mismatches": prediction_mismatches,
+        "ops": ops,
+        "samples": samples,
+    }
+
+
+def fmt(x, spec=".2e") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def print_table(report: dict, out=None) -> None:
+    out = out or sys.stdout
+    p = report["params"]
+    print(
+        f"model {report['model']}: ring_dim {p['ring_dim']}, mult_depth {p['mult_depth']}, "
+        f"scale 2^{p['scale_bits']}, first modulus {p['first_mod_bits']} bits, "
+        f"security {p['security'] or 'NONE (toy parameters, not secure)'}, "
+        f"{p['rotation_keys']} rotation keys, depth {p['depth']}",
+        file=out,
+    )
+    print(f"{'op':>3}  {'kind':<7} {'len':>6}  {'level':>5}  {'measured':>8}  {'max error':>9}  source", file=out)
+    for o in report["ops"]:
+        measured = ",".join(str(v) for v in o["level_measured"]) or "-"
+        mark = "" if o["level_measured"] in ([], [o["level_predicted"]]) else "  <-- level mismatch"
+        print(
+            f"{o['id']:>3}  {o['op']:<7} {o['len']:>6}  {o['level_predicted']:>5}  {measured:>8}  "
+            f"{fmt(o['max_error']):>9}  {', '.join(o['source'])}{mark}",
+            file=out,
+        )
+    print(f"{'sample':>6}  {'label':>5}  {'plain':>5}  {'he':>5}  {'logit err':>9}  {'latency':>8}", file=out)
+    for s in report["samples"]:
+        label = "-" if s["label"] is None else s["label"]
+        he = "FAIL" if s["he_class"] is None else s["he_class"]
+        print(
+            f"{s['index']:>6}  {label:>5}  {s['plain_class']:>5}  {he:>5}  {fmt(s['max_logit_error']):>9}  "
+            f"{s['latency_seconds']:>7.3f}s",
+            file=out,
+        )
+    for f in report["failures"]:
+        print(f"failure: sample {f['sample']}, op {f['op']} ({', '.join(f['source'])}): {f['message']}", file=out)
+    for m in report["level_mismatches"]:
+        print(f"level mismatch: op {m['op']} ({', '.join(m['source'])}): predicted {m['predicted']}, OpenFHE {m['measured']}", file=out)
+    if report["prediction_mismatches"]:
+        print(f"prediction mismatch on samples {report['prediction_mismatches']}", file=out)
+    print(
+        f"keygen {report['keygen_seconds']:.2f}s, latency per inference {fmt(report['mean_latency_seconds'], '.3f')}s "
+        f"(CPU {fmt(report['mean_latency_cpu_seconds'], '.3f')}s; first sample, encoding the weights: "
+        f"{fmt(report['cold_latency_seconds'], '.3f')}s), "
+        f"max logit error {fmt(report['max_logit_error'])} (tolerance {report['tolerance']:.0e})",
+        file=out,
+    )
+    print("encrypted check: " + ("PASSED" if report["passed"] else "FAILED"), file=out)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="pnnc he-run (runner)", description=__doc__.split("\n")[0])
+    ap.add_argument("circuit", type=Path)
+    ap.add_argument("--inputs", type=Path, required=True)
+    ap.add_argument("--report", type=Path)
+    ap.add_argument("--tolerance", type=float, default=1e-3)
+    args = ap.parse_args(argv)
+    try:
+        circuit = load(args.circuit)
+        inputs = load_inputs(args.inputs, circuit)
+    except (CircuitError, InputError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        report = run(circuit, inputs, args.tolerance)
+    except CircuitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except ckks.HeError as e:
+        print(f"error: {args.circuit}: {e}", file=sys.stderr)
+        return 1
+    print_table(report)
+    if args.report:
+        write_atomic(args.report, json.dumps(report, indent=2) + "\n")
+    return 0 if report["passed"] else 1

@@ -1,0 +1,116 @@
+"""The runner end to end on small circuits in the pnnc circuit format."""
+
+import copy
+import io
+import json
+import os
+import tempfile
+import unittest
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from pnnc_he import circuit as circuit_mod  # noqa: E402
+from pnnc_he import fixture, run  # noqa: E402
+
+
+def write(tmp: Path, name: str, doc: dict) -> Path:
+    path = tmp / name
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def run_main(circuit_doc: dict, inputs: dict, extra=()):
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        c = write(tmp, "c.json", circuit_doc)
+        i = write(tmp, "in.json", inputs)
+        report_path = tmp / "report.json"
+        out, err = io.StringIO(), io.StringIO()
+        with redirect_stdout(out), redirect_stderr(err):
+            code = run.main([str(c), "--inputs", str(i), "--report", str(report_path), *extra])
+        report = json.loads(report_path.read_text()) if report_path.exists() else None
+        return code, report, out.getvalue(), err.getvalue()
+
+
+class EndToEndTest(unittest.TestCase):
+    def test_every_op_kind_matches_plaintext_with_predicted_levels(self):
+        doc = fixture.tiny_with_affine()
+        code, report, out, _ = run_main(doc, fixture.random_inputs(2, 10))
+        self.assertEqual(code, 0, out)
+        self.assertTrue(report["passed"])
+        self.assertEqual(
+            [o["level_measured"] for o in report["ops"]], [[op["level_out"]] for op in doc["ops"]]
+        )
+        self.assertEqual({o["op"] for o in report["ops"]}, {"linear", "poly", "affine", "add"})
+        self.assertLess(report["max_logit_error"], 1e-6)
+        for s in report["samples"]:
+            self.assertEqual(s["he_class"], s["plain_class"])
+        self.assertIn("encrypted check: PASSED", out)
+
+    def test_undeclared_rotation_names_the_op(self):
+        doc = fixture.tiny_with_affine()
+        dropped = doc["ops"][2]["kind"]["rotations"][-1]
+        doc["rotations"].remove(dropped)
+        code, report, out, _ = run_main(doc, fixture.random_inputs(1, 10))
+        self.assertEqual(code, 1)
+        self.assertFalse(report["passed"])
+        first_user = next(
+            op["id"] for op in doc["ops"] if dropped in op["kind"].get("rotations", [])
+        )
+        self.assertEqual(report["failures"][0]["op"], first_user)
+        self.assertIn("compiler bug", report["failures"][0]["message"])
+        self.assertIn(f"failure: sample 0, op {first_user}", out)
+
+    def test_wrong_predicted_level_is_a_mismatch(self):
+        doc = fixture.tiny_with_affine()
+        doc["ops"][1]["level_out"] += 1
+        code, report, out, _ = run_main(doc, fixture.random_inputs(1, 10))
+        self.assertEqual(code, 1)
+        self.assertEqual(report["level_mismatches"][0]["op"], 2)
+        self.assertIn("level mismatch: op 2", out)
+
+    def test_too_few_levels_fail_at_the_op_that_runs_out(self):
+        doc = fixture.tiny_with_affine()
+        doc["params"]["mult_depth"] = 5  # the circuit needs 7
+        code, report, out, _ = run_main(doc, fixture.random_inputs(1, 10))
+        self.assertEqual(code, 1, out)
+        self.assertEqual(report["failures"][0]["op"], 4)
+        self.assertIn("approximation error is too high", report["failures"][0]["message"])
+        self.assertIsNone(report["samples"][0]["he_class"])
+        self.assertIn("encrypted check: FAILED", out)
+
+
+class BadInputTest(unittest.TestCase):
+    def test_other_version_is_rejected(self):
+        doc = fixture.tiny_with_affine()
+        doc["version"] = 2
+        code, report, _, err = run_main(doc, fixture.random_inputs(1, 10))
+        self.assertEqual(code, 2)
+        self.assertIsNone(report)
+        self.assertIn("version 2", err)
+
+    def test_wrong_sample_length(self):
+        code, _, _, err = run_main(fixture.tiny_with_affine(), fixture.random_inputs(1, 9))
+        self.assertEqual(code, 2)
+        self.assertIn("sample 0 has 9 values", err)
+
+    def test_nan_weight_and_bad_reference(self):
+        doc = fixture.tiny_with_affine()
+        doc["tensors"]["tensors"]["op1.bias"]["data"][0] = float("nan")
+        with tempfile.TemporaryDirectory() as d:
+            path = write(Path(d), "c.json", doc)
+            with self.assertRaisesRegex(circuit_mod.CircuitError, "op 0: matrix or bias holds NaN"):
+                circuit_mod.load(path)
+
+    def test_edited_diagonals_are_rejected(self):
+        doc = copy.deepcopy(fixture.tiny_with_affine())
+        doc["ops"][0]["kind"]["diagonals"].pop()
+        code, _, _, err = run_main(doc, fixture.random_inputs(1, 10))
+        self.assertEqual(code, 2)
+        self.assertIn("declared `diagonals` differ", err)
+
+
+if __name__ == "__main__":
+    unittest.main()
