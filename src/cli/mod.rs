@@ -11,6 +11,10 @@ pub mod data;
 pub mod eval;
 pub mod failure;
 pub mod he_run;
+pub mod plot;
+pub mod plots;
+pub mod run;
+pub mod sweep;
 pub mod train;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -50,6 +54,12 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Evaluate trained weights on the test split.
     Eval(eval::EvalArgs),
+    /// The whole pipeline: check, train, calibrate, compile, simulate, summary.
+    Run(run::RunArgs),
+    /// Train a grid of degrees x methods x seeds; results table and plots.
+    Sweep(sweep::SweepArgs),
+    /// Draw the training curves of a run folder (SVG and PNG).
+    Plot(plot::PlotArgs),
     /// Time the checker on model files (median of repeated runs).
     #[command(hide = true)]
     BenchCheck(check::BenchArgs),
@@ -101,5 +111,8 @@ pub fn run(command: &Command) -> ExitCode {
         Command::HeRun(a) => he_run::run(a),
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Run(a) => run::run(a),
+        Command::Sweep(a) => sweep::run(a),
+        Command::Plot(a) => plot::run(a),
     }
 }
