@@ -63,7 +63,9 @@ fn ensure_font() -> Result<(), PlotError> {
             .collect();
         paths.extend(FONT_CANDIDATES.iter().map(PathBuf::from));
         for p in &paths {
-            let Ok(bytes) = std::fs::read(p) else { continue };
+            let Ok(bytes) = std::fs::read(p) else {
+                continue;
+            };
             // plotters keeps the font for the life of the process.
             let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
             if plotters::style::register_font(FAMILY, FontStyle::Normal, bytes).is_ok() {
@@ -72,9 +74,7 @@ fn ensure_font() -> Result<(), PlotError> {
         }
         Err(FONT_CANDIDATES.join(", "))
     });
-    state
-        .clone()
-        .map_err(|tried| PlotError::NoFont { tried })
+    state.clone().map_err(|tried| PlotError::NoFont { tried })
 }
 
 /// Write `<stem>.svg` and `<stem>.png`; returns both paths.
@@ -141,7 +141,10 @@ fn bounds(chart: &Chart) -> ((f64, f64), (f64, f64)) {
     ((x0, x1), (y0 - pad, y1 + pad))
 }
 
-fn render<DB: DrawingBackend>(chart: &Chart, root: &DrawingArea<DB, plotters::coord::Shift>) -> Result<(), String>
+fn render<DB: DrawingBackend>(
+    chart: &Chart,
+    root: &DrawingArea<DB, plotters::coord::Shift>,
+) -> Result<(), String>
 where
     DB::ErrorType: 'static,
 {
@@ -172,7 +175,9 @@ where
         ctx.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
             .map_err(e)?
             .label(&s.label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
         if chart.markers {
             ctx.draw_series(pts.into_iter().map(|p| Circle::new(p, 4, color.filled())))
                 .map_err(e)?;

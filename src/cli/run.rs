@@ -68,7 +68,17 @@ pub struct RunArgs {
 
 /// A training recipe of the sweep (and of `--compare relu`).
 #[derive(
-    clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+    clap::ValueEnum,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
 )]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
@@ -133,7 +143,12 @@ pub struct TrainRequest<'a> {
 }
 
 /// The model's training config with the method applied.
-pub fn method_config(model: &Model, method: Option<Method>, req_epochs: Option<u32>, seed: Option<u64>) -> RunConfig {
+pub fn method_config(
+    model: &Model,
+    method: Option<Method>,
+    req_epochs: Option<u32>,
+    seed: Option<u64>,
+) -> RunConfig {
     let t = &model.train;
     let max_norm = t.clip.as_ref().map_or(1.0, |c| c.max_norm);
     let default_boundary = BoundaryLoss {
@@ -224,7 +239,9 @@ pub fn load_splits(
     match data::load(spec, &opts) {
         Ok(s) => Ok(s),
         Err(DataError::NotFound { name, .. }) if name.replace('-', "_") == "fashion_mnist" => {
-            eprintln!("fashion-mnist is not on this machine: fetching it (`pnnc data get fashion-mnist`)");
+            eprintln!(
+                "fashion-mnist is not on this machine: fetching it (`pnnc data get fashion-mnist`)"
+            );
             if fetch_fashion_mnist() != ExitCode::SUCCESS {
                 return Err(Failure::usage(
                     "could not fetch fashion-mnist\n  help: see the message above, or put the four IDX files in a folder and pass --data DIR",
@@ -271,10 +288,20 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<(), Failure> {
 /// is a result (`diverged_step`), not an error.
 pub fn train_on(req: &TrainRequest, splits: &Splits) -> Result<CellResult, Failure> {
     let mut cfg = method_config(req.model, req.method, req.epochs, req.seed);
-    cfg.progress = if req.quiet { Progress::Quiet } else { Progress::Bars };
+    cfg.progress = if req.quiet {
+        Progress::Quiet
+    } else {
+        Progress::Bars
+    };
     let relu = req.method == Some(Method::Relu);
-    let mut net = Network::new(req.model, cfg.seed, &NetworkOptions { baseline_relu: relu })
-        .map_err(|e| Failure::job(format!("{}: {e}", req.model_path.display())))?;
+    let mut net = Network::new(
+        req.model,
+        cfg.seed,
+        &NetworkOptions {
+            baseline_relu: relu,
+        },
+    )
+    .map_err(|e| Failure::job(format!("{}: {e}", req.model_path.display())))?;
     std::fs::create_dir_all(req.out)
         .map_err(|e| Failure::usage(format!("{}: {e}", req.out.display())))?;
     let source = std::fs::read(req.model_path)
@@ -340,7 +367,9 @@ pub fn train_on(req: &TrainRequest, splits: &Splits) -> Result<CellResult, Failu
             result.steps = s.steps;
             result.seconds = s.seconds;
         }
-        Err(RunError::Diverged { step, ref epoch, .. }) => {
+        Err(RunError::Diverged {
+            step, ref epoch, ..
+        }) => {
             result.diverged_step = Some(step);
             result.epochs = *epoch;
             result.steps = step;
@@ -364,7 +393,13 @@ pub fn train_on(req: &TrainRequest, splits: &Splits) -> Result<CellResult, Failu
 /// [`load_splits`] then [`train_on`].
 pub fn train_request(req: &TrainRequest) -> Result<CellResult, Failure> {
     let seed = req.seed.unwrap_or(req.model.train.seed);
-    let splits = load_splits(req.model, req.model_path, req.data_dir, seed, req.limit_train)?;
+    let splits = load_splits(
+        req.model,
+        req.model_path,
+        req.data_dir,
+        seed,
+        req.limit_train,
+    )?;
     train_on(req, &splits)
 }
 
@@ -397,7 +432,11 @@ pub fn raw_samples(d: &Dataset, norm: &Normalization, limit: usize) -> Vec<(Vec<
 /// Per activation site: (range B, max |x| seen, fraction of values outside [-B, B]).
 pub type Calibration = BTreeMap<String, (f64, f64, f64)>;
 
-pub fn calibrate(model: &Model, ck: &Checkpoint, samples: &[(Vec<f64>, usize)]) -> Result<Calibration, String> {
+pub fn calibrate(
+    model: &Model,
+    ck: &Checkpoint,
+    samples: &[(Vec<f64>, usize)],
+) -> Result<Calibration, String> {
     let reference = Reference::new(model, ck).map_err(|e| e.to_string())?;
     let ranges: BTreeMap<String, f64> = model
         .ops()
@@ -505,7 +544,9 @@ fn pipeline(args: &RunArgs) -> Result<RunSummary, Failure> {
     let mut model = super::train::load_model(&args.model)?;
     if let Some(text) = &args.dataset {
         let spec = super::data::parse_spec(text).map_err(|e| {
-            Failure::usage(format!("--dataset `{text}`: {e}\n  help: e.g. --dataset fashion_mnist"))
+            Failure::usage(format!(
+                "--dataset `{text}`: {e}\n  help: e.g. --dataset fashion_mnist"
+            ))
         })?;
         model.train.data = Some(spec);
     }
@@ -546,7 +587,13 @@ fn pipeline(args: &RunArgs) -> Result<RunSummary, Failure> {
     let splits = load_splits(&model, &args.model, args.data.as_deref(), seed, limit_train)?;
 
     // 2. train
-    eprintln!("train: {} on {} ({} samples) into {}", model.name, data_name, splits.train.len(), out.display());
+    eprintln!(
+        "train: {} on {} ({} samples) into {}",
+        model.name,
+        data_name,
+        splits.train.len(),
+        out.display()
+    );
     let req = TrainRequest {
         model: &model,
         model_path: &args.model,
@@ -589,20 +636,35 @@ fn pipeline(args: &RunArgs) -> Result<RunSummary, Failure> {
     // 3. calibrate on validation samples (test samples when there is no validation split)
     let ck_path = out.join(trainer::LAST);
     let ck = super::common::load_weights(&model, &ck_path).map_err(Failure::usage)?;
-    let calib_set = if splits.val.is_empty() { &splits.test } else { &splits.val };
+    let calib_set = if splits.val.is_empty() {
+        &splits.test
+    } else {
+        &splits.val
+    };
     let calib_samples = raw_samples(calib_set, &splits.normalization, CALIBRATION_SAMPLES);
     summary.calibration = calibrate(&model, &ck, &calib_samples).map_err(Failure::job)?;
 
     // 4. compile
     let (lo, hi) = raw_bounds(&splits);
-    let compiled = compile(&model, &ck, &CompileOptions { input_range: [lo, hi] })
-        .map_err(|e| Failure::job(format!("{}: compile: {e}", args.model.display())))?;
+    let compiled = compile(
+        &model,
+        &ck,
+        &CompileOptions {
+            input_range: [lo, hi],
+        },
+    )
+    .map_err(|e| Failure::job(format!("{}: compile: {e}", args.model.display())))?;
     for w in &compiled.warnings {
         eprintln!("warning: {}: {w}", args.model.display());
     }
     let circuit_path = out.join("circuit.json");
-    circuit_io::write(&circuit_path, &compiled.circuit, &compiled.tensors, circuit_io::INLINE_LIMIT)
-        .map_err(|e| Failure::usage(format!("{}: {e}", circuit_path.display())))?;
+    circuit_io::write(
+        &circuit_path,
+        &compiled.circuit,
+        &compiled.tensors,
+        circuit_io::INLINE_LIMIT,
+    )
+    .map_err(|e| Failure::usage(format!("{}: {e}", circuit_path.display())))?;
     let p = &compiled.circuit.params;
     summary.depth = Some(compiled.circuit.depth);
     summary.ckks = Some(serde_json::json!({
@@ -614,10 +676,16 @@ fn pipeline(args: &RunArgs) -> Result<RunSummary, Failure> {
     }));
 
     // 5. simulate
-    let n_sim = args.simulate.unwrap_or(if args.quick { QUICK_SIMULATE } else { 500 });
+    let n_sim = args
+        .simulate
+        .unwrap_or(if args.quick { QUICK_SIMULATE } else { 500 });
     let test_samples = raw_samples(&splits.test, &splits.normalization, n_sim);
-    eprintln!("simulate: {} test samples through the circuit", test_samples.len());
-    summary.simulation = Some(simulate(&circuit_path, &model, &ck, &test_samples).map_err(Failure::job)?);
+    eprintln!(
+        "simulate: {} test samples through the circuit",
+        test_samples.len()
+    );
+    summary.simulation =
+        Some(simulate(&circuit_path, &model, &ck, &test_samples).map_err(Failure::job)?);
 
     // 6. encrypted check
     if let Some(n) = args.encrypted {
@@ -653,10 +721,19 @@ fn raw_bounds(splits: &Splits) -> (f64, f64) {
             hi = hi.max(v);
         }
     }
-    if lo.is_finite() && hi > lo { (lo, hi) } else { (0.0, 1.0) }
+    if lo.is_finite() && hi > lo {
+        (lo, hi)
+    } else {
+        (0.0, 1.0)
+    }
 }
 
-fn encrypted_check(out: &Path, circuit: &Path, samples: &[(Vec<f64>, usize)], n: usize) -> Result<serde_json::Value, Failure> {
+fn encrypted_check(
+    out: &Path,
+    circuit: &Path,
+    samples: &[(Vec<f64>, usize)],
+    n: usize,
+) -> Result<serde_json::Value, Failure> {
     let inputs = out.join("he-inputs.json");
     let take = &samples[..n.min(samples.len())];
     write_json(
@@ -682,8 +759,8 @@ fn encrypted_check(out: &Path, circuit: &Path, samples: &[(Vec<f64>, usize)], n:
             report_path.display()
         ))
     })?;
-    let r: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| Failure::job(format!("{}: {e}", report_path.display())))?;
+    let r: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Failure::job(format!("{}: {e}", report_path.display())))?;
     Ok(serde_json::json!({
         "samples": take.len(),
         "passed": r.get("passed"),
@@ -697,24 +774,40 @@ fn encrypted_check(out: &Path, circuit: &Path, samples: &[(Vec<f64>, usize)], n:
 fn print_summary(s: &RunSummary) {
     println!("== pnnc run: {} on {}", s.model, s.data_set);
     println!("preset          {}", s.preset);
-    println!("trained         {} epoch(s) on {} samples", s.epochs, s.train_samples);
+    println!(
+        "trained         {} epoch(s) on {} samples",
+        s.epochs, s.train_samples
+    );
     if let Some(d) = &s.diverged {
         println!("DIVERGED        {d}");
     }
     println!("test accuracy   {}", pct(s.test_acc));
     if s.relu_test_acc.is_some() {
-        println!("ReLU baseline   {} (not HE-compatible)", pct(s.relu_test_acc));
+        println!(
+            "ReLU baseline   {} (not HE-compatible)",
+            pct(s.relu_test_acc)
+        );
     }
     for (site, (b, max, out)) in &s.calibration {
         println!(
             "range           {site}: max |x| {max:.2} of B = {b}{}",
-            if *out > 0.0 { format!(" ({:.4} % outside)", 100.0 * out) } else { String::new() }
+            if *out > 0.0 {
+                format!(" ({:.4} % outside)", 100.0 * out)
+            } else {
+                String::new()
+            }
         );
     }
     if let (Some(d), Some(c)) = (s.depth, &s.ckks) {
         println!(
             "CKKS            depth {d}, ring dim {}, {} slots, scale 2^{}, log Q {} (max {} at {}-bit security), {} rotation keys",
-            c["ring_dim"], c["slots"], c["scale_bits"], c["log_q"], c["max_log_q"], c["security"], c["rotation_keys"]
+            c["ring_dim"],
+            c["slots"],
+            c["scale_bits"],
+            c["log_q"],
+            c["max_log_q"],
+            c["security"],
+            c["rotation_keys"]
         );
     }
     if let Some(sim) = &s.simulation {
@@ -761,8 +854,16 @@ mod tests {
             (im, lb)
         });
         let prefix = if seed == 0 { "train" } else { "t10k" };
-        std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), idx(3, &[n, 28, 28], &images)).unwrap();
-        std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), idx(1, &[n], &labels)).unwrap();
+        std::fs::write(
+            dir.join(format!("{prefix}-images-idx3-ubyte")),
+            idx(3, &[n, 28, 28], &images),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join(format!("{prefix}-labels-idx1-ubyte")),
+            idx(1, &[n], &labels),
+        )
+        .unwrap();
     }
 
     #[test]
@@ -802,7 +903,13 @@ mod tests {
         assert_eq!(sim.agree, 20, "max logit diff {}", sim.max_logit_diff);
         assert!(s.depth.unwrap_or(0) >= 3);
         assert_eq!(s.calibration.len(), 1);
-        for f in ["run-summary.json", "circuit.json", "last.safetensors", "metrics.jsonl", "relu/summary.json"] {
+        for f in [
+            "run-summary.json",
+            "circuit.json",
+            "last.safetensors",
+            "metrics.jsonl",
+            "relu/summary.json",
+        ] {
             assert!(out.join(f).is_file(), "{f} missing");
         }
         // A second run into the same folder is refused, not overwritten.
@@ -815,10 +922,20 @@ mod tests {
     fn a_model_without_data_set_says_how_to_name_one() {
         let dir = tempfile::tempdir().unwrap();
         let model = dir.path().join("m.pnn");
-        std::fs::write(&model, "model m\ninput [4]\nclasses 2\nnet {\n  dense(classes)\n}\n").unwrap();
+        std::fs::write(
+            &model,
+            "model m\ninput [4]\nclasses 2\nnet {\n  dense(classes)\n}\n",
+        )
+        .unwrap();
         let m = crate::check::load_model(&model).unwrap();
-        let e = load_splits(&m, &model, None, 1, None).err().expect("no data set");
-        assert!(e.message.contains("--dataset fashion_mnist"), "{}", e.message);
+        let e = load_splits(&m, &model, None, 1, None)
+            .err()
+            .expect("no data set");
+        assert!(
+            e.message.contains("--dataset fashion_mnist"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
@@ -832,11 +949,17 @@ mod tests {
         assert!(cfg(Method::Framework).boundary.is_some());
         assert_eq!(except(&cfg(Method::Framework)), Some(ClipExcept::BatchNorm));
         assert!(cfg(Method::NoBoundary).boundary.is_none());
-        assert_eq!(except(&cfg(Method::NoBoundary)), Some(ClipExcept::BatchNorm));
+        assert_eq!(
+            except(&cfg(Method::NoBoundary)),
+            Some(ClipExcept::BatchNorm)
+        );
         assert_eq!(except(&cfg(Method::ClipAll)), Some(ClipExcept::None));
         assert!(cfg(Method::NoClip).boundary.is_some() && cfg(Method::NoClip).clip.is_none());
         assert!(cfg(Method::Plain).boundary.is_none() && cfg(Method::Plain).clip.is_none());
         let relu = cfg(Method::Relu);
-        assert_eq!(relu.metadata.get("he_compatible").map(String::as_str), Some("false"));
+        assert_eq!(
+            relu.metadata.get("he_compatible").map(String::as_str),
+            Some("false")
+        );
     }
 }

@@ -33,7 +33,12 @@ pub struct SweepArgs {
     #[arg(long, value_delimiter = ',', default_value = "2,4,8,16,22")]
     pub degrees: Vec<u32>,
     /// Methods: framework, no-boundary, clip-all, no-clip, plain, relu.
-    #[arg(long, value_delimiter = ',', value_enum, default_value = "framework,plain,relu")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_enum,
+        default_value = "framework,plain,relu"
+    )]
     pub methods: Vec<Method>,
     /// Seeds.
     #[arg(long, value_delimiter = ',', default_value = "1")]
@@ -112,11 +117,7 @@ pub fn override_degree(model: &mut Model, degree: u32, range: f64, penalty: f64)
     let mut h = Sha256::new();
     h.update(model.source_hash.as_bytes());
     h.update(format!("degree={degree};range={range};penalty={penalty}").as_bytes());
-    model.source_hash = h
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    model.source_hash = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
 }
 
 /// Every cell of the grid, in a fixed order (degree, method, seed).
@@ -308,7 +309,12 @@ fn sweep(args: &SweepArgs) -> Result<(), Failure> {
     let mut rows = Vec::new();
     for (i, cell) in cells.iter().enumerate() {
         if let Some(done) = finished(&root, cell) {
-            eprintln!("[{}/{}] {}: finished, kept", i + 1, cells.len(), cell.dir_name());
+            eprintln!(
+                "[{}/{}] {}: finished, kept",
+                i + 1,
+                cells.len(),
+                cell.dir_name()
+            );
             rows.push(done);
             continue;
         }
@@ -321,7 +327,12 @@ fn sweep(args: &SweepArgs) -> Result<(), Failure> {
         let (b, p) = image_range(cell.degree).unwrap_or((12.0, 12.0));
         let mut model = base.clone();
         override_degree(&mut model, cell.degree, b, p);
-        eprintln!("[{}/{}] {} (B = {b}, P = {p})", i + 1, cells.len(), cell.dir_name());
+        eprintln!(
+            "[{}/{}] {} (B = {b}, P = {p})",
+            i + 1,
+            cells.len(),
+            cell.dir_name()
+        );
         let req = TrainRequest {
             model: &model,
             model_path: &args.model,
@@ -339,7 +350,8 @@ fn sweep(args: &SweepArgs) -> Result<(), Failure> {
             cell: *cell,
             result,
         };
-        let text = serde_json::to_string_pretty(&summary).map_err(|e| Failure::job(e.to_string()))?;
+        let text =
+            serde_json::to_string_pretty(&summary).map_err(|e| Failure::job(e.to_string()))?;
         write_atomic(&dir.join(CELL_FILE), text.as_bytes())
             .map_err(|e| Failure::usage(e.to_string()))?;
         eprintln!("    {}", entry(&[&summary]));
@@ -365,7 +377,13 @@ fn sweep(args: &SweepArgs) -> Result<(), Failure> {
 mod tests {
     use super::*;
 
-    fn summary(degree: u32, method: Method, seed: u64, acc: Option<f64>, diverged: Option<u64>) -> CellSummary {
+    fn summary(
+        degree: u32,
+        method: Method,
+        seed: u64,
+        acc: Option<f64>,
+        diverged: Option<u64>,
+    ) -> CellSummary {
         CellSummary {
             cell: Cell {
                 degree,
