@@ -10,7 +10,11 @@ pub mod data;
 pub mod eval;
 pub mod failure;
 pub mod he_run;
+pub mod plot;
+pub mod plots;
+pub mod run;
 pub mod simulate;
+pub mod sweep;
 pub mod train;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -34,6 +38,12 @@ pub enum Command {
     Fmt(check::FmtArgs),
     /// Explain a diagnostic code, e.g. `pnnc explain E0100`.
     Explain(check::ExplainArgs),
+    /// The whole pipeline: check, train, calibrate, compile, simulate, summary.
+    Run(run::RunArgs),
+    /// Train a grid of degrees x methods x seeds; results table and plots.
+    Sweep(sweep::SweepArgs),
+    /// Draw the training curves of a run folder (SVG and PNG).
+    Plot(plot::PlotArgs),
     /// Data sets: list, inspect, get, verify.
     Data(data::DataArgs),
     /// Train a model with Boundary Loss and Selective Gradient Clipping.
@@ -93,6 +103,9 @@ pub fn run(command: &Command) -> ExitCode {
         Command::Fmt(a) => check::fmt(a),
         Command::Explain(a) => check::explain(a),
         Command::Data(a) => data::run(a),
+        Command::Run(a) => run::run(a),
+        Command::Sweep(a) => sweep::run(a),
+        Command::Plot(a) => plot::run(a),
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Bench(a) => bench::run(a),
