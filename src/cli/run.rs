@@ -913,7 +913,9 @@ mod tests {
             assert!(out.join(f).is_file(), "{f} missing");
         }
         // A second run into the same folder is refused, not overwritten.
-        let again = pipeline(&args).err().expect("refused");
+        let Err(again) = pipeline(&args) else {
+            panic!("a second run into the same folder was not refused")
+        };
         assert_eq!(again.code, 2);
         assert!(again.message.contains("already holds a run"));
     }
@@ -928,9 +930,9 @@ mod tests {
         )
         .unwrap();
         let m = crate::check::load_model(&model).unwrap();
-        let e = load_splits(&m, &model, None, 1, None)
-            .err()
-            .expect("no data set");
+        let Err(e) = load_splits(&m, &model, None, 1, None) else {
+            panic!("a model without data set loaded data")
+        };
         assert!(
             e.message.contains("--dataset fashion_mnist"),
             "{}",
@@ -945,7 +947,7 @@ mod tests {
         std::fs::write(&model, "model m\ninput [4]\nclasses 2\nact p = poly(degree: 2, fit: relu, range: 12)\nnet {\n  dense(4); p\n  dense(classes)\n}\n").unwrap();
         let m = crate::check::load_model(&model).unwrap();
         let cfg = |x| method_config(&m, Some(x), None, None);
-        let except = |c: &RunConfig| c.clip.as_ref().map(|c| c.except.clone());
+        let except = |c: &RunConfig| c.clip.as_ref().map(|c| c.except);
         assert!(cfg(Method::Framework).boundary.is_some());
         assert_eq!(except(&cfg(Method::Framework)), Some(ClipExcept::BatchNorm));
         assert!(cfg(Method::NoBoundary).boundary.is_none());
