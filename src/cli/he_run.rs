@@ -247,7 +247,11 @@ fn dataset_inputs(circuit: &Path, data_dir: Option<&Path>, n: usize) -> Result<V
 }
 
 /// The first `n` samples of `test` with their labels, as the runner reads them.
-fn samples_document(test: &crate::data::Dataset, input_len: usize, n: usize) -> Result<Value, String> {
+fn samples_document(
+    test: &crate::data::Dataset,
+    input_len: usize,
+    n: usize,
+) -> Result<Value, String> {
     if test.sample_len() != input_len {
         return Err(format!(
             "its data set's samples have {} values, the circuit's input needs {input_len}",
@@ -422,7 +426,10 @@ mod tests {
         let all = samples_document(&test, 2, 10).unwrap();
         assert_eq!(all["labels"], json!([2, 0, 1]));
         let err = samples_document(&test, 3, 2).unwrap_err();
-        assert!(err.contains("have 2 values") && err.contains("needs 3"), "{err}");
+        assert!(
+            err.contains("have 2 values") && err.contains("needs 3"),
+            "{err}"
+        );
         assert!(samples_document(&test, 2, 0).is_err());
     }
 
