@@ -17,9 +17,14 @@ pub struct HeRunArgs {
     pub circuit: PathBuf,
     /// Raw input samples: a JSON array of vectors, or {"samples": [...],
     /// "labels": [...]} (values as the model reads them, before normalisation).
-    #[arg(long)]
-    pub inputs: PathBuf,
-    /// Number of samples to run (the first N of the inputs).
+    #[arg(long, required_unless_present = "data", conflicts_with = "data")]
+    pub inputs: Option<PathBuf>,
+    /// Run on the test split of the circuit's own data set (the model's
+    /// `train { data: ... }`), raw as the circuit expects; an optional folder
+    /// is searched first (like `--data` of `pnnc train`).
+    #[arg(long, num_args = 0..=1, value_name = "DIR")]
+    pub data: Option<Option<PathBuf>>,
+    /// Number of samples to run (the first N of the inputs or test split).
     #[arg(short = 'n', long = "samples", default_value_t = 4)]
     pub samples: usize,
     /// Python interpreter that has `openfhe` installed (default: the runner's
@@ -76,7 +81,17 @@ pub fn run(args: &HeRunArgs) -> ExitCode {
 
 fn execute(args: &HeRunArgs) -> Result<ExitCode, HeRunError> {
     let input_len = circuit_input_len(&args.circuit)?;
-    let runner_inputs = read_inputs(&args.inputs, input_len, args.samples)?;
+    let runner_inputs = match (&args.inputs, &args.data) {
+        (Some(inputs), _) => read_inputs(inputs, input_len, args.samples)?,
+        (None, Some(dir)) => dataset_inputs(&args.circuit, dir.as_deref(), args.samples)?,
+        (None, None) => {
+            return Err(HeRunError::Invalid {
+                path: args.circuit.clone(),
+                message: "no samples to run".into(),
+                help: "pass --inputs FILE or --data".into(),
+            });
+        }
+    };
     let runner_dir = runner_dir()?;
     let python = match &args.python {
         Some(p) => p.clone(),
@@ -194,6 +209,64 @@ fn read_inputs(path: &Path, input_len: usize, n: usize) -> Result<Value, HeRunEr
         _ => Value::Array(vec![Value::Null; take]),
     };
     Ok(json!({ "samples": out, "labels": labels }))
+}
+
+/// The runner's input document from the first `n` samples of the test split
+/// of the circuit's data set. Raw values: the circuit folds the
+/// normalisation in (docs/circuit-format.md).
+fn dataset_inputs(circuit: &Path, data_dir: Option<&Path>, n: usize) -> Result<Value, HeRunError> {
+    let loaded = crate::he::io::load(circuit).map_err(|e| HeRunError::Invalid {
+        path: circuit.to_path_buf(),
+        message: e.to_string(),
+        help: "produce the circuit with `pnnc compile`".into(),
+    })?;
+    let model = &loaded.circuit.model;
+    let spec = model.data.as_ref().ok_or_else(|| HeRunError::Invalid {
+        path: circuit.to_path_buf(),
+        message: "the circuit names no data set (its model has no `train { data: ... }`)".into(),
+        help: "pass the samples with --inputs FILE".into(),
+    })?;
+    let opts = crate::data::LoadOptions {
+        data_dir: data_dir.map(Path::to_path_buf),
+        model_dir: circuit.parent().map(Path::to_path_buf),
+        use_cache: true,
+        ..Default::default()
+    };
+    let raw = crate::data::load_raw(spec, &opts).map_err(|e| HeRunError::Invalid {
+        path: circuit.to_path_buf(),
+        message: format!("cannot load its data set: {e}"),
+        help: "pass --data DIR with the data folder, or --inputs FILE".into(),
+    })?;
+    samples_document(&raw.test, model.input_shape.iter().product(), n).map_err(|message| {
+        HeRunError::Invalid {
+            path: circuit.to_path_buf(),
+            message,
+            help: "compile the circuit from the model that names this data set".into(),
+        }
+    })
+}
+
+/// The first `n` samples of `test` with their labels, as the runner reads them.
+fn samples_document(
+    test: &crate::data::Dataset,
+    input_len: usize,
+    n: usize,
+) -> Result<Value, String> {
+    if test.sample_len() != input_len {
+        return Err(format!(
+            "its data set's samples have {} values, the circuit's input needs {input_len}",
+            test.sample_len()
+        ));
+    }
+    if test.is_empty() || n == 0 {
+        return Err("no test samples to run (need at least one, and -n >= 1)".into());
+    }
+    let take = n.min(test.len());
+    let samples: Vec<Vec<f64>> = (0..take)
+        .map(|i| test.sample(i).iter().map(|&v| f64::from(v)).collect())
+        .collect();
+    let labels: Vec<u32> = test.y[..take].to_vec();
+    Ok(json!({ "samples": samples, "labels": labels }))
 }
 
 /// A (possibly nested, e.g. [C][H][W]) array of finite numbers, flattened.
@@ -337,6 +410,27 @@ mod tests {
             default_report_path(Path::new("x.json")),
             PathBuf::from("x.he-report.json")
         );
+    }
+
+    #[test]
+    fn test_split_samples_are_limited_labelled_and_length_checked() {
+        let test = crate::data::Dataset {
+            sample_shape: vec![2],
+            x: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+            y: vec![2, 0, 1],
+            class_names: vec!["a".into(), "b".into(), "c".into()],
+        };
+        let doc = samples_document(&test, 2, 2).unwrap();
+        assert_eq!(doc["samples"], json!([[1.0, 2.0], [3.0, 4.0]]));
+        assert_eq!(doc["labels"], json!([2, 0]));
+        let all = samples_document(&test, 2, 10).unwrap();
+        assert_eq!(all["labels"], json!([2, 0, 1]));
+        let err = samples_document(&test, 3, 2).unwrap_err();
+        assert!(
+            err.contains("have 2 values") && err.contains("needs 3"),
+            "{err}"
+        );
+        assert!(samples_document(&test, 2, 0).is_err());
     }
 
     #[test]
