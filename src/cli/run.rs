@@ -746,7 +746,8 @@ fn encrypted_check(
     let report_path = out.join("he-report.json");
     let args = super::he_run::HeRunArgs {
         circuit: circuit.to_path_buf(),
-        inputs,
+        inputs: Some(inputs),
+        data: None,
         samples: take.len(),
         python: None,
         report: Some(report_path.clone()),
