@@ -7,6 +7,7 @@
 //! can override the activation degree without writing model files.
 
 use super::failure::{Failure, report, set_threads};
+use super::train::{split, write_json};
 use crate::data::{self, DataError, Dataset, LoadOptions, Splits};
 use crate::he::reference::Reference;
 use crate::he::{CompileOptions, compile, io as circuit_io};
@@ -14,7 +15,7 @@ use crate::ir::weights::write_atomic;
 use crate::ir::{
     BoundaryKind, BoundaryLoss, Checkpoint, Clip, ClipExcept, Model, Normalization, OpKind, Reduce,
 };
-use crate::train::run::{self as trainer, Progress, RunConfig, RunData, RunError, Split};
+use crate::train::run::{self as trainer, Progress, RunConfig, RunData, RunError};
 use crate::train::{Network, NetworkOptions};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -179,19 +180,8 @@ pub fn method_config(
         }
     };
     let relu = method == Some(Method::Relu);
-    let site_ranges = model
-        .ops()
-        .into_iter()
-        .filter_map(|op| match &op.kind {
-            OpKind::Poly(p) => Some((op.name.clone(), p.range)),
-            _ => None,
-        })
-        .collect();
-    let mut metadata = BTreeMap::new();
-    metadata.insert("he_compatible".into(), (!relu).to_string());
-    if relu {
-        metadata.insert("baseline".into(), "relu".into());
-    }
+    let site_ranges = super::train::poly_site_ranges(model);
+    let mut metadata = super::train::run_metadata(relu);
     if let Some(m) = method {
         metadata.insert("method".into(), m.name().into());
     }
@@ -268,19 +258,6 @@ fn fetch_fashion_mnist() -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-fn split(d: &Dataset) -> Split<'_> {
-    Split {
-        x: &d.x,
-        y: &d.y,
-        sample_len: d.sample_len(),
-    }
-}
-
-fn write_json(path: &Path, value: &impl Serialize) -> Result<(), Failure> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| Failure::job(e.to_string()))?;
-    write_atomic(path, format!("{text}\n").as_bytes()).map_err(|e| Failure::usage(e.to_string()))
 }
 
 /// Train `req.model` on `splits` into `req.out` (a `pnnc train` run folder:

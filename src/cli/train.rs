@@ -154,19 +154,8 @@ fn effective_config(model: &Model, args: &TrainArgs, progress: Progress) -> RunC
         }),
     };
     let relu = args.baseline == Some(Baseline::Relu);
-    let site_ranges = model
-        .ops()
-        .into_iter()
-        .filter_map(|op| match &op.kind {
-            OpKind::Poly(p) => Some((op.name.clone(), p.range)),
-            _ => None,
-        })
-        .collect();
-    let mut metadata = BTreeMap::new();
-    metadata.insert("he_compatible".into(), (!relu).to_string());
-    if relu {
-        metadata.insert("baseline".into(), "relu".into());
-    }
+    let site_ranges = poly_site_ranges(model);
+    let metadata = run_metadata(relu);
     RunConfig {
         epochs: args.epochs.unwrap_or(t.epochs),
         batch: args.batch.unwrap_or(t.batch).max(1),
@@ -189,7 +178,30 @@ fn effective_config(model: &Model, args: &TrainArgs, progress: Progress) -> RunC
     }
 }
 
-fn split(d: &data::Dataset) -> Split<'_> {
+/// (site name, fit range B) of every polynomial activation, for the loop's
+/// range report and NaN messages.
+pub fn poly_site_ranges(model: &Model) -> BTreeMap<String, f64> {
+    model
+        .ops()
+        .into_iter()
+        .filter_map(|op| match &op.kind {
+            OpKind::Poly(p) => Some((op.name.clone(), p.range)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Checkpoint metadata every run carries: whether it can run under HE.
+pub fn run_metadata(relu: bool) -> BTreeMap<String, String> {
+    let mut metadata = BTreeMap::new();
+    metadata.insert("he_compatible".into(), (!relu).to_string());
+    if relu {
+        metadata.insert("baseline".into(), "relu".into());
+    }
+    metadata
+}
+
+pub fn split(d: &data::Dataset) -> Split<'_> {
     Split {
         x: &d.x,
         y: &d.y,
@@ -197,7 +209,7 @@ fn split(d: &data::Dataset) -> Split<'_> {
     }
 }
 
-fn write_json(path: &Path, value: &impl Serialize) -> Result<(), Failure> {
+pub fn write_json(path: &Path, value: &impl Serialize) -> Result<(), Failure> {
     let text = serde_json::to_string_pretty(value).map_err(|e| Failure::job(e.to_string()))?;
     write_atomic(path, format!("{text}\n").as_bytes()).map_err(|e| Failure::usage(e.to_string()))
 }
