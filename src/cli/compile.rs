@@ -71,7 +71,7 @@ pub fn run(args: &CompileArgs) -> ExitCode {
                     .unwrap_or_default()
             );
             println!(
-                "depth {} (model {}), N = {}, slots {}, q0 {} bits, scale 2^{}, levels {}, log Q {} (max {} at {}-bit security)",
+                "depth {} (model {}), N = {}, slots {}, q0 {} bits, scale 2^{}, levels {}, log Q {}, log QP {} with {} key-switching digits (max {} at {}-bit security)",
                 c.depth,
                 compiled.ir_depth,
                 p.ring_dim,
@@ -80,12 +80,15 @@ pub fn run(args: &CompileArgs) -> ExitCode {
                 p.scale_bits,
                 p.mult_depth,
                 p.log_q,
+                p.log_qp,
+                p.key_switch_digits,
                 p.max_log_q,
                 p.security
             );
             println!(
-                "packing dim {}, {} ops, {} rotation keys",
+                "packing dim {} ({} samples per ciphertext), {} ops, {} rotation keys",
                 c.packing.dim,
+                c.packing.samples_per_ciphertext,
                 c.ops.len(),
                 c.rotations.len()
             );

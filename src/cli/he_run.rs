@@ -38,6 +38,13 @@ pub struct HeRunArgs {
     /// Largest accepted |encrypted - plaintext| logit difference.
     #[arg(long, default_value_t = 1e-3)]
     pub tolerance: f64,
+    /// Samples packed into one ciphertext (default: all the circuit's
+    /// `samples_per_ciphertext`; 1 measures one sample at a time).
+    #[arg(long, value_name = "K")]
+    pub per_ciphertext: Option<usize>,
+    /// No progress lines (key generation, each op) on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +120,12 @@ fn execute(args: &HeRunArgs) -> Result<ExitCode, HeRunError> {
         .arg(&report)
         .arg("--tolerance")
         .arg(args.tolerance.to_string())
+        .args(
+            args.per_ciphertext
+                .map(|k| vec!["--per-ciphertext".to_string(), k.to_string()])
+                .unwrap_or_default(),
+        )
+        .args(args.quiet.then_some("--quiet"))
         .env("PYTHONPATH", &runner_dir)
         .status()
         .map_err(|e| HeRunError::Setup {

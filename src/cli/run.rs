@@ -729,6 +729,8 @@ fn encrypted_check(
         python: None,
         report: Some(report_path.clone()),
         tolerance: 1e-3,
+        per_ciphertext: None,
+        quiet: false,
     };
     let code = super::he_run::run(&args);
     let text = std::fs::read_to_string(&report_path).map_err(|e| {
@@ -745,6 +747,7 @@ fn encrypted_check(
         "max_logit_error": r.get("max_logit_error"),
         "prediction_mismatches": r.get("prediction_mismatches"),
         "mean_latency_seconds": r.get("mean_latency_seconds"),
+        "amortized_seconds_per_sample": r.get("amortized_seconds_per_sample"),
         "report": report_path.display().to_string(),
     }))
 }

@@ -65,30 +65,41 @@ fn node_cost(kind: &NodeKind) -> u32 {
     }
 }
 
-/// Baby step g and rotation steps for diagonals `diags` (docs/circuit-format.md).
-pub fn bsgs(diags: &[u64], dim: u64) -> (u64, Vec<i64>) {
-    let steps = |g: u64| {
-        let baby: BTreeSet<u64> = diags.iter().map(|k| k % g).filter(|&s| s != 0).collect();
-        let giant: BTreeSet<u64> = diags
+/// Baby step g and rotation steps for the signed diagonals `diags`
+/// (k = col - row, docs/circuit-format.md): k = giant + baby with
+/// baby = k mod g in [0, g); g minimises the number of keys, smallest on ties.
+pub fn bsgs(diags: &[i64], dim: u64) -> (u64, Vec<i64>) {
+    let steps = |g: i64| {
+        let baby: BTreeSet<i64> = diags
             .iter()
-            .map(|k| k - k % g)
+            .map(|k| k.rem_euclid(g))
+            .filter(|&s| s != 0)
+            .collect();
+        let giant: BTreeSet<i64> = diags
+            .iter()
+            .map(|k| k - k.rem_euclid(g))
             .filter(|&s| s != 0)
             .collect();
         (baby, giant)
     };
     let mut best: Option<(usize, u64)> = None;
-    let mut g = 1;
+    let mut g = 1u64;
     while g <= dim {
-        let (b, gi) = steps(g);
+        let (b, gi) = steps(g as i64);
         if best.is_none_or(|(c, _)| b.len() + gi.len() < c) {
             best = Some((b.len() + gi.len(), g));
         }
         g *= 2;
     }
     let g = best.map_or(1, |(_, g)| g);
-    let (b, gi) = steps(g);
-    let rotations: BTreeSet<i64> = b.union(&gi).map(|&s| s as i64).collect();
-    (g, rotations.into_iter().collect())
+    let (b, gi) = steps(g as i64);
+    (g, b.union(&gi).copied().collect())
+}
+
+/// Signed generalized diagonals k = col - row of a sparse matrix, sorted.
+pub fn signed_diagonals(entries: impl Iterator<Item = (i64, i64)>) -> Vec<i64> {
+    let set: BTreeSet<i64> = entries.map(|(r, c)| c - r).collect();
+    set.into_iter().collect()
 }
 
 pub fn compile(model: &Model, ck: &Checkpoint, opts: &CompileOptions) -> Result<Compiled, HeError> {
@@ -215,16 +226,14 @@ pub fn compile(model: &Model, ck: &Checkpoint, opts: &CompileOptions) -> Result<
             NodeKind::Input => return Err(HeError::Model("input node inside the network".into())),
             NodeKind::Linear(m) => {
                 let (mut rows, mut cols, mut vals) = (Vec::new(), Vec::new(), Vec::new());
-                let mut diags = BTreeSet::new();
                 for (r, row) in m.rows.iter().enumerate() {
                     for &(c, v) in row {
                         rows.push(r as i64);
                         cols.push(i64::from(c));
                         vals.push(v);
-                        diags.insert((u64::from(c) + dim - r as u64) % dim);
                     }
                 }
-                let diagonals: Vec<u64> = diags.into_iter().collect();
+                let diagonals = signed_diagonals(rows.iter().copied().zip(cols.iter().copied()));
                 let (baby_step, rotations) = bsgs(&diagonals, dim);
                 all_rotations.extend(rotations.iter().copied());
                 tensors.insert(t("rows"), TensorData::I64 { data: rows });
@@ -285,6 +294,7 @@ pub fn compile(model: &Model, ck: &Checkpoint, opts: &CompileOptions) -> Result<
     }
 
     let params = choose_params(model.he.security, depth, dim, &lowered, &level)?;
+    let samples_per_ciphertext = params.slots / dim;
     let circuit = Circuit {
         format: FORMAT.into(),
         version: VERSION,
@@ -299,8 +309,9 @@ pub fn compile(model: &Model, ck: &Checkpoint, opts: &CompileOptions) -> Result<
         },
         params,
         packing: Packing {
-            layout: "flat-replicated".into(),
+            layout: "blocked".into(),
             dim,
+            samples_per_ciphertext,
         },
         input,
         ops,
@@ -338,8 +349,8 @@ fn choose_params(
             params::MAX_RING_DIM
         )));
     }
-    let (ring_dim, mult_depth, bootstrapping) = match params::ring_dim_for(depth, dim, security)? {
-        Some(n) => (n, depth, None),
+    let (ring_dim, chain, bootstrapping) = match params::ring_dim_for(depth, dim, security)? {
+        Some((n, chain)) => (n, chain, None),
         None => {
             let max = params::max_levels(security)?;
             let segment = max.saturating_sub(params::BOOTSTRAP_LEVELS);
@@ -349,19 +360,22 @@ fn choose_params(
                 )));
             }
             let plan = bootstrap_plan(lowered, level, segment)?;
-            (params::MAX_RING_DIM, max, Some(plan))
+            let chain = params::chain_for(max, params::MAX_RING_DIM, security)?
+                .ok_or_else(|| HeError::Params(format!("no chain of {max} levels at N = 2^16")))?;
+            (params::MAX_RING_DIM, chain, Some(plan))
         }
     };
-    let (log_q, _) = params::log_q(mult_depth);
     Ok(CkksParams {
         scheme: "ckks".into(),
         security,
         ring_dim,
         slots: ring_dim / 2,
-        first_mod_bits: params::FIRST_MOD_BITS,
-        scale_bits: params::SCALE_BITS,
-        mult_depth,
-        log_q,
+        first_mod_bits: chain.first_mod_bits,
+        scale_bits: chain.scale_bits,
+        mult_depth: chain.levels,
+        key_switch_digits: chain.digits,
+        log_q: chain.log_q(),
+        log_qp: chain.log_qp().unwrap_or(0),
         max_log_q: params::max_log_qp(ring_dim, security)?,
         bootstrapping,
     })

@@ -1,9 +1,9 @@
 //! The HE circuit: what `pnnc compile` writes and the CKKS runners execute.
 //!
 //! Plain serde data; the normative description is `docs/circuit-format.md`
-//! (schema: `docs/circuit.schema.json`). Every op works on one ciphertext per
-//! sample holding the flat (row-major, CHW) tensor in slots `[0, numel)`,
-//! zeros up to `packing.dim`, that block repeated to fill all slots.
+//! (schema: `docs/circuit.schema.json`). A ciphertext holds up to
+//! `samples_per_ciphertext` samples, sample s as its flat (row-major, CHW)
+//! tensor in slots `[s * dim, s * dim + numel)`.
 
 use crate::ir::{DataSpec, Normalization};
 use serde::{Deserialize, Serialize};
@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 /// Value of the `format` field.
 pub const FORMAT: &str = "pnnc-circuit";
 /// Version of this format; readers reject any other.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,7 +32,8 @@ pub struct Circuit {
     pub output: usize,
     /// Levels consumed at the output = max `level_out`; equals `pnnc info`'s depth.
     pub depth: u32,
-    /// Every rotation step any op needs (sorted, unique, in (0, packing.dim)).
+    /// Every rotation step any op needs (sorted, unique, nonzero, |s| <= dim;
+    /// negative = right rotation).
     pub rotations: Vec<i64>,
     /// Numeric arrays referenced by name from ops.
     pub tensors: TensorStore,
@@ -73,8 +74,12 @@ pub struct CkksParams {
     pub scale_bits: u32,
     /// Multiplicative depth the key material supports (levels L).
     pub mult_depth: u32,
+    /// Digits of OpenFHE's HYBRID key switching (sizes the special primes P).
+    pub key_switch_digits: u32,
     /// first_mod_bits + mult_depth * scale_bits (+ special primes excluded).
     pub log_q: u32,
+    /// log2(Q * P) with the special primes OpenFHE adds for `key_switch_digits`.
+    pub log_qp: u32,
     /// The HE-standard maximum log2(Q*P) for `ring_dim` at `security`.
     pub max_log_q: u32,
     /// Present when `depth` exceeds what N = 2^16 allows; then `mult_depth`
@@ -97,12 +102,14 @@ pub struct BootstrapPlan {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Packing {
-    /// Always `"flat-replicated"`.
+    /// Always `"blocked"`.
     pub layout: String,
-    /// Power of two >= every vector length in the circuit, <= slots. Rotations
-    /// are cyclic modulo `dim` because the block repeats `slots / dim` times
-    /// (OpenFHE: encode with batch size `dim`).
+    /// Power of two >= every vector length in the circuit, <= slots: the
+    /// stride between samples in a ciphertext.
     pub dim: u64,
+    /// slots / dim: samples one ciphertext carries (OpenFHE: batch size =
+    /// slots, rotations over all slots).
+    pub samples_per_ciphertext: u64,
 }
 
 /// The encrypted input: raw samples (not normalised), optionally transformed
@@ -149,8 +156,8 @@ pub enum OpKind {
         cols: String,
         values: String,
         bias: String,
-        /// Nonzero generalized diagonals k = (col - row) mod dim, sorted.
-        diagonals: Vec<u64>,
+        /// Signed generalized diagonals k = col - row with a nonzero entry, sorted.
+        diagonals: Vec<i64>,
         /// Baby-step size g of the BSGS evaluation (power of two).
         baby_step: u64,
         /// Rotation steps this op uses (baby steps, then giant steps), sorted.

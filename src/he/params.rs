@@ -16,20 +16,70 @@ const HE_STANDARD: &[(u64, [u32; 3])] = &[
 
 /// Largest ring dimension used without bootstrapping.
 pub const MAX_RING_DIM: u64 = 65536;
-/// Bits of q0: holds the decrypted result (|value| < 2^(q0 - scale) = 2^20)
-/// with the scale on top.
-pub const FIRST_MOD_BITS: u32 = 60;
-/// log2 of the scale: CKKS error after rescaling is ~2^-(scale_bits - 14) for
-/// these depths, i.e. ~1e-7, far below the 1e-3 logit tolerance, while
-/// leaving each level cheap. 50 would buy precision the task does not need.
-pub const SCALE_BITS: u32 = 40;
-/// Key switching (OpenFHE HYBRID, 3 digits) adds special primes of about
-/// log Q / 3 bits, rounded up to 60-bit primes.
-const KEY_SWITCH_DIGITS: u32 = 3;
+/// log2 of the scale, most precise first. CKKS error after rescaling is about
+/// 2^-(scale_bits - 14) at these depths: 1e-7 at 40 bits, 1e-6 at 34, both
+/// far below the 1e-3 logit tolerance. A smaller scale is taken only when it
+/// lets the chain fit a smaller ring (2x faster, half the key memory).
+pub const MAX_SCALE_BITS: u32 = 40;
+pub const MIN_SCALE_BITS: u32 = 34;
+/// Bits of q0 above the scale: the decrypted result must satisfy
+/// |value| < 2^HEADROOM_BITS.
+pub const HEADROOM_BITS: u32 = 20;
+/// OpenFHE's special primes for HYBRID key switching are 60-bit.
 const SPECIAL_PRIME_BITS: u32 = 60;
+/// Fewest key-switching digits tried (OpenFHE's default); more digits mean a
+/// smaller P (and a chain that fits a smaller ring) but larger keys.
+const MIN_DIGITS: u32 = 3;
 /// Levels consumed by a CKKS bootstrap (OpenFHE, level budget {3, 3}); an
 /// assumption recorded in the plan, to be confirmed by the runner.
 pub const BOOTSTRAP_LEVELS: u32 = 14;
+
+/// A CKKS modulus chain: q0, `levels` scaling primes, and the HYBRID
+/// key-switching decomposition into `digits` digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chain {
+    pub first_mod_bits: u32,
+    pub scale_bits: u32,
+    pub levels: u32,
+    pub digits: u32,
+}
+
+impl Chain {
+    pub fn new(scale_bits: u32, levels: u32, digits: u32) -> Self {
+        Chain {
+            first_mod_bits: scale_bits + HEADROOM_BITS,
+            scale_bits,
+            levels,
+            digits,
+        }
+    }
+
+    /// log2 Q (without the special primes).
+    pub fn log_q(&self) -> u32 {
+        self.first_mod_bits + self.levels * self.scale_bits
+    }
+
+    /// log2 P the way OpenFHE sizes it, or None when the towers cannot be
+    /// split into `digits` non-empty digits (OpenFHE rejects those).
+    /// P has one more bit than the largest digit, in 60-bit primes (checked
+    /// against OpenFHE 1.6 on 59 chains, runners/openfhe/tests).
+    pub fn log_p(&self) -> Option<u32> {
+        let towers = self.levels + 1;
+        if self.digits == 0 || self.digits > towers {
+            return None;
+        }
+        let per_digit = towers.div_ceil(self.digits);
+        if towers.div_ceil(per_digit) != self.digits {
+            return None;
+        }
+        let largest = self.first_mod_bits + (per_digit - 1) * self.scale_bits;
+        Some((largest / SPECIAL_PRIME_BITS + 1) * SPECIAL_PRIME_BITS)
+    }
+
+    pub fn log_qp(&self) -> Option<u32> {
+        self.log_p().map(|p| self.log_q() + p)
+    }
+}
 
 pub fn max_log_qp(ring_dim: u64, security: u32) -> Result<u32, HeError> {
     let col = match security {
@@ -49,19 +99,43 @@ pub fn max_log_qp(ring_dim: u64, security: u32) -> Result<u32, HeError> {
         .ok_or_else(|| HeError::Params(format!("no HE-standard entry for N = {ring_dim}")))
 }
 
-/// log Q and log(Q*P) of a chain with `levels` scaling primes.
-pub fn log_q(levels: u32) -> (u32, u32) {
-    let q = FIRST_MOD_BITS + levels * SCALE_BITS;
-    let special = q.div_ceil(KEY_SWITCH_DIGITS).div_ceil(SPECIAL_PRIME_BITS) * SPECIAL_PRIME_BITS;
-    (q, q + special)
+/// The chain with `levels` levels, secure at `ring_dim`, whose key material
+/// is smallest: key-switching keys hold digits x (towers + special primes)
+/// ring elements, and key switching costs in proportion. Ties go to the
+/// larger scale (more precision).
+pub fn chain_for(levels: u32, ring_dim: u64, security: u32) -> Result<Option<Chain>, HeError> {
+    let max = max_log_qp(ring_dim, security)?;
+    let mut best: Option<(u32, Chain)> = None;
+    for scale in (MIN_SCALE_BITS..=MAX_SCALE_BITS).rev() {
+        for digits in MIN_DIGITS.min(levels + 1)..=levels + 1 {
+            let chain = Chain::new(scale, levels, digits);
+            let (Some(p), Some(qp)) = (chain.log_p(), chain.log_qp()) else {
+                continue;
+            };
+            if qp > max {
+                continue;
+            }
+            let cost = digits * (levels + 1 + p / SPECIAL_PRIME_BITS);
+            if best.is_none_or(|(c, _)| cost < c) {
+                best = Some((cost, chain));
+            }
+        }
+    }
+    Ok(best.map(|(_, c)| c))
 }
 
-/// Smallest ring dimension that is secure for `levels` and holds `slots_needed`.
-pub fn ring_dim_for(levels: u32, slots_needed: u64, security: u32) -> Result<Option<u64>, HeError> {
-    let (_, qp) = log_q(levels);
+/// Smallest ring dimension that is secure for `levels` and holds
+/// `slots_needed`, with its chain.
+pub fn ring_dim_for(
+    levels: u32,
+    slots_needed: u64,
+    security: u32,
+) -> Result<Option<(u64, Chain)>, HeError> {
     for &(n, _) in HE_STANDARD {
-        if n / 2 >= slots_needed && max_log_qp(n, security)? >= qp {
-            return Ok(Some(n));
+        if n / 2 >= slots_needed
+            && let Some(chain) = chain_for(levels, n, security)?
+        {
+            return Ok(Some((n, chain)));
         }
     }
     Ok(None)
@@ -69,9 +143,8 @@ pub fn ring_dim_for(levels: u32, slots_needed: u64, security: u32) -> Result<Opt
 
 /// Most levels a chain can have at N = 2^16 and `security`.
 pub fn max_levels(security: u32) -> Result<u32, HeError> {
-    let max = max_log_qp(MAX_RING_DIM, security)?;
     let mut l = 0;
-    while log_q(l + 1).1 <= max {
+    while chain_for(l + 1, MAX_RING_DIM, security)?.is_some() {
         l += 1;
     }
     Ok(l)
@@ -81,24 +154,55 @@ pub fn max_levels(security: u32) -> Result<u32, HeError> {
 mod tests {
     use super::*;
 
+    fn ring(levels: u32, slots: u64, security: u32) -> Option<u64> {
+        ring_dim_for(levels, slots, security)
+            .unwrap()
+            .map(|(n, _)| n)
+    }
+
+    #[test]
+    fn special_primes_follow_openfhe() {
+        // Cases measured against OpenFHE 1.6 GenCryptoContext (accepted or
+        // rejected at 128-bit security), including the boundary ones.
+        // N = 2^15, 19 levels, scale 34: 5 digits fit (880 <= 881), 4 do not.
+        assert_eq!(Chain::new(34, 19, 5).log_qp(), Some(880));
+        assert_eq!(Chain::new(34, 19, 4).log_qp(), Some(940));
+        // A digit of exactly 60 bits needs two special primes.
+        assert_eq!(Chain::new(40, 7, 8).log_p(), Some(120));
+        // 17 towers in 5 digits of 4: the largest is 180 bits -> 240.
+        assert_eq!(Chain::new(40, 16, 5).log_p(), Some(240));
+        // 20 towers cannot be split into 6 non-empty digits of 4.
+        assert_eq!(Chain::new(34, 19, 6).log_p(), None);
+    }
+
     #[test]
     fn known_depths_get_the_expected_ring_dimension() {
-        // depth 3: 60+120=180 bits, +60 special = 240 > 218 -> 16384.
-        assert_eq!(ring_dim_for(3, 1024, 128).unwrap(), Some(16384));
-        // depth 1: 100 + 60 = 160 <= 218 -> 8192.
-        assert_eq!(ring_dim_for(1, 16, 128).unwrap(), Some(8192));
-        // depth 8: 380 + 180 = 560 > 438 -> 32768.
-        assert_eq!(ring_dim_for(8, 1024, 128).unwrap(), Some(32768));
+        // depth 1: 100 + 120 = 220 > 218 at 40 bits; 39 bits fit 2^13.
+        assert_eq!(ring(1, 16, 128), Some(8192));
+        assert_eq!(
+            chain_for(1, 8192, 128).unwrap().map(|c| c.scale_bits),
+            Some(39)
+        );
+        // depth 7 fits 2^14: 4 digits of 2 towers at scale 37 (436 bits)
+        // make smaller keys than 8 digits of one tower at scale 39.
+        assert_eq!(ring(7, 1024, 128), Some(16384));
+        let c = chain_for(7, 16384, 128).unwrap().unwrap();
+        assert_eq!((c.scale_bits, c.digits, c.log_qp()), (37, 4, Some(436)));
+        // The HAR MLP (degree 2, depth 19) fits 2^15 at scale 34 with 5
+        // digits (scale 39 would need 20 digits: keys 4x larger).
+        let (n, c) = ring_dim_for(19, 1024, 128).unwrap().unwrap();
+        assert_eq!((n, c.scale_bits, c.digits), (32768, 34, 5));
         // Many slots force a larger ring even at small depth.
-        assert_eq!(ring_dim_for(1, 16384, 128).unwrap(), Some(32768));
+        assert_eq!(ring(1, 16384, 128), Some(32768));
         // 192-bit security needs a larger ring for the same depth.
-        // depth 6: 300 + 120 = 420 > 305 at 192 bits (438 would do at 128).
-        assert_eq!(ring_dim_for(6, 1024, 128).unwrap(), Some(16384));
-        assert_eq!(ring_dim_for(6, 1024, 192).unwrap(), Some(32768));
+        assert_eq!(ring(6, 1024, 128), Some(16384));
+        assert_eq!(ring(6, 1024, 192), Some(32768));
+        // Depth 31 (HAR MLP degree 8) fits 2^16 without bootstrapping.
+        assert_eq!(ring(31, 1024, 128), Some(65536));
         // Too deep for 2^16.
         let l = max_levels(128).unwrap();
-        assert_eq!(ring_dim_for(l, 16, 128).unwrap(), Some(65536));
-        assert_eq!(ring_dim_for(l + 1, 16, 128).unwrap(), None);
+        assert_eq!(ring(l, 16, 128), Some(65536));
+        assert_eq!(ring(l + 1, 16, 128), None);
         assert!(max_log_qp(65536, 100).is_err());
     }
 }

@@ -379,9 +379,9 @@ fn bad_circuits_are_clear_errors() {
     let path = tmp("bad");
     let write = || io::write(&path, &c.circuit, &c.tensors, io::INLINE_LIMIT).unwrap();
     write();
-    let err = edit(&path, "\"version\": 1", "\"version\": 2").unwrap_err();
+    let err = edit(&path, "\"version\": 2", "\"version\": 1").unwrap_err();
     assert!(
-        matches!(err, CircuitError::Version { found: 2, .. }),
+        matches!(err, CircuitError::Version { found: 1, .. }),
         "{err}"
     );
     assert!(err.to_string().contains("recompile"), "{err}");
@@ -400,6 +400,22 @@ fn bad_circuits_are_clear_errors() {
     write();
     let err = edit(&path, "\"rotations\": [", "\"rotations\": [99999, ").unwrap_err();
     assert!(matches!(err, CircuitError::Invalid { .. }), "{err}");
+    write();
+    let err = edit(
+        &path,
+        "\"key_switch_digits\": 4",
+        "\"key_switch_digits\": 3",
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("log_qp"), "{err}");
+    write();
+    let err = edit(
+        &path,
+        "\"samples_per_ciphertext\": 512",
+        "\"samples_per_ciphertext\": 1024",
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("samples_per_ciphertext"), "{err}");
     std::fs::write(&path, "{\"format\": \"pnnc-circuit\"").unwrap();
     assert!(matches!(
         io::load(&path).unwrap_err(),
@@ -454,7 +470,13 @@ fn parameters_follow_depth_and_deep_circuits_get_a_bootstrapping_plan() {
     // depth: 3 linear + poly(2)=2 + poly(3)=2 = 7.
     assert_eq!(c.circuit.depth, 7);
     let p = &c.circuit.params;
-    assert_eq!((p.ring_dim, p.mult_depth, p.log_q), (32768, 7, 340));
+    // 2^14 fits with 4 key-switching digits at scale 37 (docs/he.md).
+    assert_eq!(
+        (p.ring_dim, p.mult_depth, p.scale_bits, p.key_switch_digits),
+        (16384, 7, 37, 4)
+    );
+    assert_eq!((p.log_q, p.log_qp), (316, 436));
+    assert_eq!(c.circuit.packing.samples_per_ciphertext, 8192 / 16);
     assert!(p.bootstrapping.is_none());
     assert_eq!(c.circuit.packing.dim, 16);
     // A deep MLP: 12 x (dense + degree-8 poly) = 12 * 5 = 60 levels.
@@ -480,14 +502,19 @@ fn parameters_follow_depth_and_deep_circuits_get_a_bootstrapping_plan() {
 
 #[test]
 fn bsgs_rule_examples() {
-    // A full 8x8 matrix: g = 2 (baby {1}, giant {2,4,6}) ties g = 4 (baby
-    // {1,2,3}, giant {4}); the smaller g wins.
-    let all: Vec<u64> = (0..8).collect();
-    assert_eq!(build::bsgs(&all, 8), (2, vec![1, 2, 4, 6]));
-    // A 3-tap band: diagonals {0, 1, 15} at dim 16 -> g = 1, keys {1, 15}.
-    assert_eq!(build::bsgs(&[0, 1, 15], 16), (1, vec![1, 15]));
+    // A full 8x8 matrix: signed diagonals -7..=7. g = 4 gives baby {1,2,3}
+    // and giant {-8,-4,4} (6 keys); g = 2 needs 8, g = 1 needs 14.
+    let all: Vec<i64> = (-7..8).collect();
+    assert_eq!(build::bsgs(&all, 8), (4, vec![-8, -4, 1, 2, 3, 4]));
+    // A 3-tap band {-1, 0, 1}: g = 1 (keys -1, 1) ties g = 2 (keys 1, -2);
+    // the smaller g wins.
+    assert_eq!(build::bsgs(&[-1, 0, 1], 16), (1, vec![-1, 1]));
     // Only the main diagonal: no rotations.
     assert_eq!(build::bsgs(&[0], 8), (1, vec![]));
+    assert_eq!(
+        build::signed_diagonals([(0, 2), (3, 1), (1, 3)].into_iter()),
+        vec![-2, 2]
+    );
 }
 
 /// The example circuit for the runner (tests/fixtures/tiny.circuit.json):

@@ -1,8 +1,9 @@
 //! Every check a reader must make (docs/circuit-format.md, "Errors"), so that
 //! a hand-edited circuit is a message, never a panic or a silent wrong result.
 
-use super::build::bsgs;
+use super::build::{bsgs, signed_diagonals};
 use super::circuit::{LoadedCircuit, OpKind, TensorData};
+use super::params::{Chain, max_log_qp};
 use crate::ir::levels;
 use std::collections::BTreeSet;
 
@@ -52,7 +53,30 @@ pub fn validate(lc: &LoadedCircuit) -> Result<(), String> {
             p.ring_dim, p.slots
         ));
     }
-    if c.packing.layout != "flat-replicated" {
+    let chain = Chain {
+        first_mod_bits: p.first_mod_bits,
+        scale_bits: p.scale_bits,
+        levels: p.mult_depth,
+        digits: p.key_switch_digits,
+    };
+    if p.log_q != chain.log_q() || Some(p.log_qp) != chain.log_qp() {
+        return Err(format!(
+            "params: log_q {} / log_qp {} do not follow from the chain (expected {} / {:?})",
+            p.log_q,
+            p.log_qp,
+            chain.log_q(),
+            chain.log_qp()
+        ));
+    }
+    if p.bootstrapping.is_none()
+        && p.log_qp > max_log_qp(p.ring_dim, p.security).map_err(|e| e.to_string())?
+    {
+        return Err(format!(
+            "params: log(Q*P) = {} exceeds the {}-bit security bound for N = {}",
+            p.log_qp, p.security, p.ring_dim
+        ));
+    }
+    if c.packing.layout != "blocked" {
         return Err(format!("packing.layout `{}` is unknown", c.packing.layout));
     }
     let dim = c.packing.dim;
@@ -60,6 +84,12 @@ pub fn validate(lc: &LoadedCircuit) -> Result<(), String> {
         return Err(format!(
             "packing.dim {dim} must be a power of two <= slots {}",
             p.slots
+        ));
+    }
+    if c.packing.samples_per_ciphertext != p.slots / dim {
+        return Err(format!(
+            "packing.samples_per_ciphertext must be slots / dim = {}",
+            p.slots / dim
         ));
     }
     if c.input.shape != c.model.input_shape {
@@ -118,7 +148,6 @@ pub fn validate(lc: &LoadedCircuit) -> Result<(), String> {
                 if cl.len() != r.len() || v.len() != r.len() {
                     return Err(format!("{what}: rows, cols and values differ in length"));
                 }
-                let mut diags = BTreeSet::new();
                 let mut prev: Option<(i64, i64)> = None;
                 for (&row, &col) in r.iter().zip(cl) {
                     if row < 0 || row as usize >= *lo || col < 0 || col as usize >= *li {
@@ -132,9 +161,8 @@ pub fn validate(lc: &LoadedCircuit) -> Result<(), String> {
                         ));
                     }
                     prev = Some((row, col));
-                    diags.insert((col as u64 + dim - row as u64) % dim);
                 }
-                let diags: Vec<u64> = diags.into_iter().collect();
+                let diags = signed_diagonals(r.iter().copied().zip(cl.iter().copied()));
                 if &diags != diagonals {
                     return Err(format!("{what}: `diagonals` do not match the matrix"));
                 }

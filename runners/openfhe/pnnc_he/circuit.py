@@ -1,4 +1,4 @@
-"""Load a pnnc HE circuit (docs/circuit-format.md, version 1) and check it.
+"""Load a pnnc HE circuit (docs/circuit-format.md, version 2) and check it.
 
 Every problem is a `CircuitError` naming the file and the place; the runner
 turns it into exit code 2.
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 FORMAT = "pnnc-circuit"
-VERSION = 1
+VERSION = 2
 OP_KINDS = ("linear", "affine", "poly", "add")
 
 
@@ -42,6 +42,14 @@ class Circuit:
     @property
     def dim(self) -> int:
         return int(self.doc["packing"]["dim"])
+
+    @property
+    def slots(self) -> int:
+        return int(self.doc["params"]["slots"])
+
+    @property
+    def samples_per_ciphertext(self) -> int:
+        return int(self.doc["packing"]["samples_per_ciphertext"])
 
     @property
     def classes(self) -> int:
@@ -129,6 +137,14 @@ def load(path: str | Path) -> Circuit:
 
 def _check(c: Circuit) -> None:
     """Structural checks the runner relies on (levels are checked by running)."""
+    packing = c.doc["packing"]
+    if packing.get("layout") != "blocked":
+        raise CircuitError(f"{c.path}: packing.layout {packing.get('layout')!r} is unknown (expected \"blocked\")")
+    if c.dim < 1 or c.slots % c.dim or c.samples_per_ciphertext != c.slots // c.dim:
+        raise CircuitError(
+            f"{c.path}: packing: dim {c.dim} and samples_per_ciphertext {c.samples_per_ciphertext} "
+            f"do not fit {c.slots} slots"
+        )
     lengths = {0: c.input_len}
     for index, op in enumerate(c.ops):
         where = f"op {index}"

@@ -58,18 +58,18 @@ def make_context(
     first_mod_bits: int,
     security: int,
     batch_size: int,
+    digits_hint: int = 3,
 ):
     """Build a CKKS context with exactly these parameters (no key material).
 
-    The circuit fixes Q (first modulus + depth x scale); the key-switching
-    modulus P is the runner's choice: the fewest hybrid key-switching digits
-    (fastest) whose P still keeps Q*P within the security bound for the ring.
-    Returns (context, digits used).
+    The circuit fixes Q (first modulus + depth x scale) and names the number
+    of HYBRID key-switching digits it sized P for; if OpenFHE rejects that
+    (it should not), more digits are tried. Returns (context, digits used).
     """
     if security not in SECURITY_LEVELS:
         raise HeError(f"unsupported security level {security} (use 128, 192 or 256)")
     cc, digits, last_error = None, 0, None
-    for digits in range(min(3, mult_depth + 1), mult_depth + 2):
+    for digits in range(max(1, min(digits_hint, mult_depth + 1)), mult_depth + 2):
         try:
             cc = fhe.GenCryptoContext(
                 _params(ring_dim, mult_depth, scale_bits, first_mod_bits, security, batch_size, digits)
@@ -115,18 +115,31 @@ def levels_consumed(ct) -> int:
     return ct.GetLevel() + ct.GetNoiseScaleDeg() - 1
 
 
-def encrypt(cc, keys: Keys, values: np.ndarray, dim: int):
-    """Encrypt a vector padded to `dim` slots (the block repeats over all slots)."""
-    padded = np.zeros(dim)
-    padded[: len(values)] = values
-    pt = cc.MakeCKKSPackedPlaintext(padded.tolist(), 1, 0, None, dim)
+def blocked(values_per_sample, dim: int, slots: int) -> np.ndarray:
+    """Slots vector with sample s's values at [s * dim, s * dim + len)."""
+    out = np.zeros(slots)
+    for s, values in enumerate(values_per_sample):
+        out[s * dim : s * dim + len(values)] = values
+    return out
+
+
+def tiled(values: np.ndarray, dim: int, slots: int) -> np.ndarray:
+    """The same per-sample vector in every block (weights, biases)."""
+    return blocked([values] * (slots // dim), dim, slots)
+
+
+def encrypt(cc, keys: Keys, samples, dim: int, slots: int):
+    """Encrypt up to slots/dim samples, sample s in block s."""
+    pt = cc.MakeCKKSPackedPlaintext(blocked(samples, dim, slots).tolist(), 1, 0, None, slots)
     return cc.Encrypt(keys.public, pt)
 
 
-def decrypt(cc, keys: Keys, ct, length: int) -> np.ndarray:
+def decrypt(cc, keys: Keys, ct, length: int, dim: int, count: int) -> list[np.ndarray]:
+    """The first `length` values of each of the first `count` blocks."""
     pt = cc.Decrypt(ct, keys.secret)
-    pt.SetLength(length)
-    return np.array(pt.GetRealPackedValue()[:length])
+    pt.SetLength(count * dim)
+    values = np.array(pt.GetRealPackedValue()[: count * dim])
+    return [values[s * dim : s * dim + length] for s in range(count)]
 
 
 def rotate_plain(v: np.ndarray, step: int) -> np.ndarray:
@@ -135,10 +148,10 @@ def rotate_plain(v: np.ndarray, step: int) -> np.ndarray:
 
 
 def diagonals_of(matrix_rows, matrix_cols, matrix_values, dim: int) -> dict[int, np.ndarray]:
-    """Generalised diagonals diag_k[r] = M[r, (r + k) mod dim] of a COO matrix."""
+    """Signed diagonals diag_k[r] = M[r, r + k] (k = col - row) of a COO matrix."""
     diags: dict[int, np.ndarray] = {}
     for r, c, v in zip(matrix_rows, matrix_cols, matrix_values):
-        k = (int(c) - int(r)) % dim
+        k = int(c) - int(r)
         diag = diags.get(k)
         if diag is None:
             diag = diags[k] = np.zeros(dim)
@@ -147,7 +160,11 @@ def diagonals_of(matrix_rows, matrix_cols, matrix_values, dim: int) -> dict[int,
 
 
 def bsgs_rotations(diagonal_ids, baby_step: int) -> set[int]:
-    """The rotation steps the BSGS evaluation of these diagonals uses."""
+    """The rotation steps the BSGS evaluation of these diagonals uses.
+
+    k = giant + baby with baby = k mod g in [0, g) (Python's % on a
+    positive modulus), so giant steps may be negative (right rotations).
+    """
     steps = set()
     for k in diagonal_ids:
         steps.add(k % baby_step)
@@ -188,14 +205,18 @@ def bsgs_matvec(
     diags: dict[int, np.ndarray],
     baby_step: int,
     dim: int,
+    slots: int,
     available_rotations,
     cache: PlaintextCache | None = None,
     cache_key=None,
 ):
-    """y = sum_k diag_k * rot(x, k) by baby-step giant-step; one level.
+    """y = sum_k diag_k * rot(x, k) in every block, by baby-step giant-step; one level.
 
-    y = sum_j rot( sum_i rot(diag_{g j + i}, -g j) * rot(x, i), g j ).
-    Baby rotations of x are hoisted (one decomposition, many automorphisms).
+    y = sum_j rot( sum_i rot(D_{g j + i}, -g j) * rot(x, i), g j ) where D_k is
+    diag_k tiled over the blocks. Signed diagonals only read x[r + k] with
+    0 <= r + k < in_len, inside the sample's own block, so a rotation over all
+    slots never mixes samples. Baby rotations of x are hoisted (one key-switch
+    decomposition, many automorphisms).
     """
     needed = bsgs_rotations(diags.keys(), baby_step)
     missing = sorted(needed - set(available_rotations))
@@ -223,8 +244,8 @@ def bsgs_matvec(
         inner = None
         for k in ks:
             def encode(k=k, giant=giant):
-                diag = rotate_plain(diags[k], -giant)
-                return cc.MakeCKKSPackedPlaintext(diag.tolist(), 1, level, None, dim)
+                diag = rotate_plain(tiled(diags[k], dim, slots), -giant)
+                return cc.MakeCKKSPackedPlaintext(diag.tolist(), 1, level, None, slots)
 
             if cache is None:
                 pt = encode()

@@ -19,6 +19,22 @@ import numpy as np
 from .ckks import bsgs_rotations, chebyshev_depth
 
 
+def key_switch_digits(first_mod_bits: int, scale_bits: int, depth: int, max_log_qp: int) -> tuple[int, int]:
+    """Fewest HYBRID digits (from 3) whose special primes keep Q*P within
+    `max_log_qp`, with log2(Q*P): the rule of src/he/params.rs (OpenFHE's P
+    is one bit more than the largest digit, in 60-bit primes)."""
+    towers = depth + 1
+    log_q = first_mod_bits + depth * scale_bits
+    for digits in range(min(3, towers), towers + 1):
+        per = -(-towers // digits)
+        if -(-towers // per) != digits:
+            continue
+        log_qp = log_q + (first_mod_bits + (per - 1) * scale_bits) // 60 * 60 + 60
+        if max_log_qp == 0 or log_qp <= max_log_qp:
+            return digits, log_qp
+    raise ValueError("no key-switching digits fit")
+
+
 def choose_baby_step(diagonals: list[int], dim: int) -> int:
     """The format's rule: the power of two g minimising |B(g)| + |G(g)|."""
     best, best_cost = 1, None
@@ -68,7 +84,7 @@ class Builder:
         mask = self.rng.uniform(size=(out_len, in_len)) < density
         m = self.rng.normal(size=(out_len, in_len)) * mask * gain / math.sqrt(in_len * density)
         rows, cols = np.nonzero(m)
-        diagonals = sorted({int((c - r) % self.dim) for r, c in zip(rows, cols)})
+        diagonals = sorted({int(c) - int(r) for r, c in zip(rows, cols)})
         g = choose_baby_step(diagonals, self.dim)
         name = f"op{len(self.ops) + 1}"
         kind = {
@@ -116,10 +132,12 @@ class Builder:
 
     def circuit(self, name: str, classes: int, ring_dim: int, security: int, scale_bits: int, first_mod_bits: int) -> dict:
         depth = max(self.levels)
+        max_log_qp = 438 if ring_dim == 16384 and security == 128 else 0
+        digits, log_qp = key_switch_digits(first_mod_bits, scale_bits, depth, max_log_qp)
         rotations = sorted({r for op in self.ops if op["kind"]["op"] == "linear" for r in op["kind"]["rotations"]})
         return {
             "format": "pnnc-circuit",
-            "version": 1,
+            "version": 2,
             "model": {
                 "name": name,
                 "source_hash": "fixture",
@@ -137,11 +155,13 @@ class Builder:
                 "first_mod_bits": first_mod_bits,
                 "scale_bits": scale_bits,
                 "mult_depth": depth,
+                "key_switch_digits": digits,
                 "log_q": first_mod_bits + depth * scale_bits,
-                "max_log_q": 438 if ring_dim == 16384 else 0,
+                "log_qp": log_qp,
+                "max_log_q": max_log_qp,
                 "bootstrapping": None,
             },
-            "packing": {"layout": "flat-replicated", "dim": self.dim},
+            "packing": {"layout": "blocked", "dim": self.dim, "samples_per_ciphertext": ring_dim // 2 // self.dim},
             "input": {"shape": [self.lengths[0]], "scale": None, "shift": None, "range": [-1.0, 1.0]},
             "ops": self.ops,
             "output": len(self.ops),

@@ -74,43 +74,41 @@ def linear_diagonals(circuit: Circuit, op: dict) -> dict[int, np.ndarray]:
     return circuit.cache[key]
 
 
-def padded(values: np.ndarray, dim: int) -> list[float]:
-    out = np.zeros(dim)
-    out[: len(values)] = values
-    return out.tolist()
-
-
-def add_plain(cc, ct, values: np.ndarray, dim: int):
-    """ct + values, the plaintext encoded at the ciphertext's level and scale."""
-    pt = cc.MakeCKKSPackedPlaintext(padded(values, dim), ct.GetNoiseScaleDeg(), ct.GetLevel(), None, dim)
+def add_plain(cc, circuit: Circuit, ct, values: np.ndarray):
+    """ct + values in every block, the plaintext at the ciphertext's level and scale."""
+    tiled = ckks.tiled(values, circuit.dim, circuit.slots).tolist()
+    pt = cc.MakeCKKSPackedPlaintext(tiled, ct.GetNoiseScaleDeg(), ct.GetLevel(), None, circuit.slots)
     return cc.EvalAdd(ct, pt)
 
 
 def eval_op(cc, circuit: Circuit, op: dict, values: list, cache: ckks.PlaintextCache | None = None):
     k = op["kind"]
-    dim = circuit.dim
+    dim, slots = circuit.dim, circuit.slots
     a = values[op["inputs"][0]]
     if k["op"] == "linear":
         declared = set(int(r) for r in circuit.doc["rotations"])
         y = ckks.bsgs_matvec(
-            cc, a, linear_diagonals(circuit, op), int(k["baby_step"]), dim, declared, cache, op["id"]
+            cc, a, linear_diagonals(circuit, op), int(k["baby_step"]), dim, slots, declared, cache, op["id"]
         )
-        return add_plain(cc, y, circuit.tensors[k["bias"]], dim)
+        return add_plain(cc, circuit, y, circuit.tensors[k["bias"]])
     if k["op"] == "affine":
         if a.GetNoiseScaleDeg() > 1:
             a = cc.Rescale(a)
-        scale = cc.MakeCKKSPackedPlaintext(padded(circuit.tensors[k["scale"]], dim), 1, a.GetLevel(), None, dim)
-        return add_plain(cc, cc.EvalMult(a, scale), circuit.tensors[k["shift"]], dim)
+        tiled = ckks.tiled(circuit.tensors[k["scale"]], dim, slots).tolist()
+        scale = cc.MakeCKKSPackedPlaintext(tiled, 1, a.GetLevel(), None, slots)
+        return add_plain(cc, circuit, cc.EvalMult(a, scale), circuit.tensors[k["shift"]])
     if k["op"] == "poly":
         return ckks.eval_chebyshev(cc, a, k["coeffs"])
     return cc.EvalAdd(a, values[op["inputs"][1]])
 
 
-def run_sample(cc, keys, circuit: Circuit, x: np.ndarray, cache: ckks.PlaintextCache) -> dict:
-    """Encrypt one prepared input, evaluate every op, decrypt each value."""
-    reference = plain.evaluate(circuit, x)
+def run_batch(cc, keys, circuit: Circuit, xs: list[np.ndarray], cache: ckks.PlaintextCache, progress) -> dict:
+    """Encrypt up to samples_per_ciphertext prepared inputs into one ciphertext,
+    evaluate every op once, decrypt each value for every sample."""
+    count = len(xs)
+    references = [plain.evaluate(circuit, x) for x in xs]
     t = time.perf_counter()
-    values = [ckks.encrypt(cc, keys, x, circuit.dim)]
+    values = [ckks.encrypt(cc, keys, xs, circuit.dim, circuit.slots)]
     encrypt_s = time.perf_counter() - t
     ops, eval_s, eval_cpu_s, decrypt_s, failure = [], 0.0, 0.0, 0.0, None
     for op in circuit.ops:
@@ -123,13 +121,15 @@ def run_sample(cc, keys, circuit: Circuit, x: np.ndarray, cache: ckks.PlaintextC
         except Exception as e:  # OpenFHE raises RuntimeError for parameter/level problems
             failure = {"op": op["id"], "source": op["source"], "message": f"OpenFHE failed: {e}"}
             break
-        eval_s += time.perf_counter() - t
+        op_s = time.perf_counter() - t
+        eval_s += op_s
         eval_cpu_s += time.process_time() - cpu
+        progress(f"op {op['id']}/{len(circuit.ops)} {op['kind']['op']} ({', '.join(op['source'])}): {op_s:.1f}s")
         values.append(ct)
         t = time.perf_counter()
         n = output_len(op)
         try:
-            got = ckks.decrypt(cc, keys, ct, n)
+            got = ckks.decrypt(cc, keys, ct, n, circuit.dim, count)
         except Exception as e:  # e.g. "approximation error is too high"
             failure = {"op": op["id"], "source": op["source"], "message": f"decryption failed: {e}"}
             break
@@ -139,28 +139,36 @@ def run_sample(cc, keys, circuit: Circuit, x: np.ndarray, cache: ckks.PlaintextC
                 "id": op["id"],
                 "level_predicted": op["level_out"],
                 "level_measured": ckks.levels_consumed(ct),
-                "max_error": float(np.abs(got - reference[op["id"]][:n]).max()),
+                "max_error": [float(np.abs(g - r[op["id"]][:n]).max()) for g, r in zip(got, references)],
                 "decrypted": got,
             }
         )
-    result = {
+    results = []
+    out_index = circuit.doc["output"] - 1
+    for s in range(count):
+        r = {
+            "plain_logits": references[s][circuit.doc["output"]][: circuit.classes],
+            "ops": [
+                {"id": o["id"], "level_predicted": o["level_predicted"], "level_measured": o["level_measured"],
+                 "max_error": o["max_error"][s]}
+                for o in ops
+            ],
+            "failure": failure,
+        }
+        if failure is None:
+            r["he_logits"] = ops[out_index]["decrypted"][s][: circuit.classes] if out_index >= 0 else None
+        results.append(r)
+    return {
         "encrypt_seconds": encrypt_s,
         "eval_seconds": eval_s,
         "eval_cpu_seconds": eval_cpu_s,
         "decrypt_seconds": decrypt_s,
-        "ops": ops,
-        "failure": failure,
-        "plain_logits": reference[circuit.doc["output"]][: circuit.classes],
+        "samples": results,
     }
-    if failure is None:
-        out_index = circuit.doc["output"] - 1
-        result["he_logits"] = ops[out_index]["decrypted"][: circuit.classes] if out_index >= 0 else None
-    for o in ops:
-        del o["decrypted"]
-    return result
 
 
-def run(circuit: Circuit, inputs: dict, tolerance: float) -> dict:
+def run(circuit: Circuit, inputs: dict, tolerance: float, per_ciphertext: int | None = None, progress=None) -> dict:
+    progress = progress or (lambda _msg: None)
     params = circuit.params
     if params.get("bootstrapping"):
         raise ckks.HeError(
@@ -170,6 +178,11 @@ def run(circuit: Circuit, inputs: dict, tolerance: float) -> dict:
     for op in circuit.ops:
         if op["kind"]["op"] == "linear":
             linear_diagonals(circuit, op)
+    batch = circuit.samples_per_ciphertext if per_ciphertext is None else per_ciphertext
+    if not 1 <= batch <= circuit.samples_per_ciphertext:
+        raise ckks.HeError(
+            f"samples per ciphertext must be 1..{circuit.samples_per_ciphertext} for this circuit, not {batch}"
+        )
     t = time.perf_counter()
     cc, digits = ckks.make_context(
         int(params["ring_dim"]),
@@ -177,45 +190,58 @@ def run(circuit: Circuit, inputs: dict, tolerance: float) -> dict:
         int(params["scale_bits"]),
         int(params["first_mod_bits"]),
         int(params["security"]),
-        circuit.dim,
+        circuit.slots,
+        int(params.get("key_switch_digits", 3)),
     )
     keys = ckks.generate_keys(cc, circuit.doc["rotations"])
     keygen_s = time.perf_counter() - t
+    progress(f"keys: {len(circuit.doc['rotations'])} rotation keys, {keygen_s:.1f}s")
     budget_mb = int(os.environ.get("PNNC_HE_CACHE_MB", "2048"))
     cache = ckks.PlaintextCache(budget_mb << 20, int(params["ring_dim"]), int(params["mult_depth"]))
-    samples = []
-    for i, raw in enumerate(inputs["samples"]):
-        x = plain.prepare_input(circuit, raw)
-        r = run_sample(cc, keys, circuit, x, cache)
-        entry = {
-            "index": i,
-            "label": inputs["labels"][i],
-            "plain_class": int(np.argmax(r["plain_logits"])),
-            "he_class": None,
-            "max_logit_error": None,
-            "latency_seconds": r["eval_seconds"],
-            "latency_cpu_seconds": r["eval_cpu_seconds"],
-            "encrypt_seconds": r["encrypt_seconds"],
-            "decrypt_seconds": r["decrypt_seconds"],
-            "failure": r["failure"],
-            "ops": r["ops"],
-        }
-        if r["failure"] is None:
-            he = r["he_logits"]
-            entry["he_class"] = int(np.argmax(he))
-            entry["max_logit_error"] = float(np.abs(he - r["plain_logits"]).max())
-            entry["he_logits"] = he.tolist()
-        entry["plain_logits"] = r["plain_logits"].tolist()
-        refs = inputs["reference_logits"]
-        if refs is not None:
-            entry["reference_vs_plain"] = float(np.abs(np.asarray(refs[i])[: circuit.classes] - r["plain_logits"]).max())
-        samples.append(entry)
-    report = summarise(circuit, samples, keygen_s, tolerance)
+    samples, batches = [], []
+    raw = inputs["samples"]
+    for start in range(0, len(raw), batch):
+        xs = [plain.prepare_input(circuit, x) for x in raw[start : start + batch]]
+        progress(f"ciphertext {len(batches) + 1}: samples {start}..{start + len(xs) - 1}")
+        b = run_batch(cc, keys, circuit, xs, cache, progress)
+        batches.append(
+            {
+                "first_sample": start,
+                "samples": len(xs),
+                "latency_seconds": b["eval_seconds"],
+                "latency_cpu_seconds": b["eval_cpu_seconds"],
+                "encrypt_seconds": b["encrypt_seconds"],
+                "decrypt_seconds": b["decrypt_seconds"],
+            }
+        )
+        for offset, r in enumerate(b["samples"]):
+            i = start + offset
+            entry = {
+                "index": i,
+                "ciphertext": len(batches) - 1,
+                "label": inputs["labels"][i],
+                "plain_class": int(np.argmax(r["plain_logits"])),
+                "he_class": None,
+                "max_logit_error": None,
+                "failure": r["failure"],
+                "ops": r["ops"],
+            }
+            if r["failure"] is None:
+                he = r["he_logits"]
+                entry["he_class"] = int(np.argmax(he))
+                entry["max_logit_error"] = float(np.abs(he - r["plain_logits"]).max())
+                entry["he_logits"] = he.tolist()
+            entry["plain_logits"] = r["plain_logits"].tolist()
+            refs = inputs["reference_logits"]
+            if refs is not None:
+                entry["reference_vs_plain"] = float(np.abs(np.asarray(refs[i])[: circuit.classes] - r["plain_logits"]).max())
+            samples.append(entry)
+    report = summarise(circuit, samples, batches, keygen_s, tolerance)
     report["params"]["key_switching_digits"] = digits
     return report
 
 
-def summarise(circuit: Circuit, samples: list[dict], keygen_s: float, tolerance: float) -> dict:
+def summarise(circuit: Circuit, samples: list[dict], batches: list[dict], keygen_s: float, tolerance: float) -> dict:
     ops = []
     for index, op in enumerate(circuit.ops):
         seen = [s["ops"][index] for s in samples if index < len(s["ops"])]
@@ -239,12 +265,17 @@ def summarise(circuit: Circuit, samples: list[dict], keygen_s: float, tolerance:
     ]
     prediction_mismatches = [s["index"] for s in ok_samples if s["he_class"] != s["plain_class"]]
     max_err = max((s["max_logit_error"] for s in ok_samples), default=None)
-    # The first sample also encodes the weights (cached for the others):
-    # report it apart as the cold latency when there are warm samples.
-    warm = ok_samples[1:] if len(ok_samples) > 1 and ok_samples[0]["index"] == 0 else ok_samples
-    latencies = [s["latency_seconds"] for s in warm]
-    cpu = [s["latency_cpu_seconds"] for s in warm]
-    cold = samples[0]["latency_seconds"] if samples and samples[0]["failure"] is None else None
+    # One evaluation per ciphertext; a ciphertext carries up to
+    # samples_per_ciphertext samples at the cost of one. The first also
+    # encodes the weights (cached for the others): it is reported apart as
+    # the cold latency when there are warm ones.
+    ok_batches = [b for b in batches if not any(s["failure"] for s in samples[b["first_sample"] : b["first_sample"] + b["samples"]])]
+    warm = ok_batches[1:] if len(ok_batches) > 1 else ok_batches
+    latencies = [b["latency_seconds"] for b in warm]
+    cpu = [b["latency_cpu_seconds"] for b in warm]
+    cold = ok_batches[0]["latency_seconds"] if ok_batches else None
+    evaluated = sum(b["samples"] for b in ok_batches)
+    amortized = sum(b["latency_seconds"] for b in ok_batches) / evaluated if evaluated else None
     params = circuit.params
     checks = {
         "no_failures": not failures,
@@ -264,6 +295,8 @@ def summarise(circuit: Circuit, samples: list[dict], keygen_s: float, tolerance:
             "depth": circuit.doc["depth"],
             "rotation_keys": len(circuit.doc["rotations"]),
             "packing_dim": circuit.dim,
+            "samples_per_ciphertext": circuit.samples_per_ciphertext,
+            "key_switch_digits_circuit": params.get("key_switch_digits"),
             "scaling": "FLEXIBLEAUTO",
         },
         "threads": os.environ.get("OMP_NUM_THREADS"),
@@ -271,6 +304,8 @@ def summarise(circuit: Circuit, samples: list[dict], keygen_s: float, tolerance:
         "mean_latency_seconds": float(np.mean(latencies)) if latencies else None,
         "mean_latency_cpu_seconds": float(np.mean(cpu)) if cpu else None,
         "cold_latency_seconds": cold,
+        "amortized_seconds_per_sample": amortized,
+        "ciphertexts": batches,
         "tolerance": tolerance,
         "max_logit_error": max_err,
         "checks": checks,
@@ -294,7 +329,8 @@ def print_table(report: dict, out=None) -> None:
         f"model {report['model']}: ring_dim {p['ring_dim']}, mult_depth {p['mult_depth']}, "
         f"scale 2^{p['scale_bits']}, first modulus {p['first_mod_bits']} bits, "
         f"security {p['security'] or 'NONE (toy parameters, not secure)'}, "
-        f"{p['rotation_keys']} rotation keys, depth {p['depth']}",
+        f"{p['rotation_keys']} rotation keys, depth {p['depth']}, "
+        f"{p['samples_per_ciphertext']} samples per ciphertext (dim {p['packing_dim']})",
         file=out,
     )
     print(f"{'op':>3}  {'kind':<7} {'len':>6}  {'level':>5}  {'measured':>8}  {'max error':>9}  source", file=out)
@@ -306,13 +342,20 @@ def print_table(report: dict, out=None) -> None:
             f"{fmt(o['max_error']):>9}  {', '.join(o['source'])}{mark}",
             file=out,
         )
-    print(f"{'sample':>6}  {'label':>5}  {'plain':>5}  {'he':>5}  {'logit err':>9}  {'latency':>8}", file=out)
+    print(f"{'sample':>6}  {'label':>5}  {'plain':>5}  {'he':>5}  {'logit err':>9}  ciphertext", file=out)
     for s in report["samples"]:
         label = "-" if s["label"] is None else s["label"]
         he = "FAIL" if s["he_class"] is None else s["he_class"]
         print(
             f"{s['index']:>6}  {label:>5}  {s['plain_class']:>5}  {he:>5}  {fmt(s['max_logit_error']):>9}  "
-            f"{s['latency_seconds']:>7.3f}s",
+            f"{s['ciphertext']}",
+            file=out,
+        )
+    for i, b in enumerate(report["ciphertexts"]):
+        print(
+            f"ciphertext {i}: {b['samples']} samples, evaluation {b['latency_seconds']:.3f}s "
+            f"(CPU {b['latency_cpu_seconds']:.3f}s), encrypt {b['encrypt_seconds']:.3f}s, "
+            f"decrypt (all ops) {b['decrypt_seconds']:.3f}s",
             file=out,
         )
     for f in report["failures"]:
@@ -322,9 +365,11 @@ def print_table(report: dict, out=None) -> None:
     if report["prediction_mismatches"]:
         print(f"prediction mismatch on samples {report['prediction_mismatches']}", file=out)
     print(
-        f"keygen {report['keygen_seconds']:.2f}s, latency per inference {fmt(report['mean_latency_seconds'], '.3f')}s "
-        f"(CPU {fmt(report['mean_latency_cpu_seconds'], '.3f')}s; first sample, encoding the weights: "
+        f"keygen {report['keygen_seconds']:.2f}s, latency per inference (one ciphertext) "
+        f"{fmt(report['mean_latency_seconds'], '.3f')}s "
+        f"(CPU {fmt(report['mean_latency_cpu_seconds'], '.3f')}s; first ciphertext, encoding the weights: "
         f"{fmt(report['cold_latency_seconds'], '.3f')}s), "
+        f"amortized {fmt(report['amortized_seconds_per_sample'], '.3f')}s per sample, "
         f"max logit error {fmt(report['max_logit_error'])} (tolerance {report['tolerance']:.0e})",
         file=out,
     )
@@ -344,6 +389,11 @@ def main(argv=None) -> int:
     ap.add_argument("--inputs", type=Path, required=True)
     ap.add_argument("--report", type=Path)
     ap.add_argument("--tolerance", type=float, default=1e-3)
+    ap.add_argument(
+        "--per-ciphertext", type=int, default=None,
+        help="samples packed into one ciphertext (default: all the circuit allows)",
+    )
+    ap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = ap.parse_args(argv)
     try:
         circuit = load(args.circuit)
@@ -352,7 +402,11 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
-        report = run(circuit, inputs, args.tolerance)
+        def progress(msg: str) -> None:
+            if not args.quiet:
+                print(f"[he-run {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+        report = run(circuit, inputs, args.tolerance, args.per_ciphertext, progress)
     except CircuitError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -82,14 +82,45 @@ class EndToEndTest(unittest.TestCase):
         self.assertIn("encrypted check: FAILED", out)
 
 
+class PackingTest(unittest.TestCase):
+    def test_many_samples_share_one_ciphertext_and_match_one_per_ciphertext(self):
+        doc = fixture.tiny_with_affine()
+        inputs = fixture.random_inputs(5, 10, seed=4)
+        code, packed, out, _ = run_main(doc, inputs)
+        self.assertEqual(code, 0, out)
+        self.assertEqual(len(packed["ciphertexts"]), 1)
+        self.assertEqual(packed["ciphertexts"][0]["samples"], 5)
+        code, single, out, _ = run_main(doc, inputs, ["--per-ciphertext", "2"])
+        self.assertEqual(code, 0, out)
+        self.assertEqual([b["samples"] for b in single["ciphertexts"]], [2, 2, 1])
+        for a, b in zip(packed["samples"], single["samples"]):
+            self.assertEqual(a["he_class"], b["he_class"])
+            self.assertEqual(a["plain_class"], a["he_class"])
+            self.assertLess(max(abs(x - y) for x, y in zip(a["he_logits"], b["he_logits"])), 1e-6)
+
+    def test_too_many_per_ciphertext_is_an_error(self):
+        doc = fixture.tiny_with_affine()
+        spc = doc["packing"]["samples_per_ciphertext"]
+        code, _, _, err = run_main(doc, fixture.random_inputs(1, 10), ["--per-ciphertext", str(spc + 1)])
+        self.assertEqual(code, 1)
+        self.assertIn(f"must be 1..{spc}", err)
+
+    def test_inconsistent_packing_is_rejected(self):
+        doc = fixture.tiny_with_affine()
+        doc["packing"]["samples_per_ciphertext"] += 1
+        code, _, _, err = run_main(doc, fixture.random_inputs(1, 10))
+        self.assertEqual(code, 2)
+        self.assertIn("do not fit", err)
+
+
 class BadInputTest(unittest.TestCase):
     def test_other_version_is_rejected(self):
         doc = fixture.tiny_with_affine()
-        doc["version"] = 2
+        doc["version"] = 1
         code, report, _, err = run_main(doc, fixture.random_inputs(1, 10))
         self.assertEqual(code, 2)
         self.assertIsNone(report)
-        self.assertIn("version 2", err)
+        self.assertIn("version 1", err)
 
     def test_wrong_sample_length(self):
         code, _, _, err = run_main(fixture.tiny_with_affine(), fixture.random_inputs(1, 9))
