@@ -11,6 +11,12 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Pick {
+    Spread,
+    First,
+}
+
 #[derive(Debug, Args)]
 pub struct HeRunArgs {
     /// The circuit written by `pnnc compile`.
@@ -38,6 +44,11 @@ pub struct HeRunArgs {
     /// Largest accepted |encrypted - plaintext| logit difference.
     #[arg(long, default_value_t = 1e-3)]
     pub tolerance: f64,
+    /// Which test samples `--data` takes: `spread` = N evenly spaced over
+    /// the test split (test splits are often ordered by class), `first` = the
+    /// first N.
+    #[arg(long, value_enum, default_value_t = Pick::Spread)]
+    pub pick: Pick,
     /// Samples packed into one ciphertext (default: all the circuit's
     /// `samples_per_ciphertext`; 1 measures one sample at a time).
     #[arg(long, value_name = "K")]
@@ -90,7 +101,9 @@ fn execute(args: &HeRunArgs) -> Result<ExitCode, HeRunError> {
     let input_len = circuit_input_len(&args.circuit)?;
     let runner_inputs = match (&args.inputs, &args.data) {
         (Some(inputs), _) => read_inputs(inputs, input_len, args.samples)?,
-        (None, Some(dir)) => dataset_inputs(&args.circuit, dir.as_deref(), args.samples)?,
+        (None, Some(dir)) => {
+            dataset_inputs(&args.circuit, dir.as_deref(), args.samples, args.pick)?
+        }
         (None, None) => {
             return Err(HeRunError::Invalid {
                 path: args.circuit.clone(),
@@ -227,7 +240,12 @@ fn read_inputs(path: &Path, input_len: usize, n: usize) -> Result<Value, HeRunEr
 /// The runner's input document from the first `n` samples of the test split
 /// of the circuit's data set. Raw values: the circuit folds the
 /// normalisation in (docs/circuit-format.md).
-fn dataset_inputs(circuit: &Path, data_dir: Option<&Path>, n: usize) -> Result<Value, HeRunError> {
+fn dataset_inputs(
+    circuit: &Path,
+    data_dir: Option<&Path>,
+    n: usize,
+    pick: Pick,
+) -> Result<Value, HeRunError> {
     let loaded = crate::he::io::load(circuit).map_err(|e| HeRunError::Invalid {
         path: circuit.to_path_buf(),
         message: e.to_string(),
@@ -250,7 +268,7 @@ fn dataset_inputs(circuit: &Path, data_dir: Option<&Path>, n: usize) -> Result<V
         message: format!("cannot load its data set: {e}"),
         help: "pass --data DIR with the data folder, or --inputs FILE".into(),
     })?;
-    samples_document(&raw.test, model.input_shape.iter().product(), n).map_err(|message| {
+    samples_document(&raw.test, model.input_shape.iter().product(), n, pick).map_err(|message| {
         HeRunError::Invalid {
             path: circuit.to_path_buf(),
             message,
@@ -259,11 +277,13 @@ fn dataset_inputs(circuit: &Path, data_dir: Option<&Path>, n: usize) -> Result<V
     })
 }
 
-/// The first `n` samples of `test` with their labels, as the runner reads them.
+/// `n` samples of `test` (the first, or evenly spaced) with their labels and
+/// test-split indices, as the runner reads them.
 fn samples_document(
     test: &crate::data::Dataset,
     input_len: usize,
     n: usize,
+    pick: Pick,
 ) -> Result<Value, String> {
     if test.sample_len() != input_len {
         return Err(format!(
@@ -275,11 +295,16 @@ fn samples_document(
         return Err("no test samples to run (need at least one, and -n >= 1)".into());
     }
     let take = n.min(test.len());
-    let samples: Vec<Vec<f64>> = (0..take)
-        .map(|i| test.sample(i).iter().map(|&v| f64::from(v)).collect())
+    let indices: Vec<usize> = match pick {
+        Pick::First => (0..take).collect(),
+        Pick::Spread => (0..take).map(|i| i * test.len() / take).collect(),
+    };
+    let samples: Vec<Vec<f64>> = indices
+        .iter()
+        .map(|&i| test.sample(i).iter().map(|&v| f64::from(v)).collect())
         .collect();
-    let labels: Vec<u32> = test.y[..take].to_vec();
-    Ok(json!({ "samples": samples, "labels": labels }))
+    let labels: Vec<u32> = indices.iter().map(|&i| test.y[i]).collect();
+    Ok(json!({ "samples": samples, "labels": labels, "test_indices": indices }))
 }
 
 /// A (possibly nested, e.g. [C][H][W]) array of finite numbers, flattened.
@@ -433,17 +458,22 @@ mod tests {
             y: vec![2, 0, 1],
             class_names: vec!["a".into(), "b".into(), "c".into()],
         };
-        let doc = samples_document(&test, 2, 2).unwrap();
+        let doc = samples_document(&test, 2, 2, Pick::First).unwrap();
         assert_eq!(doc["samples"], json!([[1.0, 2.0], [3.0, 4.0]]));
         assert_eq!(doc["labels"], json!([2, 0]));
-        let all = samples_document(&test, 2, 10).unwrap();
+        // Evenly spaced: 2 of 3 -> indices 0 and 1 (i * 3 / 2).
+        let spread = samples_document(&test, 2, 2, Pick::Spread).unwrap();
+        assert_eq!(spread["test_indices"], json!([0, 1]));
+        let one = samples_document(&test, 2, 1, Pick::Spread).unwrap();
+        assert_eq!(one["test_indices"], json!([0]));
+        let all = samples_document(&test, 2, 10, Pick::Spread).unwrap();
         assert_eq!(all["labels"], json!([2, 0, 1]));
-        let err = samples_document(&test, 3, 2).unwrap_err();
+        let err = samples_document(&test, 3, 2, Pick::First).unwrap_err();
         assert!(
             err.contains("have 2 values") && err.contains("needs 3"),
             "{err}"
         );
-        assert!(samples_document(&test, 2, 0).is_err());
+        assert!(samples_document(&test, 2, 0, Pick::First).is_err());
     }
 
     #[test]

@@ -729,6 +729,7 @@ fn encrypted_check(
         python: None,
         report: Some(report_path.clone()),
         tolerance: 1e-3,
+        pick: super::he_run::Pick::Spread,
         per_ciphertext: None,
         quiet: false,
     };
