@@ -266,7 +266,7 @@ pub fn compile(model: &Model, ck: &Checkpoint, opts: &CompileOptions) -> Result<
                 degree: coeffs.len().saturating_sub(1) as u32,
                 coeffs: coeffs.clone(),
                 declared_range: *range,
-                interval_bound: bounds[id],
+                interval_bound: Some(bounds[id]).filter(|b| b.is_finite()),
             },
             NodeKind::Add => COp::Add { len: n.len() },
         };

@@ -177,8 +177,9 @@ pub enum OpKind {
         coeffs: Vec<f64>,
         /// The activation's declared range B (input was divided by B upstream).
         declared_range: f64,
-        /// Interval bound of |x / B| from range analysis (<= 1 is safe).
-        interval_bound: f64,
+        /// Interval bound of |x / B| from range analysis (<= 1 is safe);
+        /// None when interval arithmetic gives no finite bound.
+        interval_bound: Option<f64>,
     },
     /// y = a + b (residual join); the runner aligns levels (max).
     Add { len: usize },

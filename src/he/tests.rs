@@ -343,6 +343,8 @@ fn interval_bounds_contain_every_observed_activation_input() {
                         _ => None,
                     })
                     .unwrap();
+                // None = no finite bound: nothing to check.
+                let Some(bound) = bound else { continue };
                 assert!(
                     max / range <= bound * (1.0 + 1e-9) + 1e-12,
                     "{name}: {max} > {bound} * {range}"
@@ -498,6 +500,24 @@ fn parameters_follow_depth_and_deep_circuits_get_a_bootstrapping_plan() {
     assert_eq!(c.circuit.params.ring_dim, 65536);
     assert!(!plan.after_values.is_empty());
     assert!(plan.levels_per_segment * (plan.after_values.len() as u32 + 1) >= 61);
+}
+
+#[test]
+fn a_circuit_without_a_finite_interval_bound_round_trips() {
+    // Deep high-degree networks overflow interval arithmetic; JSON has no
+    // infinity, so the bound is written as null and read back as None.
+    let m = tiny_mlp();
+    let mut c = compile(&m, &random_checkpoint(&m, 7), &CompileOptions::default()).unwrap();
+    for op in &mut c.circuit.ops {
+        if let super::circuit::OpKind::Poly { interval_bound, .. } = &mut op.kind {
+            *interval_bound = None;
+        }
+    }
+    let path = tmp("unbounded");
+    io::write(&path, &c.circuit, &c.tensors, io::INLINE_LIMIT).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("\"interval_bound\": null"));
+    assert_eq!(io::load(&path).unwrap().circuit.ops, c.circuit.ops);
 }
 
 #[test]
