@@ -188,26 +188,31 @@ pub fn conv_forward<T: Real>(
     let group = group_size(batch);
     y.par_chunks_mut(group * out_len)
         .zip(x.par_chunks(group * in_len))
-        .for_each(|(ys, xs)| {
-            let n = xs.len() / in_len;
-            let width = n * spatial;
-            let mut cols = vec![T::ZERO; patch * width];
-            im2col_group(g, xs, n, &mut cols);
-            // prod[o, (sample, position)] = W[o, :] . cols[:, (sample, position)]
-            let mut prod = vec![T::ZERO; g.out_c * width];
-            matmul(
-                g.out_c, width, patch, w, false, &cols, false, &mut prod, false, false,
-            );
-            for (o, prod_row) in prod.chunks(width).enumerate() {
-                let b = bias.map_or(T::ZERO, |b| b[o]);
-                for (s, src) in prod_row.chunks(spatial).enumerate() {
-                    let dst = &mut ys[s * out_len + o * spatial..][..spatial];
-                    for (d, v) in dst.iter_mut().zip(src) {
-                        *d = *v + b;
+        // Scratch buffers live per rayon split and are fully overwritten
+        // for each group (im2col writes every entry, the product overwrites).
+        .for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(cols, prod): &mut (Vec<T>, Vec<T>), (ys, xs)| {
+                let n = xs.len() / in_len;
+                let width = n * spatial;
+                cols.resize(patch * width, T::ZERO);
+                im2col_group(g, xs, n, cols);
+                // prod[o, (sample, position)] = W[o, :] . cols[:, (sample, position)]
+                prod.resize(g.out_c * width, T::ZERO);
+                matmul(
+                    g.out_c, width, patch, w, false, cols, false, prod, false, false,
+                );
+                for (o, prod_row) in prod[..g.out_c * width].chunks(width).enumerate() {
+                    let b = bias.map_or(T::ZERO, |b| b[o]);
+                    for (s, src) in prod_row.chunks(spatial).enumerate() {
+                        let dst = &mut ys[s * out_len + o * spatial..][..spatial];
+                        for (d, v) in dst.iter_mut().zip(src) {
+                            *d = *v + b;
+                        }
                     }
                 }
-            }
-        });
+            },
+        );
 }
 
 /// Adds the gradients into `dx` (when given), `dw` and `dbias`.
@@ -232,11 +237,19 @@ pub fn conv_backward<T: Real>(
         return;
     }
     let group = group_size(batch);
-    let work = |xs: &[T], dys: &[T], dxs: Option<&mut [T]>| -> (Vec<T>, Vec<T>) {
+    // Scratch buffers (dy in GEMM layout, columns) live per rayon split and
+    // are fully overwritten for each group.
+    type Scratch<T> = (Vec<T>, Vec<T>);
+    let work = |scratch: &mut Scratch<T>,
+                xs: &[T],
+                dys: &[T],
+                dxs: Option<&mut [T]>|
+     -> (Vec<T>, Vec<T>) {
+        let (dy_cols, cols) = scratch;
         let n = xs.len() / in_len;
         let width = n * spatial;
         // dy of the group as [out_c, (sample, position)], the GEMMs' layout.
-        let mut dy_cols = vec![T::ZERO; g.out_c * width];
+        dy_cols.resize(g.out_c * width, T::ZERO);
         for (s, dyn_) in dys.chunks(out_len).enumerate() {
             for (o, src) in dyn_.chunks(spatial).enumerate() {
                 dy_cols[o * width + s * spatial..][..spatial].copy_from_slice(src);
@@ -246,17 +259,17 @@ pub fn conv_backward<T: Real>(
         for (d, row) in db_part.iter_mut().zip(dy_cols.chunks(width)) {
             *d = row.iter().copied().sum::<T>();
         }
-        let mut cols = vec![T::ZERO; patch * width];
-        im2col_group(g, xs, n, &mut cols);
+        cols.resize(patch * width, T::ZERO);
+        im2col_group(g, xs, n, cols);
         // dW[o, p] = sum over columns of dy_cols[o, col] * cols[p, col]
         let mut dw_part = vec![T::ZERO; g.weight_len()];
         matmul(
             g.out_c,
             patch,
             width,
-            &dy_cols,
+            dy_cols,
             false,
-            &cols,
+            cols,
             true,
             &mut dw_part,
             false,
@@ -265,9 +278,9 @@ pub fn conv_backward<T: Real>(
         if let Some(dxs) = dxs {
             // dcols[p, col] = sum_o W[o, p] * dy_cols[o, col]; reuses `cols`.
             matmul(
-                patch, width, g.out_c, w, true, &dy_cols, false, &mut cols, false, false,
+                patch, width, g.out_c, w, true, dy_cols, false, cols, false, false,
             );
-            col2im_group_add(g, &cols, n, dxs);
+            col2im_group_add(g, cols, n, dxs);
         }
         (dw_part, db_part)
     };
@@ -276,12 +289,14 @@ pub fn conv_backward<T: Real>(
             .par_chunks_mut(group * in_len)
             .zip(x.par_chunks(group * in_len))
             .zip(dy.par_chunks(group * out_len))
-            .map(|((dxs, xs), dys)| work(xs, dys, Some(dxs)))
+            .map_init(Scratch::default, |s, ((dxs, xs), dys)| {
+                work(s, xs, dys, Some(dxs))
+            })
             .collect(),
         None => x
             .par_chunks(group * in_len)
             .zip(dy.par_chunks(group * out_len))
-            .map(|(xs, dys)| work(xs, dys, None))
+            .map_init(Scratch::default, |s, (xs, dys)| work(s, xs, dys, None))
             .collect(),
     };
     let mut dbias = dbias;
