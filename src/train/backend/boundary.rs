@@ -40,10 +40,14 @@ pub fn site_term<T: Real>(x: &[T], kind: SiteLoss, penalty: f64) -> f64 {
                 .map(|xs| {
                     xs.iter()
                         .map(|v| {
-                            let excess = (v.to_f64().abs() - penalty).max(0.0);
-                            match kind {
-                                SiteLoss::Exp => excess.exp() - 1.0,
-                                _ => excess * excess,
+                            let excess = v.to_f64().abs() - penalty;
+                            // Inside the boundary the term is exactly 0 (skip the exp).
+                            if excess <= 0.0 {
+                                0.0
+                            } else if kind == SiteLoss::Exp {
+                                excess.exp() - 1.0
+                            } else {
+                                excess * excess
                             }
                         })
                         .sum::<f64>()

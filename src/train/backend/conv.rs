@@ -1,4 +1,5 @@
-//! 2-D convolution (NCHW) by im2col + gemm, threaded over samples.
+//! 2-D convolution (NCHW) by im2col + gemm over groups of samples: one
+//! large product per group instead of one small one per sample.
 
 use super::matmul::matmul;
 use super::real::Real;
@@ -15,10 +16,6 @@ pub struct ConvGeom {
     pub stride: [usize; 2],
     pub padding: [usize; 2],
 }
-
-/// Sample groups the weight gradient is split into: fixed, so the sum order
-/// (and so the result) does not depend on the thread count.
-const WEIGHT_GRAD_GROUPS: usize = 16;
 
 impl ConvGeom {
     /// Output (height, width), or None when the kernel does not fit.
@@ -57,28 +54,74 @@ impl ConvGeom {
     }
 }
 
-/// Source index in the padded input for each (row, output position), or None for padding.
-fn for_each_patch_entry(g: &ConvGeom, mut f: impl FnMut(usize, Option<usize>)) {
+/// Samples per group: the batch is split into at most `BATCH_GROUPS` groups
+/// of this many samples (a function of the batch alone, so sums come out in
+/// the same order for any thread count). Each group runs one im2col over all
+/// its samples and one large GEMM per product, and the groups run in
+/// parallel; the weight gradient is the sum of the groups' partials in group order.
+const BATCH_GROUPS: usize = 16;
+
+fn group_size(batch: usize) -> usize {
+    batch.div_ceil(BATCH_GROUPS).max(1)
+}
+
+/// For one kernel offset `k` and stride `s` with padding `p`: the output
+/// positions `lo..hi` whose input index `o * s + k - p` falls inside `0..len`.
+fn valid_range(out: usize, len: usize, k: usize, s: usize, p: usize) -> (usize, usize) {
+    // o * s + k >= p  <=>  o >= ceil((p - k) / s)
+    let lo = if k >= p { 0 } else { (p - k).div_ceil(s) };
+    // o * s + k - p < len  <=>  o * s < len + p - k
+    let hi = if len + p <= k {
+        0
+    } else {
+        (len + p - k).div_ceil(s)
+    };
+    (lo.min(out), hi.min(out).max(lo.min(out)))
+}
+
+/// im2col of `n` samples into `cols[patch, n * spatial]` (column = sample,
+/// output position), zeros for padding. Row by row, with contiguous copies
+/// where the stride is 1.
+fn im2col_group<T: Real>(g: &ConvGeom, xs: &[T], n: usize, cols: &mut [T]) {
     let (oh, ow) = g.out_hw_unchecked();
+    let spatial = oh * ow;
+    let width = n * spatial;
     let [kh, kw] = g.kernel;
     let [sh, sw] = g.stride;
     let [ph, pw] = g.padding;
-    let mut dst = 0;
+    let in_plane = g.in_h * g.in_w;
     for c in 0..g.in_c {
         for i in 0..kh {
+            let (y_lo, y_hi) = valid_range(oh, g.in_h, i, sh, ph);
             for j in 0..kw {
-                for oy in 0..oh {
-                    let y = (oy * sh + i) as isize - ph as isize;
-                    for ox in 0..ow {
-                        let x = (ox * sw + j) as isize - pw as isize;
-                        let src =
-                            if y >= 0 && x >= 0 && (y as usize) < g.in_h && (x as usize) < g.in_w {
-                                Some((c * g.in_h + y as usize) * g.in_w + x as usize)
-                            } else {
-                                None
-                            };
-                        f(dst, src);
-                        dst += 1;
+                let (x_lo, x_hi) = valid_range(ow, g.in_w, j, sw, pw);
+                let row = &mut cols[((c * kh + i) * kw + j) * width..][..width];
+                for s in 0..n {
+                    let plane = &xs[s * g.in_len() + c * in_plane..][..in_plane];
+                    let dst = &mut row[s * spatial..][..spatial];
+                    for oy in 0..oh {
+                        let out_row = &mut dst[oy * ow..][..ow];
+                        if oy < y_lo || oy >= y_hi {
+                            out_row.fill(T::ZERO);
+                            continue;
+                        }
+                        let src_row = &plane[(oy * sh + i - ph) * g.in_w..][..g.in_w];
+                        out_row[..x_lo].fill(T::ZERO);
+                        out_row[x_hi..].fill(T::ZERO);
+                        if x_lo == x_hi {
+                            continue;
+                        }
+                        let x0 = x_lo * sw + j - pw;
+                        if sw == 1 {
+                            out_row[x_lo..x_hi].copy_from_slice(&src_row[x0..x0 + (x_hi - x_lo)]);
+                        } else {
+                            for (o, v) in out_row[x_lo..x_hi]
+                                .iter_mut()
+                                .zip(src_row[x0..].iter().step_by(sw))
+                            {
+                                *o = *v;
+                            }
+                        }
                     }
                 }
             }
@@ -86,21 +129,43 @@ fn for_each_patch_entry(g: &ConvGeom, mut f: impl FnMut(usize, Option<usize>)) {
     }
 }
 
-fn im2col<T: Real>(g: &ConvGeom, x: &[T], cols: &mut [T]) {
-    for_each_patch_entry(g, |dst, src| {
-        cols[dst] = match src {
-            Some(s) => x[s],
-            None => T::ZERO,
+/// The adjoint of [`im2col_group`]: adds each column entry into `dxs`.
+fn col2im_group_add<T: Real>(g: &ConvGeom, dcols: &[T], n: usize, dxs: &mut [T]) {
+    let (oh, ow) = g.out_hw_unchecked();
+    let spatial = oh * ow;
+    let width = n * spatial;
+    let [kh, kw] = g.kernel;
+    let [sh, sw] = g.stride;
+    let [ph, pw] = g.padding;
+    let in_plane = g.in_h * g.in_w;
+    let in_len = g.in_len();
+    for c in 0..g.in_c {
+        for i in 0..kh {
+            let (y_lo, y_hi) = valid_range(oh, g.in_h, i, sh, ph);
+            for j in 0..kw {
+                let (x_lo, x_hi) = valid_range(ow, g.in_w, j, sw, pw);
+                if x_lo == x_hi {
+                    continue;
+                }
+                let row = &dcols[((c * kh + i) * kw + j) * width..][..width];
+                for s in 0..n {
+                    let plane = &mut dxs[s * in_len + c * in_plane..][..in_plane];
+                    let src = &row[s * spatial..][..spatial];
+                    for oy in y_lo..y_hi {
+                        let in_row = &src[oy * ow..][..ow];
+                        let dst_row = &mut plane[(oy * sh + i - ph) * g.in_w..][..g.in_w];
+                        let x0 = x_lo * sw + j - pw;
+                        for (v, d) in in_row[x_lo..x_hi]
+                            .iter()
+                            .zip(dst_row[x0..].iter_mut().step_by(sw))
+                        {
+                            *d += *v;
+                        }
+                    }
+                }
+            }
         }
-    });
-}
-
-fn col2im_add<T: Real>(g: &ConvGeom, cols: &[T], dx: &mut [T]) {
-    for_each_patch_entry(g, |dst, src| {
-        if let Some(s) = src {
-            dx[s] += cols[dst];
-        }
-    });
+    }
 }
 
 pub fn conv_forward<T: Real>(
@@ -114,21 +179,35 @@ pub fn conv_forward<T: Real>(
     let (oh, ow) = g.out_hw_unchecked();
     let spatial = oh * ow;
     let patch = g.patch_len();
-    assert_eq!(x.len(), batch * g.in_len());
-    assert_eq!(y.len(), batch * g.out_len());
-    y.par_chunks_mut(g.out_len())
-        .zip(x.par_chunks(g.in_len()))
+    let (in_len, out_len) = (g.in_len(), g.out_len());
+    assert_eq!(x.len(), batch * in_len);
+    assert_eq!(y.len(), batch * out_len);
+    if batch == 0 {
+        return;
+    }
+    let group = group_size(batch);
+    y.par_chunks_mut(group * out_len)
+        .zip(x.par_chunks(group * in_len))
+        // Scratch buffers live per rayon split and are fully overwritten
+        // for each group (im2col writes every entry, the product overwrites).
         .for_each_init(
-            || vec![T::ZERO; patch * spatial],
-            |cols, (yn, xn)| {
-                im2col(g, xn, cols);
+            || (Vec::new(), Vec::new()),
+            |(cols, prod): &mut (Vec<T>, Vec<T>), (ys, xs)| {
+                let n = xs.len() / in_len;
+                let width = n * spatial;
+                cols.resize(patch * width, T::ZERO);
+                im2col_group(g, xs, n, cols);
+                // prod[o, (sample, position)] = W[o, :] . cols[:, (sample, position)]
+                prod.resize(g.out_c * width, T::ZERO);
                 matmul(
-                    g.out_c, spatial, patch, w, false, cols, false, yn, false, false,
+                    g.out_c, width, patch, w, false, cols, false, prod, false, false,
                 );
-                if let Some(b) = bias {
-                    for (o, row) in yn.chunks_mut(spatial).enumerate() {
-                        for v in row {
-                            *v += b[o];
+                for (o, prod_row) in prod[..g.out_c * width].chunks(width).enumerate() {
+                    let b = bias.map_or(T::ZERO, |b| b[o]);
+                    for (s, src) in prod_row.chunks(spatial).enumerate() {
+                        let dst = &mut ys[s * out_len + o * spatial..][..spatial];
+                        for (d, v) in dst.iter_mut().zip(src) {
+                            *d = *v + b;
                         }
                     }
                 }
@@ -152,63 +231,218 @@ pub fn conv_backward<T: Real>(
     let spatial = oh * ow;
     let patch = g.patch_len();
     let (in_len, out_len) = (g.in_len(), g.out_len());
+    assert_eq!(x.len(), batch * in_len);
+    assert_eq!(dy.len(), batch * out_len);
     if batch == 0 {
         return;
     }
-    let group = batch.div_ceil(WEIGHT_GRAD_GROUPS);
-    let work = |xs: &[T], dys: &[T], dxs: Option<&mut [T]>| -> Vec<T> {
-        let mut dw_part = vec![T::ZERO; g.weight_len()];
-        let mut cols = vec![T::ZERO; patch * spatial];
-        let mut dcols = vec![T::ZERO; patch * spatial];
-        let mut dxs = dxs;
-        for n in 0..xs.len() / in_len {
-            let xn = &xs[n * in_len..(n + 1) * in_len];
-            let dyn_ = &dys[n * out_len..(n + 1) * out_len];
-            im2col(g, xn, &mut cols);
-            matmul(
-                g.out_c,
-                patch,
-                spatial,
-                dyn_,
-                false,
-                &cols,
-                true,
-                &mut dw_part,
-                true,
-                false,
-            );
-            if let Some(dxs) = dxs.as_deref_mut() {
-                matmul(
-                    patch, spatial, g.out_c, w, true, dyn_, false, &mut dcols, false, false,
-                );
-                col2im_add(g, &dcols, &mut dxs[n * in_len..(n + 1) * in_len]);
+    let group = group_size(batch);
+    // Scratch buffers (dy in GEMM layout, columns) live per rayon split and
+    // are fully overwritten for each group.
+    type Scratch<T> = (Vec<T>, Vec<T>);
+    let work = |scratch: &mut Scratch<T>,
+                xs: &[T],
+                dys: &[T],
+                dxs: Option<&mut [T]>|
+     -> (Vec<T>, Vec<T>) {
+        let (dy_cols, cols) = scratch;
+        let n = xs.len() / in_len;
+        let width = n * spatial;
+        // dy of the group as [out_c, (sample, position)], the GEMMs' layout.
+        dy_cols.resize(g.out_c * width, T::ZERO);
+        for (s, dyn_) in dys.chunks(out_len).enumerate() {
+            for (o, src) in dyn_.chunks(spatial).enumerate() {
+                dy_cols[o * width + s * spatial..][..spatial].copy_from_slice(src);
             }
         }
-        dw_part
+        let mut db_part = vec![T::ZERO; g.out_c];
+        for (d, row) in db_part.iter_mut().zip(dy_cols.chunks(width)) {
+            *d = row.iter().copied().sum::<T>();
+        }
+        cols.resize(patch * width, T::ZERO);
+        im2col_group(g, xs, n, cols);
+        // dW[o, p] = sum over columns of dy_cols[o, col] * cols[p, col]
+        let mut dw_part = vec![T::ZERO; g.weight_len()];
+        matmul(
+            g.out_c,
+            patch,
+            width,
+            dy_cols,
+            false,
+            cols,
+            true,
+            &mut dw_part,
+            false,
+            false,
+        );
+        if let Some(dxs) = dxs {
+            // dcols[p, col] = sum_o W[o, p] * dy_cols[o, col]; reuses `cols`.
+            matmul(
+                patch, width, g.out_c, w, true, dy_cols, false, cols, false, false,
+            );
+            col2im_group_add(g, cols, n, dxs);
+        }
+        (dw_part, db_part)
     };
-    let partials: Vec<Vec<T>> = match dx {
+    let partials: Vec<(Vec<T>, Vec<T>)> = match dx {
         Some(dx) => dx
             .par_chunks_mut(group * in_len)
             .zip(x.par_chunks(group * in_len))
             .zip(dy.par_chunks(group * out_len))
-            .map(|((dxs, xs), dys)| work(xs, dys, Some(dxs)))
+            .map_init(Scratch::default, |s, ((dxs, xs), dys)| {
+                work(s, xs, dys, Some(dxs))
+            })
             .collect(),
         None => x
             .par_chunks(group * in_len)
             .zip(dy.par_chunks(group * out_len))
-            .map(|(xs, dys)| work(xs, dys, None))
+            .map_init(Scratch::default, |s, (xs, dys)| work(s, xs, dys, None))
             .collect(),
     };
-    for part in partials {
-        for (d, p) in dw.iter_mut().zip(part) {
+    let mut dbias = dbias;
+    for (dw_part, db_part) in partials {
+        for (d, p) in dw.iter_mut().zip(dw_part) {
             *d += p;
         }
-    }
-    if let Some(db) = dbias {
-        for dyn_ in dy.chunks(out_len) {
-            for (o, row) in dyn_.chunks(spatial).enumerate() {
-                db[o] += row.iter().copied().sum::<T>();
+        if let Some(db) = dbias.as_deref_mut() {
+            for (d, p) in db.iter_mut().zip(db_part) {
+                *d += p;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Direct convolution by the definition, for comparison.
+    fn direct(g: &ConvGeom, x: &[f64], batch: usize, w: &[f64]) -> Vec<f64> {
+        let (oh, ow) = g.out_hw().unwrap();
+        let mut y = vec![0.0; batch * g.out_len()];
+        for n in 0..batch {
+            for o in 0..g.out_c {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut s = 0.0;
+                        for c in 0..g.in_c {
+                            for i in 0..g.kernel[0] {
+                                for j in 0..g.kernel[1] {
+                                    let iy =
+                                        (oy * g.stride[0] + i) as isize - g.padding[0] as isize;
+                                    let ix =
+                                        (ox * g.stride[1] + j) as isize - g.padding[1] as isize;
+                                    if iy < 0
+                                        || ix < 0
+                                        || iy >= g.in_h as isize
+                                        || ix >= g.in_w as isize
+                                    {
+                                        continue;
+                                    }
+                                    let xi = ((n * g.in_c + c) * g.in_h + iy as usize) * g.in_w
+                                        + ix as usize;
+                                    let wi = ((o * g.in_c + c) * g.kernel[0] + i) * g.kernel[1] + j;
+                                    s += x[xi] * w[wi];
+                                }
+                            }
+                        }
+                        y[((n * g.out_c + o) * oh + oy) * ow + ox] = s;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    fn values(n: usize, seed: f64) -> Vec<f64> {
+        (0..n).map(|i| ((i as f64 + seed) * 0.713).sin()).collect()
+    }
+
+    fn geometries() -> Vec<ConvGeom> {
+        let mut out = Vec::new();
+        for (kernel, stride, padding) in [
+            ([3, 3], [1, 1], [1, 1]),
+            ([3, 2], [2, 1], [1, 1]),
+            ([3, 3], [2, 2], [2, 0]),
+            ([1, 1], [1, 1], [0, 0]),
+            ([2, 3], [3, 2], [0, 2]),
+        ] {
+            out.push(ConvGeom {
+                in_c: 2,
+                in_h: 5,
+                in_w: 6,
+                out_c: 3,
+                kernel,
+                stride,
+                padding,
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn grouped_forward_matches_direct_convolution() {
+        // 37 samples: groups of 3 with a short last group.
+        let batch = 37;
+        for g in geometries() {
+            let x = values(batch * g.in_len(), 1.0);
+            let w = values(g.weight_len(), 2.0);
+            let b = values(g.out_c, 3.0);
+            let mut y = vec![0.0; batch * g.out_len()];
+            conv_forward(&g, &x, batch, &w, Some(&b), &mut y);
+            let want = direct(&g, &x, batch, &w);
+            let (oh, ow) = g.out_hw().unwrap();
+            for (i, (got, want)) in y.iter().zip(&want).enumerate() {
+                let o = (i / (oh * ow)) % g.out_c;
+                assert!(
+                    (got - want - b[o]).abs() < 1e-12,
+                    "{g:?} at {i}: {got} vs {want}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn backward_is_the_same_for_any_thread_count() {
+        let g = geometries()[1];
+        let batch = 37;
+        let x: Vec<f32> = values(batch * g.in_len(), 4.0)
+            .iter()
+            .map(|v| *v as f32)
+            .collect();
+        let w: Vec<f32> = values(g.weight_len(), 5.0)
+            .iter()
+            .map(|v| *v as f32)
+            .collect();
+        let dy: Vec<f32> = values(batch * g.out_len(), 6.0)
+            .iter()
+            .map(|v| *v as f32)
+            .collect();
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let mut dx = vec![0.0f32; x.len()];
+                let mut dw = vec![0.0f32; w.len()];
+                let mut db = vec![0.0f32; g.out_c];
+                conv_backward(
+                    &g,
+                    &x,
+                    batch,
+                    &w,
+                    &dy,
+                    Some(&mut dx),
+                    &mut dw,
+                    Some(&mut db),
+                );
+                (dx, dw, db)
+            })
+        };
+        let one = run(1);
+        for threads in [2, 3, 5] {
+            assert_eq!(run(threads), one, "{threads} threads");
         }
     }
 }

@@ -119,7 +119,46 @@ fn conv_gradients_with_stride_padding_and_a_shared_weight() {
         stride: [2, 1],
         padding: [1, 1],
     };
-    let batch = 3;
+    check_conv(&g, 3);
+}
+
+/// Batches larger than the kernel's sample groups (groups of 2 and of 3 with
+/// a short last group), so that the grouped im2col, the per-group GEMMs and
+/// the sum of the groups' weight gradients are all exercised.
+#[test]
+fn conv_gradients_over_grouped_batches() {
+    for (g, batch) in [
+        (
+            ConvGeom {
+                in_c: 2,
+                in_h: 6,
+                in_w: 5,
+                out_c: 3,
+                kernel: [3, 3],
+                stride: [2, 2],
+                padding: [1, 2],
+            },
+            37,
+        ),
+        (
+            ConvGeom {
+                in_c: 3,
+                in_h: 4,
+                in_w: 4,
+                out_c: 2,
+                kernel: [3, 3],
+                stride: [1, 1],
+                padding: [1, 1],
+            },
+            20,
+        ),
+    ] {
+        check_conv(&g, batch);
+    }
+}
+
+fn check_conv(g: &ConvGeom, batch: usize) {
+    let g = *g;
     let x1 = values(batch * g.in_len(), 5, 1.0);
     let x2 = values(batch * g.in_len(), 6, 1.0);
     let w = values(g.weight_len(), 7, 0.5);
