@@ -3,8 +3,8 @@
 //! [`load`] turns an [`ir::DataSpec`](crate::ir::DataSpec) into normalised
 //! train / validation / test [`Dataset`]s. Every loader first produces raw
 //! (unnormalised) train and test sets ([`RawData`]); splitting, limiting and
-//! normalisation are shared ([`split`]). Expensive decodes (JPEG, audio) are
-//! cached on disk ([`cache`]).
+//! normalisation are shared ([`split`]). Every decoded set is cached on disk
+//! ([`cache`]).
 
 pub mod audio;
 pub mod augment;
@@ -170,7 +170,7 @@ pub fn load(spec: &DataSpec, opts: &LoadOptions) -> Result<Splits, DataError> {
 /// Locate and decode a data set without splitting or normalising it.
 pub fn load_raw(spec: &DataSpec, opts: &LoadOptions) -> Result<RawData, DataError> {
     let path = locate(spec, opts)?;
-    if opts.use_cache && cache::worth_caching(spec) {
+    if opts.use_cache {
         cache::load_or_decode(spec, &path, || decode(spec, &path))
     } else {
         decode(spec, &path)
