@@ -16,7 +16,8 @@
 //! payload checksum all match; anything else is ignored and rebuilt. The checksum is a fast
 //! word-wise hash computed in parallel blocks (a few tens of ms for CIFAR-10), not a
 //! cryptographic one: it catches truncation and corruption, not tampering. Files are written to
-//! a temporary name and renamed, so a crash never leaves a file a later run would trust.
+//! a temporary name and renamed, and a file torn by a crash fails the checks above, so a
+//! later run never trusts a half-written cache.
 
 use super::{DataError, Dataset, RawData, cache_root, existing_variant, locate::required_files};
 use crate::ir::{CifarFormat, DataSource, DataSpec};
@@ -134,8 +135,11 @@ pub fn load_or_decode_in(
         return Ok(raw);
     }
     let raw = decode()?;
-    if let Err(e) = crate::ir::weights::write_atomic(&file, &to_bytes(&raw, &key)) {
-        eprintln!("note: could not write the data cache: {e}");
+    if let Err(e) = write(&file, &raw, &key) {
+        eprintln!(
+            "note: {}: could not write the data cache: {e}",
+            file.display()
+        );
     }
     Ok(raw)
 }
@@ -219,17 +223,53 @@ fn all_byte_valued(x: &[f32]) -> bool {
     })
 }
 
-pub fn to_bytes(raw: &RawData, key: &str) -> Vec<u8> {
-    let (train, test) = (SetHeader::of(&raw.train), SetHeader::of(&raw.test));
-    let mut payload = Vec::new();
-    for (set, h) in [(&raw.train, &train), (&raw.test, &test)] {
-        match h.values {
-            Encoding::U8 => payload.extend(set.x.iter().map(|&v| (v * 255.0).round() as u8)),
-            Encoding::F32 => payload.extend(set.x.iter().flat_map(|v| v.to_le_bytes())),
-        }
-        payload.extend(set.y.iter().flat_map(|v| v.to_le_bytes()));
+/// Write the cache file for `raw`: to a temporary name, then renamed into place. There is no
+/// fsync: a file torn by a crash fails the length or checksum test and is rebuilt.
+pub fn write(file: &Path, raw: &RawData, key: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let dir = file.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
+    let tmp = dir.join(format!(
+        ".{}.tmp{}-{}",
+        name.unwrap_or_default(),
+        std::process::id(),
+        WRITES.fetch_add(1, Ordering::Relaxed)
+    ));
+    let (head, payload) = encode(raw, key);
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&head)?;
+        f.write_all(&payload)?;
+        drop(f);
+        std::fs::rename(&tmp, file)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
-    payload.extend(raw.train_groups.iter().flat_map(|v| v.to_le_bytes()));
+    result
+}
+
+/// The whole cache file as bytes (see [`write`]).
+pub fn to_bytes(raw: &RawData, key: &str) -> Vec<u8> {
+    let (mut head, payload) = encode(raw, key);
+    head.extend_from_slice(&payload);
+    head
+}
+
+/// The file's head (prefix, header, header checksum) and payload.
+fn encode(raw: &RawData, key: &str) -> (Vec<u8>, Vec<u8>) {
+    let (train, test) = (SetHeader::of(&raw.train), SetHeader::of(&raw.test));
+    let parts = [
+        encode_values(&raw.train.x, train.values),
+        u32_bytes(&raw.train.y),
+        encode_values(&raw.test.x, test.values),
+        u32_bytes(&raw.test.y),
+        u32_bytes(&raw.train_groups),
+    ];
+    let payload = parts.concat();
     let header = Header {
         key: key.to_string(),
         train,
@@ -240,15 +280,31 @@ pub fn to_bytes(raw: &RawData, key: &str) -> Vec<u8> {
     };
     // Serialising plain structs of numbers and strings cannot fail.
     let json = serde_json::to_vec(&header).unwrap_or_default();
-    let mut out = Vec::with_capacity(PREFIX + json.len() + 8 + payload.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
-    out.extend_from_slice(&json);
-    let header_sum = checksum(&out);
-    out.extend_from_slice(&header_sum.to_le_bytes());
-    out.extend_from_slice(&payload);
-    out
+    let mut head = Vec::with_capacity(PREFIX + json.len() + 8);
+    head.extend_from_slice(MAGIC);
+    head.extend_from_slice(&VERSION.to_le_bytes());
+    head.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    head.extend_from_slice(&json);
+    let header_sum = checksum(&head);
+    head.extend_from_slice(&header_sum.to_le_bytes());
+    (head, payload)
+}
+
+fn encode_values(x: &[f32], encoding: Encoding) -> Vec<u8> {
+    match encoding {
+        Encoding::U8 => x.par_iter().map(|&v| (v * 255.0).round() as u8).collect(),
+        Encoding::F32 => {
+            let mut out = vec![0u8; x.len() * 4];
+            out.par_chunks_exact_mut(4)
+                .zip(x.par_iter())
+                .for_each(|(o, v)| o.copy_from_slice(&v.to_le_bytes()));
+            out
+        }
+    }
+}
+
+fn u32_bytes(v: &[u32]) -> Vec<u8> {
+    v.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
 fn le_u64(b: &[u8]) -> Option<u64> {
