@@ -216,8 +216,14 @@ pub(crate) fn gunzip_if_needed(bytes: Vec<u8>, path: &Path) -> Result<Vec<u8>, D
     if !bytes.starts_with(&[0x1f, 0x8b]) {
         return Ok(bytes);
     }
-    let mut out = Vec::with_capacity(bytes.len() * 4);
-    flate2::read::MultiGzDecoder::new(&bytes[..])
+    // The gzip trailer holds the uncompressed size (mod 2^32): a capacity hint, capped by
+    // deflate's maximum ratio so that a corrupt trailer cannot ask for a huge allocation.
+    let trailer = bytes.len().checked_sub(4).map_or(0, |at| {
+        u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize
+    });
+    let mut out = Vec::with_capacity(trailer.clamp(bytes.len(), bytes.len() * 1032) + 1);
+    // `bufread` reads straight from the slice (no intermediate buffer).
+    flate2::bufread::MultiGzDecoder::new(&bytes[..])
         .read_to_end(&mut out)
         .map_err(|e| {
             DataError::format(
