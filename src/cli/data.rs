@@ -508,6 +508,16 @@ fn verify(dir: &Path) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// User + system CPU seconds of this process so far (Linux `/proc`; None elsewhere).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the `(command)`: state is field 3, utime 14 and stime 15 (clock ticks).
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0) // USER_HZ is 100 on Linux
+}
+
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     xs.get(xs.len() / 2).copied().unwrap_or(f64::NAN)
@@ -542,8 +552,8 @@ fn bench(data_dir: Option<PathBuf>, only: &[String], runs: usize) -> Result<Exit
             .join(" ")
     );
     println!(
-        "{:<14} {:>9} {:>12} {:>16} {:>12} {:>10}",
-        "data set", "samples", "decode (s)", "+cache write (s)", "cached (s)", "cache MB"
+        "{:<14} {:>9} {:>12} {:>16} {:>18} {:>10}",
+        "data set", "samples", "decode (s)", "+cache write (s)", "cached (s) (cpu)", "cache MB"
     );
     let cache_dir = data::cache::default_dir();
     for name in LISTED {
@@ -561,7 +571,8 @@ fn bench(data_dir: Option<PathBuf>, only: &[String], runs: usize) -> Result<Exit
         };
         let (decode_times, raw) = timed(runs, || data::decode(&spec, &path))?;
         let (mut first, mut cached, mut size) = ("-".to_string(), "-".to_string(), "-".to_string());
-        if let Some(dir) = &cache_dir {
+        let small = data::cache::source_bytes(&spec, &path)? < data::cache::MIN_SOURCE_BYTES;
+        if let (Some(dir), false) = (&cache_dir, small) {
             let key = data::cache::key(&spec, &path)?;
             let file = data::cache::cache_file(dir, &spec, &key);
             let _ = std::fs::remove_file(&file); // time a cache miss: decode + write
@@ -571,7 +582,11 @@ fn bench(data_dir: Option<PathBuf>, only: &[String], runs: usize) -> Result<Exit
             };
             let (t, _) = timed(1, || data::load_raw(&spec, &cache_opts))?;
             first = format!("{:.3}", t[0]);
+            let cpu_before = cpu_seconds();
             let (times, again) = timed(runs, || data::load_raw(&spec, &cache_opts))?;
+            let cpu = cpu_before
+                .zip(cpu_seconds())
+                .map(|(a, b)| (b - a) / runs.max(1) as f64);
             if again != raw {
                 return Err(usage(
                     name,
@@ -579,13 +594,16 @@ fn bench(data_dir: Option<PathBuf>, only: &[String], runs: usize) -> Result<Exit
                     &format!("delete {}", dir.display()),
                 ));
             }
-            cached = format!("{:.3}", median(times));
+            cached = match cpu {
+                Some(c) => format!("{:.3} ({c:.2})", median(times)),
+                None => format!("{:.3}", median(times)),
+            };
             if let Ok(m) = std::fs::metadata(&file) {
                 size = format!("{:.1}", m.len() as f64 / 1e6);
             }
         }
         println!(
-            "{name:<14} {:>9} {:>12.3} {first:>16} {cached:>12} {size:>10}",
+            "{name:<14} {:>9} {:>12.3} {first:>16} {cached:>18} {size:>10}",
             raw.train.len() + raw.test.len(),
             median(decode_times)
         );

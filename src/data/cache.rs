@@ -109,16 +109,30 @@ pub fn default_dir() -> Option<PathBuf> {
     cache_root().map(|r| r.join("decoded"))
 }
 
+/// Sources smaller than this (in total) decode in milliseconds and are not cached in the
+/// user cache, so small sets and test fixtures leave no files behind.
+pub const MIN_SOURCE_BYTES: u64 = 1 << 20;
+
+/// Total size of the source files of `spec` at `path`.
+pub fn source_bytes(spec: &DataSpec, path: &Path) -> Result<u64, DataError> {
+    source_files(spec, path)?.iter().try_fold(0u64, |sum, f| {
+        let len = std::fs::metadata(f).map_err(|e| DataError::io(f, e))?.len();
+        Ok(sum.saturating_add(len))
+    })
+}
+
 /// Read from the user cache, or decode and write it (errors writing it are only reported:
-/// the cache is an optimisation).
+/// the cache is an optimisation). Sources under [`MIN_SOURCE_BYTES`] are always decoded.
 pub fn load_or_decode(
     spec: &DataSpec,
     path: &Path,
     decode: impl FnOnce() -> Result<RawData, DataError>,
 ) -> Result<RawData, DataError> {
     match default_dir() {
-        Some(dir) => load_or_decode_in(&dir, spec, path, decode),
-        None => decode(),
+        Some(dir) if source_bytes(spec, path)? >= MIN_SOURCE_BYTES => {
+            load_or_decode_in(&dir, spec, path, decode)
+        }
+        _ => decode(),
     }
 }
 
@@ -724,6 +738,21 @@ mod tests {
         assert_ne!(k2, k3, "mtime by one nanosecond");
         let fashion = DataSpec::named("fashion_mnist").unwrap();
         assert_ne!(k3, key(&fashion, d.path()).unwrap(), "settings");
+    }
+
+    #[test]
+    fn small_sources_are_not_worth_a_cache_file() {
+        let d = tempfile::tempdir().unwrap();
+        idx_fixture(d.path());
+        let spec = DataSpec::named("mnist").unwrap();
+        let bytes = source_bytes(&spec, d.path()).unwrap();
+        assert!(bytes > 0 && bytes < MIN_SOURCE_BYTES, "{bytes}");
+        write(
+            d.path(),
+            "t10k-images-idx3-ubyte",
+            &vec![0; MIN_SOURCE_BYTES as usize],
+        );
+        assert!(source_bytes(&spec, d.path()).unwrap() > MIN_SOURCE_BYTES);
     }
 
     #[test]
