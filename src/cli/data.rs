@@ -42,13 +42,16 @@ pub enum DataCommand {
     },
     /// Check every file listed in DIR/SHA256SUMS.
     Verify { dir: PathBuf },
-    /// Time decoding and cached loading of every data set that is found.
+    /// Time decoding (no cache), a cache miss (decode + write) and cached loads of every set found.
     Bench {
         #[arg(long)]
         data: Option<PathBuf>,
         /// Only these sets (comma separated), e.g. `mnist,cifar10`.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
+        /// Runs per measurement; the median is printed.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
     },
 }
 
@@ -63,7 +66,7 @@ pub fn run(args: &DataArgs) -> ExitCode {
         } => inspect(spec, data.clone(), preview.as_deref(), !no_cache),
         DataCommand::Get { name } => get(name),
         DataCommand::Verify { dir } => verify(dir),
-        DataCommand::Bench { data, only } => bench(data.clone(), only),
+        DataCommand::Bench { data, only, runs } => bench(data.clone(), only, *runs),
     };
     match result {
         Ok(code) => code,
@@ -264,11 +267,7 @@ fn inspect(
     println!(
         "loaded in    {:.2} s{}",
         loaded.as_secs_f64(),
-        if use_cache && data::cache::worth_caching(&spec) {
-            " (cache on)"
-        } else {
-            ""
-        }
+        if use_cache { " (cache on)" } else { "" }
     );
     println!("sample shape {:?}", raw.train.sample_shape);
     println!(
@@ -509,12 +508,54 @@ fn verify(dir: &Path) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn bench(data_dir: Option<PathBuf>, only: &[String]) -> Result<ExitCode, CliError> {
-    println!("threads: {} (rayon)", rayon::current_num_threads());
+/// User + system CPU seconds of this process so far (Linux `/proc`; None elsewhere).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the `(command)`: state is field 3, utime 14 and stime 15 (clock ticks).
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0) // USER_HZ is 100 on Linux
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs.get(xs.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Seconds of each of `runs` calls of `f`, and the last result.
+fn timed<T>(
+    runs: usize,
+    mut f: impl FnMut() -> Result<T, DataError>,
+) -> Result<(Vec<f64>, T), DataError> {
+    let mut times = Vec::new();
+    let mut last = None;
+    for _ in 0..runs.max(1) {
+        let t = Instant::now();
+        last = Some(f()?);
+        times.push(t.elapsed().as_secs_f64());
+    }
+    match last {
+        Some(v) => Ok((times, v)),
+        None => Err(DataError::Invalid("no benchmark run".into())),
+    }
+}
+
+fn bench(data_dir: Option<PathBuf>, only: &[String], runs: usize) -> Result<ExitCode, CliError> {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "{:<14} {:>9} {:>12} {:>12}",
-        "data set", "samples", "decode (s)", "cached (s)"
+        "threads: {} (rayon); load average: {}; medians of {runs} run(s)",
+        rayon::current_num_threads(),
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     );
+    println!(
+        "{:<14} {:>9} {:>12} {:>16} {:>18} {:>10}",
+        "data set", "samples", "decode (s)", "+cache write (s)", "cached (s) (cpu)", "cache MB"
+    );
+    let cache_dir = data::cache::default_dir();
     for name in LISTED {
         if !only.is_empty() && !only.iter().any(|o| o.replace('-', "_") == *name) {
             continue;
@@ -528,32 +569,43 @@ fn bench(data_dir: Option<PathBuf>, only: &[String]) -> Result<ExitCode, CliErro
             println!("{name:<14} (not found, skipped)");
             continue;
         };
-        let t = Instant::now();
-        let raw = data::decode(&spec, &path)?;
-        let decode = t.elapsed().as_secs_f64();
-        let cached = if data::cache::worth_caching(&spec) {
+        let (decode_times, raw) = timed(runs, || data::decode(&spec, &path))?;
+        let (mut first, mut cached, mut size) = ("-".to_string(), "-".to_string(), "-".to_string());
+        let small = data::cache::source_bytes(&spec, &path)? < data::cache::MIN_SOURCE_BYTES;
+        if let (Some(dir), false) = (&cache_dir, small) {
+            let key = data::cache::key(&spec, &path)?;
+            let file = data::cache::cache_file(dir, &spec, &key);
+            let _ = std::fs::remove_file(&file); // time a cache miss: decode + write
             let cache_opts = LoadOptions {
                 use_cache: true,
                 ..opts.clone()
             };
-            data::load_raw(&spec, &cache_opts)?; // writes the cache if missing
-            let t = Instant::now();
-            let again = data::load_raw(&spec, &cache_opts)?;
-            let s = t.elapsed().as_secs_f64();
+            let (t, _) = timed(1, || data::load_raw(&spec, &cache_opts))?;
+            first = format!("{:.3}", t[0]);
+            let cpu_before = cpu_seconds();
+            let (times, again) = timed(runs, || data::load_raw(&spec, &cache_opts))?;
+            let cpu = cpu_before
+                .zip(cpu_seconds())
+                .map(|(a, b)| (b - a) / runs.max(1) as f64);
             if again != raw {
                 return Err(usage(
                     name,
                     "cached copy differs from the decoded data".into(),
-                    "delete ~/.cache/pnnc/decoded",
+                    &format!("delete {}", dir.display()),
                 ));
             }
-            format!("{s:.3}")
-        } else {
-            "-".into()
-        };
+            cached = match cpu {
+                Some(c) => format!("{:.3} ({c:.2})", median(times)),
+                None => format!("{:.3}", median(times)),
+            };
+            if let Ok(m) = std::fs::metadata(&file) {
+                size = format!("{:.1}", m.len() as f64 / 1e6);
+            }
+        }
         println!(
-            "{name:<14} {:>9} {decode:>12.3} {cached:>12}",
-            raw.train.len() + raw.test.len()
+            "{name:<14} {:>9} {:>12.3} {first:>16} {cached:>18} {size:>10}",
+            raw.train.len() + raw.test.len(),
+            median(decode_times)
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -98,8 +98,8 @@ pub fn tar_members(path: &Path, suffix: &str) -> Result<Vec<Member>, DataError> 
     Ok(out)
 }
 
-/// Decode one JPEG to planar RGB `[3, h, w]` in [0, 1].
-pub fn decode_jpeg(bytes: &[u8]) -> Result<(usize, usize, Vec<f32>), String> {
+/// Decode one JPEG to interleaved RGB bytes: (height, width, pixels).
+fn decode_rgb(bytes: &[u8]) -> Result<(usize, usize, Vec<u8>), String> {
     use zune_core::bytestream::ZCursor;
     use zune_core::colorspace::ColorSpace;
     use zune_core::options::DecoderOptions;
@@ -116,14 +116,41 @@ pub fn decode_jpeg(bytes: &[u8]) -> Result<(usize, usize, Vec<f32>), String> {
             rgb.len()
         ));
     }
-    let plane = w * h;
-    let mut out = vec![0f32; 3 * plane];
-    for (i, px) in rgb.chunks_exact(3).enumerate() {
-        for c in 0..3 {
-            out[c * plane + i] = px[c] as f32 / 255.0;
-        }
+    Ok((h, w, rgb))
+}
+
+/// Interleaved RGB bytes to planar `[3, h, w]` values in [0, 1], written into `out`.
+fn to_planar(rgb: &[u8], out: &mut [f32]) {
+    let plane = out.len() / 3;
+    let (r, rest) = out.split_at_mut(plane);
+    let (g, b) = rest.split_at_mut(plane);
+    for (((px, r), g), b) in rgb.chunks_exact(3).zip(r).zip(g).zip(b) {
+        (*r, *g, *b) = (
+            px[0] as f32 / 255.0,
+            px[1] as f32 / 255.0,
+            px[2] as f32 / 255.0,
+        );
     }
+}
+
+/// Decode one JPEG to planar RGB `[3, h, w]` in [0, 1].
+pub fn decode_jpeg(bytes: &[u8]) -> Result<(usize, usize, Vec<f32>), String> {
+    let (h, w, rgb) = decode_rgb(bytes)?;
+    let mut out = vec![0f32; 3 * h * w];
+    to_planar(&rgb, &mut out);
     Ok((h, w, out))
+}
+
+/// Decode one JPEG of exactly `h` x `w` pixels into `out` (`3 * h * w` values, planar).
+fn decode_jpeg_into(bytes: &[u8], h: usize, w: usize, out: &mut [f32]) -> Result<(), String> {
+    let (dh, dw, rgb) = decode_rgb(bytes)?;
+    if (dh, dw) != (h, w) {
+        return Err(format!(
+            "image is {dw}x{dh}, expected {w}x{h} like the first image"
+        ));
+    }
+    to_planar(&rgb, out);
+    Ok(())
 }
 
 /// The `.jpg` members of a CIFAR tar with their split (true = test) and class index,
@@ -157,35 +184,36 @@ pub fn index_jpeg_tar(path: &Path) -> Result<JpegIndex, DataError> {
 
 pub fn load_jpeg_tar(path: &Path) -> Result<RawData, DataError> {
     let (members, parsed, classes) = index_jpeg_tar(path)?;
-    let decoded: Vec<(usize, usize, Vec<f32>)> = members
-        .par_iter()
-        .map(|m| {
-            decode_jpeg(&m.bytes)
-                .map_err(|e| DataError::format(path, format!("member {}", m.name), e))
-        })
-        .collect::<Result<_, _>>()?;
-    let (h, w) = decoded.first().map_or((32, 32), |d| (d.0, d.1));
-    let mut train = Dataset {
-        sample_shape: vec![3, h, w],
-        class_names: classes.clone(),
-        ..Default::default()
+    let at =
+        |i: usize, e: String| DataError::format(path, format!("member {}", members[i].name), e);
+    // The first image fixes the size of all; each image is decoded straight into its slot.
+    let (h, w) = match members.first() {
+        Some(m) => decode_rgb(&m.bytes)
+            .map(|(h, w, _)| (h, w))
+            .map_err(|e| at(0, e))?,
+        None => (32, 32),
     };
-    let mut test = train.clone();
-    for ((m, (is_test, class)), (dh, dw, px)) in members.iter().zip(&parsed).zip(decoded) {
-        if (dh, dw) != (h, w) {
-            return Err(DataError::format(
-                path,
-                format!("member {}", m.name),
-                format!("image is {dw}x{dh}, expected {w}x{h} like the first image"),
-            ));
-        }
-        let set = if *is_test { &mut test } else { &mut train };
-        set.x.extend_from_slice(&px);
-        set.y.push(*class);
-    }
+    let sample = 3 * h * w;
+    let [train, test] = [false, true].map(|is_test| -> Result<Dataset, DataError> {
+        let picked: Vec<usize> = (0..members.len())
+            .filter(|&i| parsed[i].0 == is_test)
+            .collect();
+        let mut x = vec![0f32; picked.len() * sample];
+        x.par_chunks_exact_mut(sample)
+            .zip(picked.par_iter())
+            .try_for_each(|(out, &i)| {
+                decode_jpeg_into(&members[i].bytes, h, w, out).map_err(|e| at(i, e))
+            })?;
+        Ok(Dataset {
+            sample_shape: vec![3, h, w],
+            x,
+            y: picked.iter().map(|&i| parsed[i].1).collect(),
+            class_names: classes.clone(),
+        })
+    });
     Ok(RawData {
-        train,
-        test,
+        train: train?,
+        test: test?,
         train_groups: Vec::new(),
     })
 }

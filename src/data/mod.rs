@@ -3,8 +3,8 @@
 //! [`load`] turns an [`ir::DataSpec`](crate::ir::DataSpec) into normalised
 //! train / validation / test [`Dataset`]s. Every loader first produces raw
 //! (unnormalised) train and test sets ([`RawData`]); splitting, limiting and
-//! normalisation are shared ([`split`]). Expensive decodes (JPEG, audio) are
-//! cached on disk ([`cache`]).
+//! normalisation are shared ([`split`]). Every decoded set is cached on disk
+//! ([`cache`]).
 
 pub mod audio;
 pub mod augment;
@@ -170,7 +170,7 @@ pub fn load(spec: &DataSpec, opts: &LoadOptions) -> Result<Splits, DataError> {
 /// Locate and decode a data set without splitting or normalising it.
 pub fn load_raw(spec: &DataSpec, opts: &LoadOptions) -> Result<RawData, DataError> {
     let path = locate(spec, opts)?;
-    if opts.use_cache && cache::worth_caching(spec) {
+    if opts.use_cache {
         cache::load_or_decode(spec, &path, || decode(spec, &path))
     } else {
         decode(spec, &path)
@@ -216,8 +216,14 @@ pub(crate) fn gunzip_if_needed(bytes: Vec<u8>, path: &Path) -> Result<Vec<u8>, D
     if !bytes.starts_with(&[0x1f, 0x8b]) {
         return Ok(bytes);
     }
-    let mut out = Vec::with_capacity(bytes.len() * 4);
-    flate2::read::MultiGzDecoder::new(&bytes[..])
+    // The gzip trailer holds the uncompressed size (mod 2^32): a capacity hint, capped by
+    // deflate's maximum ratio so that a corrupt trailer cannot ask for a huge allocation.
+    let trailer = bytes.len().checked_sub(4).map_or(0, |at| {
+        u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize
+    });
+    let mut out = Vec::with_capacity(trailer.clamp(bytes.len(), bytes.len() * 1032) + 1);
+    // `bufread` reads straight from the slice (no intermediate buffer).
+    flate2::bufread::MultiGzDecoder::new(&bytes[..])
         .read_to_end(&mut out)
         .map_err(|e| {
             DataError::format(
