@@ -2,9 +2,7 @@
 //! largest |x| seen and the fraction of values outside [-B, B].
 
 use super::common::{fail, load_model, load_samples, load_weights};
-use crate::he::reference::Reference;
-use crate::ir::OpKind;
-use std::collections::BTreeMap;
+use crate::he::calibrate::calibrate;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -29,46 +27,23 @@ pub fn run(args: &CalibrateArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(e, ""),
     };
-    let reference = match Reference::new(&model, &ck) {
-        Ok(r) => r,
+    let sites = match calibrate(&model, &ck, samples.iter().map(|s| s.x.as_slice())) {
+        Ok(sites) => sites,
         Err(e) => return fail(e, ""),
     };
-    let ranges: BTreeMap<String, f64> = model
-        .ops()
-        .iter()
-        .filter_map(|o| match &o.kind {
-            OpKind::Poly(a) => Some((o.name.clone(), a.range)),
-            _ => None,
-        })
-        .collect();
-    // name -> (max |x|, values outside, values, samples with any outside)
-    let mut stats: BTreeMap<String, (f64, u64, u64, u64)> = BTreeMap::new();
-    for s in &samples {
-        let result = reference.run(&s.x, &mut |name, v| {
-            let b = ranges.get(name).copied().unwrap_or(f64::INFINITY);
-            let e = stats.entry(name.to_string()).or_default();
-            let outside = v.iter().filter(|x| x.abs() > b).count() as u64;
-            e.0 = v.iter().fold(e.0, |m, x| m.max(x.abs()));
-            e.1 += outside;
-            e.2 += v.len() as u64;
-            e.3 += u64::from(outside > 0);
-        });
-        if let Err(e) = result {
-            return fail(e, "");
-        }
-    }
     let mut escaped = false;
     println!(
         "{:<32} {:>10} {:>10} {:>12} {:>12}",
         "activation", "B", "max |x|", "out values", "out samples"
     );
-    for (name, b) in &ranges {
-        let (max, out, n, out_s) = stats.get(name).copied().unwrap_or_default();
-        escaped |= out > 0;
+    for (name, site) in &sites {
+        escaped |= site.outside > 0;
         println!(
-            "{name:<32} {b:>10.3} {max:>10.3} {:>12.6} {:>12.6}",
-            out as f64 / n.max(1) as f64,
-            out_s as f64 / samples.len().max(1) as f64
+            "{name:<32} {:>10.3} {:>10.3} {:>12.6} {:>12.6}",
+            site.range,
+            site.max_abs,
+            site.outside_fraction(),
+            site.samples_outside as f64 / samples.len().max(1) as f64
         );
     }
     if escaped {

@@ -13,7 +13,7 @@ use crate::he::reference::Reference;
 use crate::he::{CompileOptions, compile, io as circuit_io};
 use crate::ir::weights::write_atomic;
 use crate::ir::{
-    BoundaryKind, BoundaryLoss, Checkpoint, Clip, ClipExcept, Model, Normalization, OpKind, Reduce,
+    BoundaryKind, BoundaryLoss, Checkpoint, Clip, ClipExcept, Model, Normalization, Reduce,
 };
 use crate::train::run::{self as trainer, Progress, RunConfig, RunData, RunError};
 use crate::train::{Network, NetworkOptions};
@@ -414,33 +414,12 @@ pub fn calibrate(
     ck: &Checkpoint,
     samples: &[(Vec<f64>, usize)],
 ) -> Result<Calibration, String> {
-    let reference = Reference::new(model, ck).map_err(|e| e.to_string())?;
-    let ranges: BTreeMap<String, f64> = model
-        .ops()
-        .iter()
-        .filter_map(|o| match &o.kind {
-            OpKind::Poly(a) => Some((o.name.clone(), a.range)),
-            _ => None,
-        })
-        .collect();
-    let mut stats: BTreeMap<String, (f64, u64, u64)> = BTreeMap::new();
-    for (x, _) in samples {
-        reference
-            .run(x, &mut |name, v| {
-                let b = ranges.get(name).copied().unwrap_or(f64::INFINITY);
-                let e = stats.entry(name.to_string()).or_default();
-                e.0 = v.iter().fold(e.0, |m, x| m.max(x.abs()));
-                e.1 += v.iter().filter(|x| x.abs() > b).count() as u64;
-                e.2 += v.len() as u64;
-            })
+    let sites =
+        crate::he::calibrate::calibrate(model, ck, samples.iter().map(|(x, _)| x.as_slice()))
             .map_err(|e| e.to_string())?;
-    }
-    Ok(ranges
-        .iter()
-        .map(|(name, &b)| {
-            let (max, out, n) = stats.get(name).copied().unwrap_or_default();
-            (name.clone(), (b, max, out as f64 / n.max(1) as f64))
-        })
+    Ok(sites
+        .into_iter()
+        .map(|(name, s)| (name, (s.range, s.max_abs, s.outside_fraction())))
         .collect())
 }
 

@@ -7,6 +7,7 @@
 
 pub mod affine;
 pub mod build;
+pub mod calibrate;
 pub mod circuit;
 pub mod io;
 pub mod lower;

@@ -521,6 +521,24 @@ fn a_circuit_without_a_finite_interval_bound_round_trips() {
 }
 
 #[test]
+fn calibration_counts_inputs_outside_the_range_per_site() {
+    let m = tiny_mlp();
+    let mut ck = random_checkpoint(&m, 7);
+    // A bias of 100 puts unit 0 of every sample far beyond p1's B = 4.
+    ck.tensors.get_mut("fc1.bias").unwrap().data[0] = 100.0;
+    let mut rng = StdRng::seed_from_u64(5);
+    let xs: Vec<Vec<f64>> = (0..3).map(|_| random_input(&m, &mut rng)).collect();
+    let sites = super::calibrate::calibrate(&m, &ck, xs.iter().map(Vec::as_slice)).unwrap();
+    assert_eq!(sites.keys().collect::<Vec<_>>(), ["p1", "p2"]);
+    let p1 = sites["p1"];
+    assert_eq!((p1.range, p1.values, p1.samples_outside), (4.0, 3 * 8, 3));
+    assert!(p1.max_abs > 50.0 && p1.outside >= 3, "{p1:?}");
+    assert!((p1.outside_fraction() - p1.outside as f64 / 24.0).abs() < 1e-12);
+    // A sample of the wrong length is an error, not a panic.
+    assert!(super::calibrate::calibrate(&m, &ck, [[0.0; 3].as_slice()]).is_err());
+}
+
+#[test]
 fn bsgs_rule_examples() {
     // A full 8x8 matrix: signed diagonals -7..=7. g = 4 gives baby {1,2,3}
     // and giant {-8,-4,4} (6 keys); g = 2 needs 8, g = 1 needs 14.
