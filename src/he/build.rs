@@ -6,7 +6,8 @@ use super::circuit::{
     BootstrapPlan, Circuit, CircuitOp, CkksParams, FORMAT, InputSpec, OpKind as COp, Packing,
     TensorData, TensorStore, VERSION,
 };
-use super::lower::{Lowered, NodeKind, lower};
+use super::layout::{self, SlotLayout};
+use super::lower::{Lowered, Node, NodeKind, lower};
 use super::reference::{CheckpointParams, normalization_map};
 use super::{params, poly};
 use crate::ir::{Checkpoint, Model, Op, OpKind, levels};
@@ -195,8 +196,19 @@ pub fn compile(model: &Model, ck: &Checkpoint, opts: &CompileOptions) -> Result<
         ranges.push(r);
     }
 
-    // Packing and rotations.
-    let max_len = nodes.iter().map(|n| n.len()).max().unwrap_or(1).max(1);
+    // Slot layouts and packing.
+    let layouts = node_layouts(nodes);
+    let slots_of: Vec<Vec<usize>> = nodes
+        .iter()
+        .zip(&layouts)
+        .map(|(n, l)| layout::slot_map(&n.shape, l.as_ref()))
+        .collect();
+    let lens: Vec<usize> = nodes
+        .iter()
+        .zip(&layouts)
+        .map(|(n, l)| layout::footprint(&n.shape, l.as_ref()))
+        .collect();
+    let max_len = lens.iter().copied().max().unwrap_or(1).max(1);
     let dim = (max_len as u64).next_power_of_two();
 
     let mut tensors = BTreeMap::new();
@@ -225,24 +237,28 @@ pub fn compile(model: &Model, ck: &Checkpoint, opts: &CompileOptions) -> Result<
         let kind = match &n.kind {
             NodeKind::Input => return Err(HeError::Model("input node inside the network".into())),
             NodeKind::Linear(m) => {
-                let (mut rows, mut cols, mut vals) = (Vec::new(), Vec::new(), Vec::new());
+                let (out_slots, in_slots) = (&slots_of[id], &slots_of[n.inputs[0]]);
+                let mut entries: Vec<(i64, i64, f64)> = Vec::with_capacity(m.nnz());
                 for (r, row) in m.rows.iter().enumerate() {
                     for &(c, v) in row {
-                        rows.push(r as i64);
-                        cols.push(i64::from(c));
-                        vals.push(v);
+                        entries.push((out_slots[r] as i64, in_slots[c as usize] as i64, v));
                     }
                 }
+                // Layouts permute rows and columns: restore (row, col) order.
+                entries.sort_by_key(|&(r, c, _)| (r, c));
+                let rows: Vec<i64> = entries.iter().map(|e| e.0).collect();
+                let cols: Vec<i64> = entries.iter().map(|e| e.1).collect();
+                let vals: Vec<f64> = entries.iter().map(|e| e.2).collect();
                 let diagonals = signed_diagonals(rows.iter().copied().zip(cols.iter().copied()));
                 let (baby_step, rotations) = bsgs(&diagonals, dim);
                 all_rotations.extend(rotations.iter().copied());
                 tensors.insert(t("rows"), TensorData::I64 { data: rows });
                 tensors.insert(t("cols"), TensorData::I64 { data: cols });
                 tensors.insert(t("values"), f64t(vals));
-                tensors.insert(t("bias"), f64t(m.bias.clone()));
+                tensors.insert(t("bias"), f64t(scatter(&m.bias, out_slots, lens[id])));
                 COp::Linear {
-                    in_len: m.in_len,
-                    out_len: m.out_len(),
+                    in_len: lens[n.inputs[0]],
+                    out_len: lens[id],
                     rows: t("rows"),
                     cols: t("cols"),
                     values: t("values"),
@@ -253,22 +269,30 @@ pub fn compile(model: &Model, ck: &Checkpoint, opts: &CompileOptions) -> Result<
                 }
             }
             NodeKind::Affine { scale, shift } => {
-                tensors.insert(t("scale"), f64t(scale.clone()));
-                tensors.insert(t("shift"), f64t(shift.clone()));
+                tensors.insert(t("scale"), f64t(scatter(scale, &slots_of[id], lens[id])));
+                tensors.insert(t("shift"), f64t(scatter(shift, &slots_of[id], lens[id])));
                 COp::Affine {
-                    len: scale.len(),
+                    len: lens[id],
                     scale: t("scale"),
                     shift: t("shift"),
                 }
             }
             NodeKind::Poly { coeffs, range } => COp::Poly {
-                len: n.len(),
+                len: lens[id],
                 degree: coeffs.len().saturating_sub(1) as u32,
                 coeffs: coeffs.clone(),
                 declared_range: *range,
                 interval_bound: Some(bounds[id]).filter(|b| b.is_finite()),
             },
-            NodeKind::Add => COp::Add { len: n.len() },
+            NodeKind::Add => {
+                if layouts[n.inputs[0]] != layouts[n.inputs[1]] {
+                    return Err(HeError::Model(format!(
+                        "the addends of `{}` are packed differently",
+                        n.source.join(", ")
+                    )));
+                }
+                COp::Add { len: lens[id] }
+            }
         };
         ops.push(CircuitOp {
             id,
@@ -276,6 +300,7 @@ pub fn compile(model: &Model, ck: &Checkpoint, opts: &CompileOptions) -> Result<
             source: n.source.clone(),
             in_shape,
             out_shape: n.shape.clone(),
+            layout: layouts[id],
             level_in: n.inputs.iter().map(|&j| level[j]).max().unwrap_or(0),
             level_out: level[id],
             kind,
@@ -329,6 +354,30 @@ pub fn compile(model: &Model, ck: &Checkpoint, opts: &CompileOptions) -> Result<
         ir_depth,
         warnings,
     })
+}
+
+/// Layout of every node's value: the input dense, a linear op's output by
+/// [`layout::after_linear`], elementwise ops and joins keep their input's.
+fn node_layouts(nodes: &[Node]) -> Vec<Option<SlotLayout>> {
+    let mut out: Vec<Option<SlotLayout>> = Vec::with_capacity(nodes.len());
+    for n in nodes {
+        let l = match (&n.kind, n.inputs.first()) {
+            (NodeKind::Linear(_), Some(&i)) => layout::after_linear(out[i].as_ref(), &n.shape),
+            (NodeKind::Input, _) | (_, None) => SlotLayout::dense(&n.shape),
+            (_, Some(&i)) => out[i],
+        };
+        out.push(l);
+    }
+    out
+}
+
+/// Logical values placed at their slots; gaps are 0.
+fn scatter(values: &[f64], slots: &[usize], len: usize) -> Vec<f64> {
+    let mut out = vec![0.0; len];
+    for (&v, &s) in values.iter().zip(slots) {
+        out[s] = v;
+    }
+    out
 }
 
 fn affine_iv(s: f64, b: f64, (l, h): (f64, f64)) -> (f64, f64) {

@@ -2,9 +2,10 @@
 //!
 //! Plain serde data; the normative description is `docs/circuit-format.md`
 //! (schema: `docs/circuit.schema.json`). A ciphertext holds up to
-//! `samples_per_ciphertext` samples, sample s as its flat (row-major, CHW)
-//! tensor in slots `[s * dim, s * dim + numel)`.
+//! `samples_per_ciphertext` samples, sample s in slots `[s * dim, (s + 1) * dim)`,
+//! each value in its op's slot layout (`super::layout`).
 
+use super::layout::SlotLayout;
 use crate::ir::{DataSpec, Normalization};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -13,7 +14,7 @@ use std::path::{Path, PathBuf};
 /// Value of the `format` field.
 pub const FORMAT: &str = "pnnc-circuit";
 /// Version of this format; readers reject any other.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -138,6 +139,10 @@ pub struct CircuitOp {
     /// Logical tensor shapes (e.g. `[16, 14, 14]`); vectors are their flat form.
     pub in_shape: Vec<usize>,
     pub out_shape: Vec<usize>,
+    /// Where the output's elements sit in the sample's block (`[C, H, W]`
+    /// values only; vectors are flat). Inputs are read in the layout their
+    /// producer gave them; the circuit input is dense.
+    pub layout: Option<SlotLayout>,
     /// Levels consumed before / after this op (fresh input: 0).
     pub level_in: u32,
     pub level_out: u32,

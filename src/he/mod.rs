@@ -10,6 +10,7 @@ pub mod build;
 pub mod calibrate;
 pub mod circuit;
 pub mod io;
+pub mod layout;
 pub mod lower;
 pub mod params;
 pub mod poly;

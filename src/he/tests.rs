@@ -1,7 +1,8 @@
 //! End-to-end tests of the HE stage on small models built in code with
 //! random weights: folding equivalence, ranges, levels, format, errors.
 
-use super::circuit::{CircuitError, TensorStore};
+use super::circuit::{self, CircuitError, TensorStore};
+use super::lower::NodeKind;
 use super::reference::Reference;
 use super::{CompileOptions, HeError, build, compile, io, simulate};
 use crate::ir::*;
@@ -201,6 +202,40 @@ fn residual_net() -> Model {
     )
 }
 
+/// An MNIST-CNN-like net with stride-2 convs, also inside a residual block
+/// with a strided projection shortcut (multiplexed layouts on both addends).
+fn strided_net() -> Model {
+    let (s0, s1, s2) = ([4, 16, 16], [8, 8, 8], [16, 4, 4]);
+    let block = op(
+        "down",
+        OpKind::Residual {
+            body: vec![
+                conv("down.c", s0, 8, 3, 2, 1),
+                act("down.p", &s1, 2, Basis::Power, 8.0),
+            ],
+            shortcut: vec![conv("down.sc", s0, 8, 1, 2, 0)],
+        },
+        &s0,
+        &s1,
+    );
+    model(
+        "strided_net",
+        &[1, 16, 16],
+        3,
+        vec![
+            conv("c1", [1, 16, 16], 4, 3, 1, 1),
+            act("p1", &s0, 2, Basis::Power, 6.0),
+            bn("bn1", &s0),
+            block,
+            act("p2", &s1, 2, Basis::Chebyshev, 16.0),
+            conv("c3", s1, 16, 3, 2, 1),
+            act("p3", &s2, 2, Basis::Chebyshev, 16.0),
+            op("gap", OpKind::GlobalAvgPool, &s2, &[16]),
+            dense("head", 16, 3),
+        ],
+    )
+}
+
 /// Random weights of the right shapes; small enough that activations stay in range.
 pub fn random_checkpoint(m: &Model, seed: u64) -> Checkpoint {
     let mut rng = StdRng::seed_from_u64(seed);
@@ -307,6 +342,55 @@ fn folding_is_exact_for_convs_with_stride_padding_and_pooling() {
 }
 
 #[test]
+fn strided_convs_keep_the_input_grid_and_need_few_diagonals() {
+    let m = strided_net();
+    check_equivalence(&m, io::INLINE_LIMIT);
+    let c = compile(&m, &random_checkpoint(&m, 7), &CompileOptions::default()).unwrap();
+    let gaps: Vec<(String, Option<usize>)> = c
+        .circuit
+        .ops
+        .iter()
+        .map(|o| (o.source.join("+"), o.layout.map(|l| l.gap)))
+        .collect();
+    let gap_of = |name: &str| {
+        gaps.iter()
+            .find(|(s, _)| s.split('+').any(|p| p == name))
+            .and_then(|(_, g)| *g)
+    };
+    assert_eq!(gap_of("c1"), Some(1), "{gaps:?}");
+    assert_eq!(gap_of("down.c"), Some(2), "{gaps:?}");
+    assert_eq!(gap_of("down.sc"), Some(2), "{gaps:?}");
+    assert_eq!(gap_of("c3"), Some(4), "{gaps:?}");
+    assert_eq!(c.circuit.ops.last().unwrap().layout, None);
+    // A layout edited by hand is caught on load.
+    let path = tmp("strided-bad");
+    io::write(&path, &c.circuit, &c.tensors, io::INLINE_LIMIT).unwrap();
+    let err = edit(&path, "\"gap\": 4", "\"gap\": 8").unwrap_err();
+    assert!(err.to_string().contains("layout"), "{err}");
+    // Against the dense layout (the lowered graph's logical matrices), the
+    // strided convs need several times fewer diagonals.
+    for (op, node) in c.circuit.ops.iter().zip(&c.lowered.nodes[1..]) {
+        if let (circuit::OpKind::Linear { diagonals, .. }, NodeKind::Linear(map)) =
+            (&op.kind, &node.kind)
+        {
+            let dense =
+                build::signed_diagonals(map.rows.iter().enumerate().flat_map(|(r, row)| {
+                    row.iter().map(move |&(col, _)| (r as i64, i64::from(col)))
+                }));
+            if op.layout.is_some_and(|l| l.gap > 1) && op.in_shape[1] > op.out_shape[1] {
+                assert!(
+                    diagonals.len() * 3 < dense.len(),
+                    "{:?}: {} diagonals, dense layout {}",
+                    op.source,
+                    diagonals.len(),
+                    dense.len()
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn folding_is_exact_for_residual_blocks_with_sidecar_weights() {
     check_equivalence(&residual_net(), 0);
 }
@@ -381,7 +465,12 @@ fn bad_circuits_are_clear_errors() {
     let path = tmp("bad");
     let write = || io::write(&path, &c.circuit, &c.tensors, io::INLINE_LIMIT).unwrap();
     write();
-    let err = edit(&path, "\"version\": 2", "\"version\": 1").unwrap_err();
+    let err = edit(
+        &path,
+        &format!("\"version\": {}", circuit::VERSION),
+        "\"version\": 1",
+    )
+    .unwrap_err();
     assert!(
         matches!(err, CircuitError::Version { found: 1, .. }),
         "{err}"
@@ -581,10 +670,10 @@ fn tiny_fixture_is_up_to_date() {
         let text = serde_json::to_string_pretty(&samples).unwrap() + "\n";
         std::fs::write(path.with_file_name("tiny.samples.json"), text).unwrap();
     }
-    assert_eq!(
-        std::fs::read(&path).unwrap(),
-        bytes,
-        "run with PNNC_UPDATE_FIXTURES=1 to refresh"
+    assert!(
+        std::fs::read(&path).unwrap() == bytes,
+        "{} differs from a fresh compile: run with PNNC_UPDATE_FIXTURES=1 to refresh",
+        path.display()
     );
 }
 

@@ -3,6 +3,7 @@
 
 use super::build::{bsgs, signed_diagonals};
 use super::circuit::{LoadedCircuit, OpKind, TensorData};
+use super::layout::{self, SlotLayout};
 use super::params::{Chain, max_log_qp};
 use crate::ir::levels;
 use std::collections::BTreeSet;
@@ -100,6 +101,8 @@ pub fn validate(lc: &LoadedCircuit) -> Result<(), String> {
         f64s(lc, t, numel, "input")?;
     }
     let mut lens = vec![numel];
+    let mut numels = vec![numel];
+    let mut layouts = vec![SlotLayout::dense(&c.input.shape)];
     let mut level = vec![0u32];
     let mut rotations = BTreeSet::new();
     for (i, op) in c.ops.iter().enumerate() {
@@ -122,13 +125,33 @@ pub fn validate(lc: &LoadedCircuit) -> Result<(), String> {
             ));
         }
         let in_len = lens[op.inputs[0]];
-        if op.in_shape.iter().product::<usize>() != in_len {
+        if op.in_shape.iter().product::<usize>() != numels[op.inputs[0]] {
             return Err(format!(
-                "{what}: in_shape {:?} does not match its input ({in_len} values)",
-                op.in_shape
+                "{what}: in_shape {:?} does not match its input ({} values)",
+                op.in_shape, numels[op.inputs[0]]
             ));
         }
-        let out_len: usize = op.out_shape.iter().product();
+        match (&op.layout, op.out_shape.len()) {
+            (Some(l), 3) if l.holds(&op.out_shape) => {}
+            (None, n) if n != 3 => {}
+            (Some(l), _) => {
+                return Err(format!(
+                    "{what}: layout {l:?} cannot hold out_shape {:?}",
+                    op.out_shape
+                ));
+            }
+            (None, _) => {
+                return Err(format!("{what}: a [C, H, W] output needs a `layout`"));
+            }
+        }
+        if !matches!(op.kind, OpKind::Linear { .. })
+            && op.inputs.iter().any(|&j| layouts[j] != op.layout)
+        {
+            return Err(format!(
+                "{what}: an elementwise op must keep its input's layout"
+            ));
+        }
+        let out_len = layout::footprint(&op.out_shape, op.layout.as_ref());
         let (len_in, len_out, cost) = match &op.kind {
             OpKind::Linear {
                 in_len: li,
@@ -231,6 +254,8 @@ pub fn validate(lc: &LoadedCircuit) -> Result<(), String> {
             ));
         }
         lens.push(out_len);
+        numels.push(op.out_shape.iter().product());
+        layouts.push(op.layout);
         level.push(level_in + cost);
     }
     if c.output >= lens.len() {

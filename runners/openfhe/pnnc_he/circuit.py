@@ -1,4 +1,4 @@
-"""Load a pnnc HE circuit (docs/circuit-format.md, version 2) and check it.
+"""Load a pnnc HE circuit (docs/circuit-format.md, version 3) and check it.
 
 Every problem is a `CircuitError` naming the file and the place; the runner
 turns it into exit code 2.
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 FORMAT = "pnnc-circuit"
-VERSION = 2
+VERSION = 3
 OP_KINDS = ("linear", "affine", "poly", "add")
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import circuit
 from .ckks import bsgs_rotations, chebyshev_depth
 
 
@@ -66,6 +67,7 @@ class Builder:
                 "source": [source],
                 "in_shape": [self.lengths[inputs[0]]],
                 "out_shape": [length],
+                "layout": None,
                 "level_in": max(self.levels[i] for i in inputs),
                 "level_out": level_out,
                 "kind": kind,
@@ -137,7 +139,7 @@ class Builder:
         rotations = sorted({r for op in self.ops if op["kind"]["op"] == "linear" for r in op["kind"]["rotations"]})
         return {
             "format": "pnnc-circuit",
-            "version": 2,
+            "version": circuit.VERSION,
             "model": {
                 "name": name,
                 "source_hash": "fixture",
