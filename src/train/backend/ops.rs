@@ -353,13 +353,7 @@ pub fn poly<T: Elem, P: Tp<T>>(
     let max_abs = max_abs(&xv);
     let range_t = <T as Real>::from_f64(range);
     let mut y = vec![<T as Real>::ZERO; xv.len()];
-    let mut dydx = if P::OWNS_TAPE {
-        vec![<T as Real>::ZERO; xv.len()]
-    } else {
-        Vec::new()
-    };
-    let dydx_out = P::OWNS_TAPE.then_some(dydx.as_mut_slice());
-    poly_forward(&xv, &cv, range_t, basis, &mut y, dydx_out);
+    poly_forward(&xv, &cv, range_t, basis, &mut y);
     let dev = x.device().clone();
     let out = flat(&dev, y);
     let (term, term_value) = match site_loss {
@@ -384,8 +378,8 @@ pub fn poly<T: Elem, P: Tp<T>>(
             };
             poly_backward(
                 &xv,
-                &dydx,
                 &dy,
+                &cv,
                 range_t,
                 basis,
                 Some(&mut dx),
