@@ -730,3 +730,62 @@ fn cli_compile_then_simulate_agrees_with_the_reference() {
     assert_eq!(code, ExitCode::from(2));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+fn std_model(path: &str) -> Model {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    let checked = crate::check::check_path(&path).unwrap();
+    assert!(checked.diagnostics.is_empty(), "{}", path.display());
+    checked.model.unwrap()
+}
+
+/// The real MNIST CNN and ResNet-20: multiplexed layouts keep every linear op
+/// small, the circuits validate, and ResNet-20 (depth > N = 2^16 allows) gets
+/// a bootstrapping plan instead of an error.
+#[test]
+fn std_model_circuits_have_small_linear_ops() {
+    let largest_linear = |c: &circuit::Circuit| {
+        c.ops
+            .iter()
+            .filter_map(|o| match &o.kind {
+                circuit::OpKind::Linear { diagonals, .. } => Some(diagonals.len()),
+                _ => None,
+            })
+            .max()
+            .unwrap()
+    };
+    let m = std_model("std-models/bench/mnist_cnn.pnn");
+    let c = compile(&m, &random_checkpoint(&m, 1), &CompileOptions::default()).unwrap();
+    assert_eq!(c.circuit.depth, m.depth);
+    assert_eq!(c.circuit.params.ring_dim, 1 << 15);
+    let conv_gaps: Vec<_> = c
+        .circuit
+        .ops
+        .iter()
+        .filter_map(|o| o.layout.map(|l| l.gap))
+        .collect();
+    assert_eq!(conv_gaps, [1, 1, 2, 2, 4, 4]);
+    // The head (global pool + dense folded) reads all 3,136 slots; the convs far fewer.
+    assert!(
+        largest_linear(&c.circuit) <= 3136 + 10,
+        "{}",
+        largest_linear(&c.circuit)
+    );
+    assert!(
+        c.circuit.rotations.len() < 250,
+        "{} keys",
+        c.circuit.rotations.len()
+    );
+
+    let m = std_model("std-models/resnet20.pnn");
+    let c = compile(&m, &random_checkpoint(&m, 1), &CompileOptions::default()).unwrap();
+    assert_eq!(c.circuit.depth, m.depth);
+    assert!(c.circuit.params.bootstrapping.is_some());
+    assert!(
+        largest_linear(&c.circuit) < 4000,
+        "{}",
+        largest_linear(&c.circuit)
+    );
+    let path = tmp("resnet20");
+    io::write(&path, &c.circuit, &c.tensors, 0).unwrap();
+    io::load(&path).unwrap();
+}
