@@ -11,6 +11,48 @@ pub struct BnCache<T> {
     pub inv_std: Vec<T>,
 }
 
+/// Independent f64 accumulators in the sums below: a single running sum is
+/// one long dependency chain of adds (latency-bound); eight chains keep the
+/// adder busy. The lanes are combined in a fixed order, so the result does
+/// not depend on the thread count.
+const LANES: usize = 8;
+
+/// Sum over `r` of `f(value)`, in f64, with [`LANES`] accumulators.
+#[inline]
+fn lane_sum<T: Real>(r: &[T], f: impl Fn(f64) -> f64) -> f64 {
+    let mut acc = [0.0f64; LANES];
+    let mut chunks = r.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a += f(v.to_f64());
+        }
+    }
+    for (a, v) in acc.iter_mut().zip(chunks.remainder()) {
+        *a += f(v.to_f64());
+    }
+    acc.iter().sum()
+}
+
+/// Sums over `r` of dy and of dy * xhat (the product taken in `T`, as the
+/// single-chain version did), in f64, with [`LANES`] accumulators each.
+#[inline]
+fn lane_dy_sums<T: Real>(dy: &[T], xhat: &[T]) -> (f64, f64) {
+    let (mut sdy, mut sdyx) = ([0.0f64; LANES], [0.0f64; LANES]);
+    let mut gs = dy.chunks_exact(LANES);
+    let mut hs = xhat.chunks_exact(LANES);
+    for (g, h) in (&mut gs).zip(&mut hs) {
+        for l in 0..LANES {
+            sdy[l] += g[l].to_f64();
+            sdyx[l] += (g[l] * h[l]).to_f64();
+        }
+    }
+    for (l, (&g, &h)) in gs.remainder().iter().zip(hs.remainder()).enumerate() {
+        sdy[l] += g.to_f64();
+        sdyx[l] += (g * h).to_f64();
+    }
+    (sdy.iter().sum(), sdyx.iter().sum())
+}
+
 /// Per-channel (mean, biased variance), in f64.
 fn channel_stats<T: Real>(x: &[T], batch: usize, c: usize, s: usize) -> Vec<(f64, f64)> {
     let count = (batch * s) as f64;
@@ -18,18 +60,13 @@ fn channel_stats<T: Real>(x: &[T], batch: usize, c: usize, s: usize) -> Vec<(f64
         .into_par_iter()
         .map(|ch| {
             let rows = || (0..batch).map(move |b| &x[(b * c + ch) * s..(b * c + ch + 1) * s]);
-            let mean = rows()
-                .map(|r| r.iter().map(|v| v.to_f64()).sum::<f64>())
-                .sum::<f64>()
-                / count;
+            let mean = rows().map(|r| lane_sum(r, |v| v)).sum::<f64>() / count;
             let var = rows()
                 .map(|r| {
-                    r.iter()
-                        .map(|v| {
-                            let d = v.to_f64() - mean;
-                            d * d
-                        })
-                        .sum::<f64>()
+                    lane_sum(r, |v| {
+                        let d = v - mean;
+                        d * d
+                    })
                 })
                 .sum::<f64>()
                 / count;
@@ -143,10 +180,9 @@ pub fn bn_backward<T: Real>(
             let mut sdyx = 0.0;
             for b in 0..batch {
                 let r = (b * c + ch) * s..(b * c + ch + 1) * s;
-                for (&g, &h) in dy[r.clone()].iter().zip(&xhat[r]) {
-                    sdy += g.to_f64();
-                    sdyx += (g * h).to_f64();
-                }
+                let (a, p) = lane_dy_sums(&dy[r.clone()], &xhat[r]);
+                sdy += a;
+                sdyx += p;
             }
             (sdy, sdyx)
         })
@@ -171,4 +207,37 @@ pub fn bn_backward<T: Real>(
                 }
             }
         });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lane sums against plain single-chain sums, with rows whose
+    /// length is not a multiple of the lane count (the remainder path).
+    #[test]
+    fn lane_sums_match_plain_sums() {
+        let (batch, c, s) = (3, 2, 13);
+        let x: Vec<f64> = (0..batch * c * s)
+            .map(|i| (i as f64 * 0.37).sin())
+            .collect();
+        let dy: Vec<f64> = (0..x.len()).map(|i| (i as f64 * 0.71).cos()).collect();
+        for (ch, &(mean, var)) in channel_stats(&x, batch, c, s).iter().enumerate() {
+            let vals: Vec<f64> = (0..batch)
+                .flat_map(|b| x[(b * c + ch) * s..][..s].to_vec())
+                .collect();
+            let want_mean = vals.iter().sum::<f64>() / vals.len() as f64;
+            let want_var =
+                vals.iter().map(|v| (v - want_mean).powi(2)).sum::<f64>() / vals.len() as f64;
+            assert!(
+                (mean - want_mean).abs() < 1e-14,
+                "mean {mean} vs {want_mean}"
+            );
+            assert!((var - want_var).abs() < 1e-14, "var {var} vs {want_var}");
+        }
+        let (a, p) = lane_dy_sums(&dy[..s], &x[..s]);
+        let want_a: f64 = dy[..s].iter().sum();
+        let want_p: f64 = dy[..s].iter().zip(&x[..s]).map(|(g, h)| g * h).sum();
+        assert!((a - want_a).abs() < 1e-14 && (p - want_p).abs() < 1e-14);
+    }
 }

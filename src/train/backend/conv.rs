@@ -54,13 +54,12 @@ impl ConvGeom {
     }
 }
 
-/// Samples per group: the batch is split into groups of this many samples
-/// (a constant, so sums come out in the same order for any thread count).
-/// Each group runs one im2col over its samples and one GEMM per product,
-/// and the groups run in parallel; the weight gradient is the sum of the
-/// groups' partials in group order. Two samples keep a group's column
-/// matrix small enough to stay in cache (measured on ResNet-20: 1, 2, 3, 4
-/// and 8 samples; 2 was fastest).
+/// Samples per forward group: the batch is split into groups of this many
+/// samples. Each group runs one im2col over its samples and one GEMM, and
+/// the groups run in parallel. Two samples keep a group's column matrix
+/// small enough to stay in cache (measured on ResNet-20: 1, 2, 3, 4 and 8
+/// samples; 2 was fastest). The backward works per sample within chunks of
+/// [`BACKWARD_CHUNK`] samples.
 const GROUP_SAMPLES: usize = 2;
 
 fn group_size(_batch: usize) -> usize {
@@ -264,6 +263,51 @@ pub fn conv_forward<T: Real>(
         );
 }
 
+/// Samples per backward chunk: the batch is split into chunks of this many
+/// samples (a constant, so the weight gradient is summed in the same order
+/// for any thread count). Each chunk keeps one weight-gradient partial that
+/// its samples' GEMMs accumulate into; the partials are summed in chunk
+/// order. Within a chunk the work is per sample, so the column matrices stay
+/// one sample large (cache-sized) however large the chunk.
+const BACKWARD_CHUNK: usize = 8;
+
+/// For stride-1 convolutions, the input gradient is itself a convolution:
+/// dx[c, y, x] = sum over (o, i, j) of W[o, c, i, j] · dy[o, y + p - i, x + p - j],
+/// i.e. dy convolved with the kernel flipped in space and transposed in
+/// channels, with padding k - 1 - p. Returns that geometry and weight
+/// (`[in_c, out_c * kh * kw]`), or None where the padding exceeds k - 1.
+/// This replaces a GEMM with k = out_c and a col2im by an im2col of dy and
+/// a GEMM with k = out_c * kh * kw whose output is dx itself.
+fn transposed_conv<T: Real>(g: &ConvGeom, w: &[T]) -> Option<(ConvGeom, Vec<T>)> {
+    let [kh, kw] = g.kernel;
+    if g.stride != [1, 1] || g.padding[0] >= kh || g.padding[1] >= kw {
+        return None;
+    }
+    let (oh, ow) = g.out_hw_unchecked();
+    let gt = ConvGeom {
+        in_c: g.out_c,
+        in_h: oh,
+        in_w: ow,
+        out_c: g.in_c,
+        kernel: [kh, kw],
+        stride: [1, 1],
+        padding: [kh - 1 - g.padding[0], kw - 1 - g.padding[1]],
+    };
+    let mut wt = vec![T::ZERO; w.len()];
+    for o in 0..g.out_c {
+        for c in 0..g.in_c {
+            for i in 0..kh {
+                for j in 0..kw {
+                    let src = ((o * g.in_c + c) * kh + i) * kw + j;
+                    let dst = ((c * g.out_c + o) * kh + (kh - 1 - i)) * kw + (kw - 1 - j);
+                    wt[dst] = w[src];
+                }
+            }
+        }
+    }
+    Some((gt, wt))
+}
+
 /// Adds the gradients into `dx` (when given), `dw` and `dbias`.
 #[allow(clippy::too_many_arguments)]
 pub fn conv_backward<T: Real>(
@@ -285,66 +329,77 @@ pub fn conv_backward<T: Real>(
     if batch == 0 {
         return;
     }
-    let group = group_size(batch);
-    // Scratch buffers (dy in GEMM layout, columns) live per rayon split and
-    // are fully overwritten for each group.
+    let transposed = dx.as_ref().and_then(|_| transposed_conv(g, w));
+    // Scratch column matrices live per rayon split; im2col overwrites every
+    // entry and the non-accumulating GEMM overwrites its output.
     type Scratch<T> = (Vec<T>, Vec<T>);
     let work = |scratch: &mut Scratch<T>,
                 xs: &[T],
                 dys: &[T],
                 dxs: Option<&mut [T]>|
      -> (Vec<T>, Vec<T>) {
-        let (dy_cols, cols) = scratch;
-        let n = xs.len() / in_len;
-        let width = n * spatial;
-        // dy of the group as [out_c, (sample, position)], the GEMMs' layout.
-        dy_cols.resize(g.out_c * width, T::ZERO);
-        for (s, dyn_) in dys.chunks(out_len).enumerate() {
-            for (o, src) in dyn_.chunks(spatial).enumerate() {
-                dy_cols[o * width + s * spatial..][..spatial].copy_from_slice(src);
-            }
-        }
-        let mut db_part = vec![T::ZERO; g.out_c];
-        for (d, row) in db_part.iter_mut().zip(dy_cols.chunks(width)) {
-            *d = row.iter().copied().sum::<T>();
-        }
-        cols.resize(patch * width, T::ZERO);
-        im2col_group(g, xs, n, cols);
-        // dW[o, p] = sum over columns of dy_cols[o, col] * cols[p, col]
+        let (cols, tcols) = scratch;
         let mut dw_part = vec![T::ZERO; g.weight_len()];
-        matmul(
-            g.out_c,
-            patch,
-            width,
-            dy_cols,
-            false,
-            cols,
-            true,
-            &mut dw_part,
-            false,
-            false,
-        );
-        if let Some(dxs) = dxs {
-            // dcols[p, col] = sum_o W[o, p] * dy_cols[o, col]; reuses `cols`.
+        let mut db_part = vec![T::ZERO; g.out_c];
+        cols.resize(patch * spatial, T::ZERO);
+        for (xn, dyn_) in xs.chunks(in_len).zip(dys.chunks(out_len)) {
+            for (d, row) in db_part.iter_mut().zip(dyn_.chunks(spatial)) {
+                *d += row.iter().copied().sum::<T>();
+            }
+            im2col_group(g, xn, 1, cols);
+            // dW[o, p] += sum over positions of dy[o, pos] * cols[p, pos]
             matmul(
-                patch, width, g.out_c, w, true, dy_cols, false, cols, false, false,
+                g.out_c,
+                patch,
+                spatial,
+                dyn_,
+                false,
+                cols,
+                true,
+                &mut dw_part,
+                true,
+                false,
             );
-            col2im_group_add(g, cols, n, dxs);
+        }
+        let Some(dxs) = dxs else {
+            return (dw_part, db_part);
+        };
+        let in_spatial = g.in_h * g.in_w;
+        for (dxn, dyn_) in dxs.chunks_mut(in_len).zip(dys.chunks(out_len)) {
+            match &transposed {
+                Some((gt, wt)) => {
+                    let tpatch = gt.patch_len();
+                    tcols.resize(tpatch * in_spatial, T::ZERO);
+                    im2col_group(gt, dyn_, 1, tcols);
+                    // dx[c, pos] += sum_q Wt[c, q] * tcols[q, pos]
+                    matmul(
+                        g.in_c, in_spatial, tpatch, wt, false, tcols, false, dxn, true, false,
+                    );
+                }
+                None => {
+                    // dcols[p, pos] = sum_o W[o, p] * dy[o, pos]; reuses `cols`.
+                    matmul(
+                        patch, spatial, g.out_c, w, true, dyn_, false, cols, false, false,
+                    );
+                    col2im_group_add(g, cols, 1, dxn);
+                }
+            }
         }
         (dw_part, db_part)
     };
+    let chunk = BACKWARD_CHUNK;
     let partials: Vec<(Vec<T>, Vec<T>)> = match dx {
         Some(dx) => dx
-            .par_chunks_mut(group * in_len)
-            .zip(x.par_chunks(group * in_len))
-            .zip(dy.par_chunks(group * out_len))
+            .par_chunks_mut(chunk * in_len)
+            .zip(x.par_chunks(chunk * in_len))
+            .zip(dy.par_chunks(chunk * out_len))
             .map_init(Scratch::default, |s, ((dxs, xs), dys)| {
                 work(s, xs, dys, Some(dxs))
             })
             .collect(),
         None => x
-            .par_chunks(group * in_len)
-            .zip(dy.par_chunks(group * out_len))
+            .par_chunks(chunk * in_len)
+            .zip(dy.par_chunks(chunk * out_len))
             .map_init(Scratch::default, |s, (xs, dys)| work(s, xs, dys, None))
             .collect(),
     };
@@ -455,47 +510,136 @@ mod tests {
         }
     }
 
+    /// The adjoint by the definition: dx, dw and db of `sum(y * dy)`.
+    fn direct_backward(
+        g: &ConvGeom,
+        x: &[f64],
+        batch: usize,
+        w: &[f64],
+        dy: &[f64],
+    ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        let (oh, ow) = g.out_hw().unwrap();
+        let (mut dx, mut dw, mut db) = (vec![0.0; x.len()], vec![0.0; w.len()], vec![0.0; g.out_c]);
+        for n in 0..batch {
+            for o in 0..g.out_c {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let d = dy[((n * g.out_c + o) * oh + oy) * ow + ox];
+                        db[o] += d;
+                        for c in 0..g.in_c {
+                            for i in 0..g.kernel[0] {
+                                for j in 0..g.kernel[1] {
+                                    let iy =
+                                        (oy * g.stride[0] + i) as isize - g.padding[0] as isize;
+                                    let ix =
+                                        (ox * g.stride[1] + j) as isize - g.padding[1] as isize;
+                                    if iy < 0
+                                        || ix < 0
+                                        || iy >= g.in_h as isize
+                                        || ix >= g.in_w as isize
+                                    {
+                                        continue;
+                                    }
+                                    let xi = ((n * g.in_c + c) * g.in_h + iy as usize) * g.in_w
+                                        + ix as usize;
+                                    let wi = ((o * g.in_c + c) * g.kernel[0] + i) * g.kernel[1] + j;
+                                    dx[xi] += w[wi] * d;
+                                    dw[wi] += x[xi] * d;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        (dx, dw, db)
+    }
+
+    /// Both input-gradient paths (transposed convolution for stride 1 with
+    /// padding below the kernel size, GEMM + col2im otherwise) and the
+    /// chunked weight gradient, over a batch with a short last chunk.
+    #[test]
+    fn backward_matches_the_direct_adjoint() {
+        let batch = 19;
+        for g in geometries() {
+            let x = values(batch * g.in_len(), 7.0);
+            let w = values(g.weight_len(), 8.0);
+            let dy = values(batch * g.out_len(), 9.0);
+            // Start from non-zero gradients: the backward adds into them.
+            let (mut dx, mut dw, mut db) =
+                (vec![0.5; x.len()], vec![0.25; w.len()], vec![-1.0; g.out_c]);
+            conv_backward(
+                &g,
+                &x,
+                batch,
+                &w,
+                &dy,
+                Some(&mut dx),
+                &mut dw,
+                Some(&mut db),
+            );
+            let (want_dx, want_dw, want_db) = direct_backward(&g, &x, batch, &w, &dy);
+            let close = |got: &[f64], want: &[f64], offset: f64, what: &str| {
+                for (i, (a, b)) in got.iter().zip(want).enumerate() {
+                    assert!(
+                        (a - b - offset).abs() < 1e-10,
+                        "{g:?} {what}[{i}]: {a} vs {b}"
+                    );
+                }
+            };
+            close(&dx, &want_dx, 0.5, "dx");
+            close(&dw, &want_dw, 0.25, "dw");
+            close(&db, &want_db, -1.0, "db");
+            assert_eq!(
+                transposed_conv(&g, &w).is_some(),
+                g.stride == [1, 1] && g.padding[0] < g.kernel[0] && g.padding[1] < g.kernel[1]
+            );
+        }
+    }
+
     #[test]
     fn backward_is_the_same_for_any_thread_count() {
-        let g = geometries()[1];
-        let batch = 37;
-        let x: Vec<f32> = values(batch * g.in_len(), 4.0)
-            .iter()
-            .map(|v| *v as f32)
-            .collect();
-        let w: Vec<f32> = values(g.weight_len(), 5.0)
-            .iter()
-            .map(|v| *v as f32)
-            .collect();
-        let dy: Vec<f32> = values(batch * g.out_len(), 6.0)
-            .iter()
-            .map(|v| *v as f32)
-            .collect();
-        let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| {
-                let mut dx = vec![0.0f32; x.len()];
-                let mut dw = vec![0.0f32; w.len()];
-                let mut db = vec![0.0f32; g.out_c];
-                conv_backward(
-                    &g,
-                    &x,
-                    batch,
-                    &w,
-                    &dy,
-                    Some(&mut dx),
-                    &mut dw,
-                    Some(&mut db),
-                );
-                (dx, dw, db)
-            })
-        };
-        let one = run(1);
-        for threads in [2, 3, 5] {
-            assert_eq!(run(threads), one, "{threads} threads");
+        // Stride 2 (GEMM + col2im) and stride 1 (transposed convolution).
+        for g in [geometries()[1], geometries()[0]] {
+            let batch = 37;
+            let x: Vec<f32> = values(batch * g.in_len(), 4.0)
+                .iter()
+                .map(|v| *v as f32)
+                .collect();
+            let w: Vec<f32> = values(g.weight_len(), 5.0)
+                .iter()
+                .map(|v| *v as f32)
+                .collect();
+            let dy: Vec<f32> = values(batch * g.out_len(), 6.0)
+                .iter()
+                .map(|v| *v as f32)
+                .collect();
+            let run = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                pool.install(|| {
+                    let mut dx = vec![0.0f32; x.len()];
+                    let mut dw = vec![0.0f32; w.len()];
+                    let mut db = vec![0.0f32; g.out_c];
+                    conv_backward(
+                        &g,
+                        &x,
+                        batch,
+                        &w,
+                        &dy,
+                        Some(&mut dx),
+                        &mut dw,
+                        Some(&mut db),
+                    );
+                    (dx, dw, db)
+                })
+            };
+            let one = run(1);
+            for threads in [2, 3, 5] {
+                assert_eq!(run(threads), one, "{threads} threads");
+            }
         }
     }
 }
