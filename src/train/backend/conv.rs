@@ -420,6 +420,31 @@ pub fn conv_backward<T: Real>(
 mod tests {
     use super::*;
 
+    /// (input index, weight index) of every in-bounds kernel tap of output
+    /// (n, o, oy, ox), by the definition (zero padding = skipped taps).
+    fn taps(
+        g: &ConvGeom,
+        n: usize,
+        o: usize,
+        oy: usize,
+        ox: usize,
+    ) -> impl Iterator<Item = (usize, usize)> + '_ {
+        (0..g.in_c).flat_map(move |c| {
+            (0..g.kernel[0]).flat_map(move |i| {
+                (0..g.kernel[1]).filter_map(move |j| {
+                    let iy = (oy * g.stride[0] + i).checked_sub(g.padding[0])?;
+                    let ix = (ox * g.stride[1] + j).checked_sub(g.padding[1])?;
+                    if iy >= g.in_h || ix >= g.in_w {
+                        return None;
+                    }
+                    let xi = ((n * g.in_c + c) * g.in_h + iy) * g.in_w + ix;
+                    let wi = ((o * g.in_c + c) * g.kernel[0] + i) * g.kernel[1] + j;
+                    Some((xi, wi))
+                })
+            })
+        })
+    }
+
     /// Direct convolution by the definition, for comparison.
     fn direct(g: &ConvGeom, x: &[f64], batch: usize, w: &[f64]) -> Vec<f64> {
         let (oh, ow) = g.out_hw().unwrap();
@@ -428,28 +453,7 @@ mod tests {
             for o in 0..g.out_c {
                 for oy in 0..oh {
                     for ox in 0..ow {
-                        let mut s = 0.0;
-                        for c in 0..g.in_c {
-                            for i in 0..g.kernel[0] {
-                                for j in 0..g.kernel[1] {
-                                    let iy =
-                                        (oy * g.stride[0] + i) as isize - g.padding[0] as isize;
-                                    let ix =
-                                        (ox * g.stride[1] + j) as isize - g.padding[1] as isize;
-                                    if iy < 0
-                                        || ix < 0
-                                        || iy >= g.in_h as isize
-                                        || ix >= g.in_w as isize
-                                    {
-                                        continue;
-                                    }
-                                    let xi = ((n * g.in_c + c) * g.in_h + iy as usize) * g.in_w
-                                        + ix as usize;
-                                    let wi = ((o * g.in_c + c) * g.kernel[0] + i) * g.kernel[1] + j;
-                                    s += x[xi] * w[wi];
-                                }
-                            }
-                        }
+                        let s: f64 = taps(g, n, o, oy, ox).map(|(xi, wi)| x[xi] * w[wi]).sum();
                         y[((n * g.out_c + o) * oh + oy) * ow + ox] = s;
                     }
                 }
@@ -526,27 +530,9 @@ mod tests {
                     for ox in 0..ow {
                         let d = dy[((n * g.out_c + o) * oh + oy) * ow + ox];
                         db[o] += d;
-                        for c in 0..g.in_c {
-                            for i in 0..g.kernel[0] {
-                                for j in 0..g.kernel[1] {
-                                    let iy =
-                                        (oy * g.stride[0] + i) as isize - g.padding[0] as isize;
-                                    let ix =
-                                        (ox * g.stride[1] + j) as isize - g.padding[1] as isize;
-                                    if iy < 0
-                                        || ix < 0
-                                        || iy >= g.in_h as isize
-                                        || ix >= g.in_w as isize
-                                    {
-                                        continue;
-                                    }
-                                    let xi = ((n * g.in_c + c) * g.in_h + iy as usize) * g.in_w
-                                        + ix as usize;
-                                    let wi = ((o * g.in_c + c) * g.kernel[0] + i) * g.kernel[1] + j;
-                                    dx[xi] += w[wi] * d;
-                                    dw[wi] += x[xi] * d;
-                                }
-                            }
+                        for (xi, wi) in taps(g, n, o, oy, ox) {
+                            dx[xi] += w[wi] * d;
+                            dw[wi] += x[xi] * d;
                         }
                     }
                 }
