@@ -58,7 +58,8 @@ pub struct SweepArgs {
     pub threads: Option<usize>,
 }
 
-/// One grid point.
+/// One grid point. A ReLU cell has no polynomial, so it has no degree
+/// (`RELU_DEGREE`): it is trained once per seed and stands for every degree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Cell {
     pub degree: u32,
@@ -66,10 +67,22 @@ pub struct Cell {
     pub seed: u64,
 }
 
+/// The degree of a ReLU cell: none.
+pub const RELU_DEGREE: u32 = 0;
+
 impl Cell {
     /// Folder name inside the sweep folder.
     pub fn dir_name(&self) -> String {
-        format!("d{}-{}-s{}", self.degree, self.method.name(), self.seed)
+        if self.method == Method::Relu {
+            format!("relu-s{}", self.seed)
+        } else {
+            format!("d{}-{}-s{}", self.degree, self.method.name(), self.seed)
+        }
+    }
+
+    /// Whether this cell's result belongs in the column of `degree`.
+    fn stands_for(&self, degree: u32) -> bool {
+        self.method == Method::Relu || self.degree == degree
     }
 }
 
@@ -120,11 +133,12 @@ pub fn override_degree(model: &mut Model, degree: u32, range: f64, penalty: f64)
     model.source_hash = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
 }
 
-/// Every cell of the grid, in a fixed order (degree, method, seed).
+/// Every cell of the grid, in a fixed order (degree, method, seed); the
+/// degree-independent ReLU cells come last, one per seed.
 pub fn grid(degrees: &[u32], methods: &[Method], seeds: &[u64]) -> Vec<Cell> {
     let mut cells = Vec::new();
     for &degree in degrees {
-        for &method in methods {
+        for &method in methods.iter().filter(|m| **m != Method::Relu) {
             for &seed in seeds {
                 cells.push(Cell {
                     degree,
@@ -133,6 +147,13 @@ pub fn grid(degrees: &[u32], methods: &[Method], seeds: &[u64]) -> Vec<Cell> {
                 });
             }
         }
+    }
+    if methods.contains(&Method::Relu) {
+        cells.extend(seeds.iter().map(|&seed| Cell {
+            degree: RELU_DEGREE,
+            method: Method::Relu,
+            seed,
+        }));
     }
     cells
 }
@@ -151,9 +172,14 @@ pub fn to_csv(rows: &[CellSummary]) -> String {
     let opt = |x: Option<f64>| x.map(|v| format!("{v:.6}")).unwrap_or_default();
     for r in rows {
         let res = &r.result;
+        let degree = if r.cell.method == Method::Relu {
+            String::new()
+        } else {
+            r.cell.degree.to_string()
+        };
         out.push_str(&format!(
             "{},{},{},{},{},{},{},{},{},{:.1}\n",
-            r.cell.degree,
+            degree,
             r.cell.method.name(),
             r.cell.seed,
             if res.diverged_step.is_some() {
@@ -220,11 +246,15 @@ pub fn to_markdown(rows: &[CellSummary], degrees: &[u32], methods: &[Method]) ->
     out.push_str(&"---|".repeat(degrees.len()));
     out.push('\n');
     for m in methods {
-        out.push_str(&format!("| {} |", m.name()));
+        if *m == Method::Relu {
+            out.push_str("| relu (no polynomial: same cells in every column) |");
+        } else {
+            out.push_str(&format!("| {} |", m.name()));
+        }
         for d in degrees {
             let cell: Vec<&CellSummary> = rows
                 .iter()
-                .filter(|r| r.cell.method == *m && r.cell.degree == *d)
+                .filter(|r| r.cell.method == *m && r.cell.stands_for(*d))
                 .collect();
             out.push_str(&format!(" {} |", entry(&cell)));
         }
@@ -244,7 +274,7 @@ pub fn accuracy_chart(rows: &[CellSummary], degrees: &[u32], methods: &[Method])
                 .filter_map(|d| {
                     let accs: Vec<f64> = rows
                         .iter()
-                        .filter(|r| r.cell.method == *m && r.cell.degree == *d)
+                        .filter(|r| r.cell.method == *m && r.cell.stands_for(*d))
                         .filter_map(|r| r.result.test_acc)
                         .collect();
                     (!accs.is_empty()).then(|| (f64::from(*d), 100.0 * mean_std(&accs).0))
@@ -324,15 +354,15 @@ fn sweep(args: &SweepArgs) -> Result<(), Failure> {
             std::fs::remove_dir_all(&dir)
                 .map_err(|e| Failure::usage(format!("{}: {e}", dir.display())))?;
         }
-        let (b, p) = image_range(cell.degree).unwrap_or((12.0, 12.0));
         let mut model = base.clone();
-        override_degree(&mut model, cell.degree, b, p);
-        eprintln!(
-            "[{}/{}] {} (B = {b}, P = {p})",
-            i + 1,
-            cells.len(),
-            cell.dir_name()
-        );
+        let what = match image_range(cell.degree) {
+            Some((b, p)) if cell.method != Method::Relu => {
+                override_degree(&mut model, cell.degree, b, p);
+                format!("B = {b}, P = {p}")
+            }
+            _ => "ReLU for every activation".to_string(),
+        };
+        eprintln!("[{}/{}] {} ({what})", i + 1, cells.len(), cell.dir_name());
         let req = TrainRequest {
             model: &model,
             model_path: &args.model,
@@ -410,6 +440,42 @@ mod tests {
         assert_eq!(g[0].dir_name(), "d2-framework-s1");
         assert_eq!(g[3].dir_name(), "d2-plain-s2");
         assert_eq!(g[7].dir_name(), "d8-plain-s2");
+    }
+
+    #[test]
+    fn relu_cells_are_trained_once_per_seed_and_fill_every_degree() {
+        let g = grid(&[2, 8], &[Method::Relu, Method::Framework], &[1, 2]);
+        let names: Vec<String> = g.iter().map(Cell::dir_name).collect();
+        assert_eq!(
+            names,
+            [
+                "d2-framework-s1",
+                "d2-framework-s2",
+                "d8-framework-s1",
+                "d8-framework-s2",
+                "relu-s1",
+                "relu-s2"
+            ]
+        );
+        let mut relu1 = summary(RELU_DEGREE, Method::Relu, 1, Some(0.9), None);
+        let relu2 = summary(RELU_DEGREE, Method::Relu, 2, Some(0.8), None);
+        let md = to_markdown(&[relu1.clone(), relu2], &[2, 8], &[Method::Relu]);
+        assert_eq!(
+            md.lines().nth(2),
+            Some(
+                "| relu (no polynomial: same cells in every column) | 85.00 ± 7.07 (n=2) | 85.00 ± 7.07 (n=2) |"
+            )
+        );
+        relu1.result.test_acc = Some(0.7);
+        let chart = accuracy_chart(&[relu1.clone()], &[2, 8], &[Method::Relu]);
+        assert_eq!(chart.series[0].points, [(2.0, 70.0), (8.0, 70.0)]);
+        assert!(
+            to_csv(&[relu1])
+                .lines()
+                .nth(1)
+                .unwrap()
+                .starts_with(",relu,1,ok,0.700000")
+        );
     }
 
     #[test]
