@@ -214,6 +214,7 @@ impl MelExtractor {
         let mut buf = vec![Complex32::new(0.0, 0.0); s.n_fft];
         let mut scratch = vec![Complex32::new(0.0, 0.0); self.fft.get_inplace_scratch_len()];
         let mut power = vec![0f32; s.n_fft / 2 + 1];
+        let floor = s.log_floor as f32;
         for t in 0..frames {
             let start = t * s.hop;
             buf.fill(Complex32::new(0.0, 0.0));
@@ -230,7 +231,7 @@ impl MelExtractor {
                     .zip(&power[*first..])
                     .map(|(w, p)| w * p)
                     .sum();
-                out[m * frames + t] = (e + 1e-10).ln();
+                out[m * frames + t] = (e + floor).ln();
             }
         }
         out
@@ -521,6 +522,7 @@ mod tests {
             hop: 128,
             n_fft: 512,
             n_mels: 20,
+            log_floor: 1e-6,
         };
         let centers = mel_centers(&mel);
         let ex = MelExtractor::new(mel);
@@ -544,6 +546,31 @@ mod tests {
                 })
                 .unwrap();
             assert_eq!(loudest, nearest, "{freq} Hz: centres {centers:?}");
+        }
+    }
+
+    #[test]
+    fn zero_padding_reads_as_the_log_floor() {
+        for floor in [1e-6, 1e-10] {
+            let mel = MelSpec {
+                duration: 0.25,
+                log_floor: floor,
+                ..MelSpec::default()
+            };
+            // A short burst of noise, then the padding up to the duration.
+            let burst: Vec<f32> = (0..300)
+                .map(|i| ((i * 7919) % 200) as f32 / 100.0 - 1.0)
+                .collect();
+            let spec = MelExtractor::new(mel).log_mel(&burst);
+            let frames = mel.frames();
+            let last = (0..mel.n_mels).map(|m| spec[m * frames + frames - 1]);
+            for v in last {
+                assert!((v - (floor as f32).ln()).abs() < 1e-4, "{v} vs ln {floor}");
+            }
+            assert!(
+                spec[0] > (floor as f32).ln() + 5.0,
+                "the burst is above the floor"
+            );
         }
     }
 

@@ -141,9 +141,19 @@ pub struct MelSpec {
     pub hop: usize,
     pub n_fft: usize,
     pub n_mels: usize,
+    /// Added to the mel energy before the log: the quietest level told apart. Zero padding
+    /// sits exactly on it, so a floor far below the recordings' own noise turns padding into
+    /// outliers. Specs written before this field existed used 1e-10.
+    #[serde(default = "MelSpec::legacy_log_floor")]
+    pub log_floor: f64,
 }
 
 impl MelSpec {
+    /// Near the power of 16-bit quantisation noise in one mel band.
+    pub const DEFAULT_LOG_FLOOR: f64 = 1e-6;
+    fn legacy_log_floor() -> f64 {
+        1e-10
+    }
     pub fn samples(&self) -> usize {
         (self.duration * self.sample_rate as f64).round() as usize
     }
@@ -167,6 +177,7 @@ impl Default for MelSpec {
             hop: 128,
             n_fft: 256,
             n_mels: 32,
+            log_floor: MelSpec::DEFAULT_LOG_FLOOR,
         }
     }
 }
@@ -201,6 +212,7 @@ const MEL_KEYS: &[&str] = &[
     "hop",
     "n_fft",
     "n_mels",
+    "log_floor",
     "time_mask",
 ];
 
@@ -568,6 +580,14 @@ fn parse_mel_arg(p: &mut Args, mel: &mut MelSpec, augment: &mut Augment, key: &s
         "hop" => set(&mut mel.hop, p.count(key, v, 1, 128)),
         "n_fft" => set(&mut mel.n_fft, p.count(key, v, 16, 256)),
         "n_mels" => set(&mut mel.n_mels, p.count(key, v, 1, 32)),
+        "log_floor" => match v.as_f64() {
+            Some(f) if f > 0.0 && f <= 1.0 => mel.log_floor = f,
+            _ => p.bad(
+                key,
+                format!("`log_floor` must be a number in (0, 1], found `{v}`"),
+                "e.g. log_floor: 1e-6 (mel energies below it all read as ln(1e-6))",
+            ),
+        },
         "time_mask" => set(&mut augment.time_mask, p.count(key, v, 0, 8)),
         _ => {}
     }
@@ -760,5 +780,25 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.augment.time_mask, 5);
+    }
+
+    #[test]
+    fn log_floor_is_checked_and_old_specs_keep_theirs() {
+        let mel = |spec: DataSpec| match spec.source {
+            DataSource::Fsdd(a) => a.mel,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(mel(call("fsdd", &[]).unwrap()).log_floor, 1e-6);
+        let set = call("fsdd", &[("log_floor", Value::Float(1e-8))]).unwrap();
+        assert_eq!(mel(set).log_floor, 1e-8);
+        for bad in [Value::Float(0.0), Value::Float(2.0), Value::Str("x".into())] {
+            let errs = call("fsdd", &[("log_floor", bad)]).unwrap_err();
+            assert_eq!(errs[0].arg.as_deref(), Some("log_floor"));
+        }
+        // A spec saved before the field existed was computed with 1e-10.
+        let mut json = serde_json::to_value(MelSpec::default()).unwrap();
+        json.as_object_mut().unwrap().remove("log_floor");
+        let old: MelSpec = serde_json::from_value(json).unwrap();
+        assert_eq!(old.log_floor, 1e-10);
     }
 }
