@@ -234,3 +234,56 @@ fn resume_without_a_run_is_refused() {
     assert!(text(&o).contains("no run to resume"), "{}", text(&o));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_diverged_sweep_cell_keeps_its_step_and_reason() {
+    let dir = fixture("diverge");
+    // A rate of 1e3 without clipping throws degree-22 activations far out of range.
+    let model = MODEL.replace("lr: 1e-2", "lr: 1e3");
+    std::fs::write(dir.join("model.pnn"), model).unwrap();
+    let o = pnnc(
+        &dir,
+        &[
+            "sweep",
+            "model.pnn",
+            "--degrees",
+            "22",
+            "--methods",
+            "plain",
+            "--seeds",
+            "1",
+            "--epochs",
+            "1",
+            "--data",
+            "data",
+            "--out",
+            "sw",
+            "--threads",
+            "1",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let cell: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("sw/d22-plain-s1/cell.json")).unwrap(),
+    )
+    .unwrap();
+    let step = cell["diverged_step"].as_u64().expect("the cell diverged");
+    assert!(cell["test_acc"].is_null());
+    let why = cell["diverged"].as_str().unwrap();
+    assert!(
+        why.starts_with(&format!(
+            "training diverged at step {step} (epoch 1, batch "
+        )),
+        "{why}"
+    );
+    assert!(
+        why.contains("not finite") || why.contains("the loss is"),
+        "{why}"
+    );
+    let csv = std::fs::read_to_string(dir.join("sw/results.csv")).unwrap();
+    assert!(
+        csv.contains(&format!("22,plain,1,diverged,,,{step},")),
+        "{csv}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -345,10 +345,18 @@ pub fn train_on(req: &TrainRequest, splits: &Splits) -> Result<CellResult, Failu
             result.seconds = s.seconds;
         }
         Err(RunError::Diverged {
-            step, ref epoch, ..
+            step,
+            epoch,
+            batch,
+            ref what,
+            ..
         }) => {
             result.diverged_step = Some(step);
-            result.epochs = *epoch;
+            // What diverged and which site escaped its range: the sweep's cell.json keeps it.
+            result.diverged = Some(format!(
+                "training diverged at step {step} (epoch {epoch}, batch {batch}): {what}"
+            ));
+            result.epochs = epoch;
             result.steps = step;
             result.seconds = started.elapsed().as_secs_f64();
         }
@@ -356,13 +364,6 @@ pub fn train_on(req: &TrainRequest, splits: &Splits) -> Result<CellResult, Failu
             return Err(Failure::usage(e.to_string()));
         }
         Err(e) => return Err(Failure::job(format!("{}: {e}", req.model_path.display()))),
-    }
-    if result.diverged_step.is_some() {
-        // Keep the message for the summary (the match above moved out of it).
-        result.diverged = Some(format!(
-            "training diverged at step {}",
-            result.diverged_step.unwrap_or_default()
-        ));
     }
     Ok(result)
 }
