@@ -13,7 +13,9 @@ use super::clip;
 use super::metrics::{self, EpochMetrics};
 use super::optim::{Optim, ParamState};
 use super::schedule::LrSchedule;
-use crate::ir::{BoundaryLoss, Checkpoint, Clip, Normalization, Optimizer, Schedule, Tensor};
+use crate::ir::{
+    BoundaryKind, BoundaryLoss, Checkpoint, Clip, Normalization, Optimizer, Schedule, Tensor,
+};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
@@ -401,9 +403,11 @@ fn run_epoch(
                 "{what}{}",
                 escaped_site(&stats.act_max_abs, &cfg.site_ranges)
             ),
-            help: "lower the learning rate, raise the boundary-loss weight or the fit range B, \
-                   or keep gradient clipping on; the last good checkpoint is kept"
-                .into(),
+            help: divergence_help(
+                step,
+                worst_site(&stats.act_max_abs, &cfg.site_ranges),
+                cfg.boundary.as_ref(),
+            ),
         };
         if !stats.loss.is_finite() {
             return Err(diverged(format!("the loss is {}", stats.loss)));
@@ -504,27 +508,72 @@ fn clip_plan(clip: Option<&Clip>, meta: &[ParamMeta], sq: &[f64]) -> clip::ClipP
 
 /// " ; activations escaped at `site` (max |x| = v, fit range B = b)" for the
 /// site whose input is non-finite or furthest outside its range.
-fn escaped_site(acts: &[(String, f32)], ranges: &BTreeMap<String, f64>) -> String {
+/// The activation site furthest outside its fit range: (name, max |x|, B).
+fn worst_site<'a>(
+    acts: &'a [(String, f32)],
+    ranges: &BTreeMap<String, f64>,
+) -> Option<(&'a str, f32, Option<f64>)> {
     let ratio = |(name, v): &(String, f32)| {
         if !v.is_finite() {
             return f64::INFINITY;
         }
         f64::from(*v) / ranges.get(name).copied().unwrap_or(1.0)
     };
-    let worst = acts.iter().max_by(|a, b| {
-        ratio(a)
-            .partial_cmp(&ratio(b))
-            .unwrap_or(std::cmp::Ordering::Greater)
-    });
-    match worst {
-        Some((name, v)) => {
-            let range = ranges
-                .get(name)
+    acts.iter()
+        .max_by(|a, b| {
+            ratio(a)
+                .partial_cmp(&ratio(b))
+                .unwrap_or(std::cmp::Ordering::Greater)
+        })
+        .map(|(name, v)| (name.as_str(), *v, ranges.get(name).copied()))
+}
+
+fn escaped_site(acts: &[(String, f32)], ranges: &BTreeMap<String, f64>) -> String {
+    match worst_site(acts, ranges) {
+        Some((name, v, range)) => {
+            let range = range
                 .map(|b| format!(", fit range B = {b}"))
                 .unwrap_or_default();
             format!("; activations escaped at poly site `{name}` (max |x| = {v}{range})")
         }
         None => String::new(),
+    }
+}
+
+/// ln(f32::MAX): beyond this exponent `exp` overflows in float32.
+const EXP_OVERFLOW: f64 = 88.7;
+
+/// What to change, given where training diverged: at the initial weights no
+/// rate or clipping is to blame, and an exp boundary loss overflows float32
+/// once |x| - P passes ~88.7.
+fn divergence_help(
+    step: u64,
+    worst: Option<(&str, f32, Option<f64>)>,
+    boundary: Option<&BoundaryLoss>,
+) -> String {
+    let keep = "; the last good checkpoint is kept";
+    let overflow = match (worst, boundary) {
+        (Some((name, x, range)), Some(b)) if b.kind == BoundaryKind::Exp => {
+            let p = b.penalty.or(range).unwrap_or(0.0);
+            (f64::from(x) - p > EXP_OVERFLOW).then(|| {
+                format!(
+                    "the exp boundary loss overflows float32 at `{name}`: exp(|x| - P) = exp({x} - {p}) \
+                     exceeds exp({EXP_OVERFLOW}); use `boundary: l2(...)`, or a larger fit range B and penalty P"
+                )
+            })
+        }
+        _ => None,
+    };
+    match (step, overflow) {
+        (0, Some(o)) => format!("at the initial weights, before any update: {o}{keep}"),
+        (0, None) => format!(
+            "at the initial weights, before any update: use a larger fit range B or a lower polynomial degree{keep}"
+        ),
+        (_, Some(o)) => format!("{o}; or lower the learning rate{keep}"),
+        (_, None) => format!(
+            "lower the learning rate, raise the boundary-loss weight or the fit range B, \
+             or keep gradient clipping on{keep}"
+        ),
     }
 }
 
@@ -1052,5 +1101,46 @@ mod tests {
         let mut sorted = a.clone();
         sorted.sort();
         assert_eq!(sorted, (0..100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn divergence_help_names_the_cause() {
+        let exp = BoundaryLoss {
+            kind: BoundaryKind::Exp,
+            penalty: Some(12.0),
+            weight: 10.0,
+            reduce: crate::ir::Reduce::Sum,
+        };
+        let far = Some(("stage3.poly1", 113.7f32, Some(12.0)));
+        let near = Some(("stage3.poly1", 30.0f32, Some(12.0)));
+        // ResNet-20 at degree 2: |x| = 113.7 at the initial weights.
+        let h = divergence_help(0, far, Some(&exp));
+        assert!(
+            h.starts_with("at the initial weights, before any update"),
+            "{h}"
+        );
+        assert!(h.contains("exp(113.7 - 12)") && h.contains("l2"), "{h}");
+        assert!(!h.contains("learning rate"), "{h}");
+        let h = divergence_help(5, far, Some(&exp));
+        assert!(
+            h.contains("overflows float32") && h.contains("learning rate"),
+            "{h}"
+        );
+        // No overflow: the usual advice; l2 never overflows at these values.
+        let h = divergence_help(5, near, Some(&exp));
+        assert!(h.starts_with("lower the learning rate"), "{h}");
+        let l2 = BoundaryLoss {
+            kind: BoundaryKind::L2,
+            ..exp.clone()
+        };
+        assert!(!divergence_help(5, far, Some(&l2)).contains("overflows"));
+        let h = divergence_help(0, near, None);
+        assert!(h.contains("larger fit range B"), "{h}");
+        // P defaults to the site's own range when the loss names none.
+        let own = BoundaryLoss {
+            penalty: None,
+            ..exp
+        };
+        assert!(divergence_help(0, far, Some(&own)).contains("exp(113.7 - 12)"));
     }
 }
