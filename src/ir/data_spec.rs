@@ -259,6 +259,20 @@ impl Args<'_> {
             }
         }
     }
+    /// A number in (0, max].
+    fn positive(&mut self, key: &str, v: &Value, max: f64, help: &str) -> Option<f64> {
+        match v.as_f64() {
+            Some(x) if x > 0.0 && x <= max => Some(x),
+            _ => {
+                self.bad(
+                    key,
+                    format!("`{key}` must be a number in (0, {max}], found `{v}`"),
+                    help,
+                );
+                None
+            }
+        }
+    }
     fn flag(&mut self, key: &str, v: &Value) -> Option<bool> {
         let b = v.as_bool();
         if b.is_none() {
@@ -568,26 +582,23 @@ fn parse_mel_arg(p: &mut Args, mel: &mut MelSpec, augment: &mut Augment, key: &s
             p.count(key, v, 1000, 8000)
                 .and_then(|n| u32::try_from(n).ok()),
         ),
-        "duration" => match v.as_f64() {
-            Some(d) if d > 0.0 && d <= 600.0 => mel.duration = d,
-            _ => p.bad(
-                key,
-                format!("`duration` must be a number of seconds in (0, 600], found `{v}`"),
-                "e.g. duration: 1.0",
-            ),
-        },
+        "duration" => set(
+            &mut mel.duration,
+            p.positive(key, v, 600.0, "e.g. duration: 1.0 (seconds)"),
+        ),
         "window" => set(&mut mel.window, p.count(key, v, 16, 256)),
         "hop" => set(&mut mel.hop, p.count(key, v, 1, 128)),
         "n_fft" => set(&mut mel.n_fft, p.count(key, v, 16, 256)),
         "n_mels" => set(&mut mel.n_mels, p.count(key, v, 1, 32)),
-        "log_floor" => match v.as_f64() {
-            Some(f) if f > 0.0 && f <= 1.0 => mel.log_floor = f,
-            _ => p.bad(
+        "log_floor" => set(
+            &mut mel.log_floor,
+            p.positive(
                 key,
-                format!("`log_floor` must be a number in (0, 1], found `{v}`"),
+                v,
+                1.0,
                 "e.g. log_floor: 1e-6 (mel energies below it all read as ln(1e-6))",
             ),
-        },
+        ),
         "time_mask" => set(&mut augment.time_mask, p.count(key, v, 0, 8)),
         _ => {}
     }
