@@ -9,6 +9,7 @@
 pub mod check;
 pub mod cli;
 pub mod data;
+pub mod export;
 pub mod he;
 pub mod ir;
 pub mod syntax;

@@ -42,6 +42,26 @@ pub enum DataCommand {
     },
     /// Check every file listed in DIR/SHA256SUMS.
     Verify { dir: PathBuf },
+    /// Write the normalised train/validation/test tensors pnnc trains on to one
+    /// safetensors file (for `pnnc export torch` and other engines).
+    Export {
+        /// A data call (`cifar10(crop: 4)`) or a model file whose `train { data }` to use.
+        spec: String,
+        /// The output file (safetensors).
+        #[arg(short, long)]
+        output: PathBuf,
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Seed of the validation split (default: the model's seed, else 0).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Use only the first N training samples.
+        #[arg(long)]
+        limit_train: Option<usize>,
+        /// Replace an existing output file.
+        #[arg(long)]
+        overwrite: bool,
+    },
     /// Time decoding (no cache), a cache miss (decode + write) and cached loads of every set found.
     Bench {
         #[arg(long)]
@@ -66,6 +86,23 @@ pub fn run(args: &DataArgs) -> ExitCode {
         } => inspect(spec, data.clone(), preview.as_deref(), !no_cache),
         DataCommand::Get { name } => get(name),
         DataCommand::Verify { dir } => verify(dir),
+        DataCommand::Export {
+            spec,
+            output,
+            data,
+            seed,
+            limit_train,
+            overwrite,
+        } => export(
+            spec,
+            output,
+            &ExportOptions {
+                data_dir: data.clone(),
+                seed: *seed,
+                limit_train: *limit_train,
+                overwrite: *overwrite,
+            },
+        ),
         DataCommand::Bench { data, only, runs } => bench(data.clone(), only, *runs),
     };
     match result {
@@ -236,6 +273,78 @@ fn list(data_dir: Option<PathBuf>) -> Result<ExitCode, CliError> {
     }
     println!(
         "also: idx(...), audio(pattern: ...), ts(train: ..., test: ...), csv(train: ..., label: ...) with --data DIR or path: \"DIR\""
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+struct ExportOptions {
+    data_dir: Option<PathBuf>,
+    seed: Option<u64>,
+    limit_train: Option<usize>,
+    overwrite: bool,
+}
+
+/// `pnnc data export SPEC -o FILE`: a data call, or a model file's data and seed.
+fn export(text: &str, output: &Path, o: &ExportOptions) -> Result<ExitCode, CliError> {
+    if output.exists() && !o.overwrite {
+        return Err(usage(
+            &output.display().to_string(),
+            "already exists".into(),
+            "pass --overwrite to replace it, or choose another -o",
+        ));
+    }
+    let model_file = Path::new(text);
+    let (spec, seed, model_dir) = if text.ends_with(".pnn") {
+        let model = crate::check::load_model(model_file).map_err(|e| {
+            usage(
+                text,
+                e.to_string(),
+                "run `pnnc check` on the model and fix the errors",
+            )
+        })?;
+        let spec = model.train.data.clone().ok_or_else(|| {
+            usage(
+                text,
+                "the model names no data set".into(),
+                "add `data: ...` to its `train { }` section, or pass a data call",
+            )
+        })?;
+        (
+            spec,
+            o.seed.unwrap_or(model.train.seed),
+            model_file.parent().map(Path::to_path_buf),
+        )
+    } else {
+        let spec = parse_spec(text).map_err(|m| {
+            usage(
+                text,
+                m,
+                "e.g. pnnc data export 'cifar10(crop: 4, hflip: true)' -o cifar10.safetensors",
+            )
+        })?;
+        (spec, o.seed.unwrap_or(0), None)
+    };
+    let opts = LoadOptions {
+        data_dir: o.data_dir.clone(),
+        model_dir,
+        seed,
+        use_cache: true,
+        limit_train: o.limit_train,
+        ..Default::default()
+    };
+    let splits = data::load(&spec, &opts)?;
+    let limit = o.limit_train.or(spec.limit_train);
+    let info = data::export::write(&splits, &spec, seed, limit, output)?;
+    let counts: Vec<String> = info
+        .splits
+        .iter()
+        .map(|(name, n)| format!("{name} {n}"))
+        .collect();
+    println!(
+        "wrote {} ({}, validation seed {seed}, {:.1} MB)",
+        output.display(),
+        counts.join(", "),
+        info.bytes as f64 / 1e6
     );
     Ok(ExitCode::SUCCESS)
 }

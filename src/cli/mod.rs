@@ -8,6 +8,7 @@ pub mod common;
 pub mod compile;
 pub mod data;
 pub mod eval;
+pub mod export;
 pub mod failure;
 pub mod he_run;
 pub mod plot;
@@ -50,6 +51,8 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Evaluate trained weights on the test split: accuracy and confusion matrix.
     Eval(eval::EvalArgs),
+    /// Export a model to another engine: `pnnc export torch MODEL -o DIR` (PyTorch, torchrun).
+    Export(export::ExportArgs),
     /// Time training steps of a benchmark network on random data.
     Bench(bench::BenchArgs),
     /// Compile a trained model to a CKKS circuit (JSON).
@@ -108,6 +111,7 @@ pub fn run(command: &Command) -> ExitCode {
         Command::Plot(a) => plot::run(a),
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Export(a) => export::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Compile(a) => compile::run(a),
         Command::Simulate(a) => simulate::run(a),

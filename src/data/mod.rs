@@ -11,6 +11,7 @@ pub mod augment;
 pub mod cache;
 pub mod cifar;
 pub mod csv;
+pub mod export;
 pub mod hapt;
 pub mod idx;
 pub mod locate;

@@ -1,0 +1,591 @@
+"""The training loop of `train/run.rs`, on PyTorch, ready for `torchrun`.
+
+    python train.py --data data.safetensors --out runs/m            # one process
+    torchrun --nproc_per_node 4 train.py --data data.safetensors --out runs/m
+
+Each step takes the next `batch` samples of pnnc's seeded epoch order (the global
+batch), splits them into contiguous slices, one per process, and runs them under
+DistributedDataParallel (NCCL on GPUs, gloo on CPUs). The loss is pnnc's loss over the
+global batch: cross-entropy mean over all samples, BatchNorm statistics over all
+samples (all-reduced; `--local-bn` turns that off), boundary terms over all samples.
+Clipping, the optimizer step and the schedule follow pnnc; the run folder is pnnc's
+(metrics.jsonl / .csv, best / last / resume safetensors, config.json, summary.json).
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import ckpt, rng
+from .data import DataFile, apply_augment, augment_draws
+from .ir import Export, ExportError
+from .net import Pass, PnnNet
+from .recipe import Boundary, Clipper, LrSchedule, Optimizer
+
+VERSION = "0.1.0"
+EVAL_CHUNK = 1000
+EXP_OVERFLOW = 88.7
+
+
+class Dist:
+    """This process' place in the job (torchrun's environment), or a single process."""
+
+    def __init__(self, device_arg, local_bn):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.local_bn = local_bn
+        self.global_batch = 0
+        want = device_arg
+        if want == "auto":
+            want = "cuda" if torch.cuda.is_available() else "cpu"
+        if want == "cuda":
+            if not torch.cuda.is_available():
+                raise ExportError("--device cuda: no CUDA device is visible to PyTorch")
+            self.device = torch.device("cuda", self.local_rank % torch.cuda.device_count())
+            torch.cuda.set_device(self.device)
+        else:
+            self.device = torch.device("cpu")
+        self.stats_group = None
+        if self.world > 1:
+            backend = "nccl" if self.device.type == "cuda" else "gloo"
+            torch.distributed.init_process_group(backend=backend, device_id=self.device
+                                                 if self.device.type == "cuda" else None)
+            # BatchNorm statistics and boundary terms use their own group, so that their
+            # collectives never interleave with DDP's gradient buckets.
+            self.stats_group = torch.distributed.new_group(backend=backend)
+
+    def slice(self, n):
+        """This process' contiguous part [lo, hi) of n global items."""
+        return n * self.rank // self.world, n * (self.rank + 1) // self.world
+
+    @property
+    def main(self):
+        return self.rank == 0
+
+    def sum_(self, t):
+        if self.world > 1:
+            torch.distributed.all_reduce(t, group=self.stats_group)
+        return t
+
+    def max_(self, t):
+        if self.world > 1:
+            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX, group=self.stats_group)
+        return t
+
+    def close(self):
+        if self.world > 1:
+            torch.distributed.destroy_process_group()
+
+
+class Diverged(Exception):
+    pass
+
+
+class Engine:
+    """The network, its recipe and one training step; shared by the loop, `dump` and
+    `bench`."""
+
+    def __init__(self, export, dist, seed, amp=None, boundary=True):
+        self.export = export
+        self.dist = dist
+        self.net = PnnNet(export, seed).to(dist.device)
+        run = export.run
+        self.boundary = Boundary(run["boundary"]) if run["boundary"] and boundary else None
+        if export.baseline_relu:
+            self.boundary = None
+        self.trainable = self.net.trainable()
+        self.clipper = Clipper(run["clip"], self.trainable)
+        self.optim = Optimizer(run["optimizer"], self.trainable)
+        self.amp = amp
+        self.model = self.net
+        if dist.world > 1:
+            self.model = torch.nn.parallel.DistributedDataParallel(
+                self.net,
+                device_ids=[dist.device.index] if dist.device.type == "cuda" else None,
+                broadcast_buffers=False,  # running statistics are identical everywhere
+            )
+
+    def forward_backward(self, x, y, global_batch, step_seed, offset):
+        """Loss and gradients of this process' slice (x, y) of a global batch. Returns
+        device tensors: (ce sum over the slice, boundary value, correct, act max [sites])."""
+        self.dist.global_batch = global_batch
+        p = Pass(True, self.boundary.pass_spec() if self.boundary else None, step_seed,
+                 self.dist, offset)
+        self.optim.zero_grad()
+        with torch.autocast(self.dist.device.type, dtype=torch.bfloat16,
+                            enabled=self.amp == "bf16"):
+            logits = self.model(x, p).float()
+        ce_sum = F.cross_entropy(logits, y, reduction="sum")
+        loss = ce_sum * (self.dist.world / global_batch)
+        bvalue = torch.zeros((), dtype=torch.float64, device=x.device)
+        if self.boundary is not None and p.terms:
+            bl, bvalue = self.boundary.loss(p.terms, global_batch, self.dist)
+            loss = loss + bl
+        loss.backward()
+        for _, t, _ in self.trainable:
+            if t.grad is None:
+                t.grad = torch.zeros_like(t)
+        correct = (logits.detach().argmax(1) == y).sum()
+        act = torch.stack([p.act_max[s].float() for s in self.net.sites]) if self.net.sites \
+            else torch.zeros(0, device=x.device)
+        return ce_sum.detach().double(), bvalue.to(x.device), correct, act
+
+    def predict(self, x):
+        """Eval-mode logits of a batch."""
+        with torch.no_grad(), torch.autocast(self.dist.device.type, dtype=torch.bfloat16,
+                                             enabled=self.amp == "bf16"):
+            return self.net(x, Pass(False)).float()
+
+    def evaluate(self, split):
+        """(mean cross-entropy, accuracy) over a split, shared among processes."""
+        lo, hi = self.dist.slice(len(split))
+        loss = torch.zeros((), dtype=torch.float64, device=self.dist.device)
+        correct = torch.zeros((), dtype=torch.float64, device=self.dist.device)
+        self.net.eval()
+        for s in range(lo, hi, EVAL_CHUNK):
+            e = min(s + EVAL_CHUNK, hi)
+            x = split.x[s:e].to(self.dist.device, non_blocking=True)
+            y = split.y[s:e].to(self.dist.device, non_blocking=True)
+            logits = self.predict(x).double()
+            loss += F.cross_entropy(logits, y, reduction="sum")
+            correct += (logits.argmax(1) == y).sum()
+        self.net.train()
+        both = self.dist.sum_(torch.stack([loss, correct])).tolist()
+        n = max(len(split), 1)
+        return both[0] / n, both[1] / n
+
+
+def escaped_site(acts, ranges):
+    """run.rs `worst_site`: the site whose max |x| is furthest outside its range."""
+    best = None
+    for name, v in acts:
+        ratio = math.inf if not math.isfinite(v) else v / ranges.get(name, 1.0)
+        if best is None or ratio > best[0]:
+            best = (ratio, name, v, ranges.get(name))
+    return None if best is None else best[1:]
+
+
+def _fmt(v, f32=False):
+    """Rust's `{}` of a float: the shortest digits that read back, never an exponent."""
+    if isinstance(v, (float, np.floating)) and math.isfinite(v):
+        v = np.float32(v) if f32 else float(v)
+        return np.format_float_positional(v, unique=True, trim="-")
+    return str(v)
+
+
+def divergence_help(step, worst, boundary):
+    """run.rs `divergence_help`."""
+    keep = "; the last good checkpoint is kept"
+    overflow = None
+    if worst is not None and boundary is not None and boundary["kind"] == "Exp":
+        name, x, b = worst
+        p = boundary["penalty"] if boundary["penalty"] is not None else (b or 0.0)
+        if x - p > EXP_OVERFLOW:
+            overflow = (
+                f"the exp boundary loss overflows float32 at `{name}`: exp(|x| - P) = "
+                f"exp({_fmt(x, f32=True)} - {_fmt(p)}) exceeds exp({EXP_OVERFLOW}); use `boundary: l2(...)`, "
+                "or a larger fit range B and penalty P"
+            )
+    if step == 0 and overflow:
+        return f"at the initial weights, before any update: {overflow}{keep}"
+    if step == 0:
+        return ("at the initial weights, before any update: use a larger fit range B or a "
+                f"lower polynomial degree{keep}")
+    if overflow:
+        return f"{overflow}; or lower the learning rate{keep}"
+    return ("lower the learning rate, raise the boundary-loss weight or the fit range B, "
+            f"or keep gradient clipping on{keep}")
+
+
+class Trainer:
+    def __init__(self, args, export_dir):
+        self.args = args
+        self.export = Export(export_dir)
+        self.data = DataFile(args.data)
+        self.data.check_model(self.export.input_shape, self.export.classes)
+        run = dict(self.export.run)
+        for key in ("epochs", "batch", "seed"):
+            if getattr(args, key) is not None:
+                run[key] = getattr(args, key)
+        run["batch"] = max(1, int(run["batch"]))
+        self.run = run
+        self.dist = Dist(args.device, args.local_bn)
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        if self.dist.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = args.tf32
+            torch.backends.cudnn.allow_tf32 = args.tf32
+        self.engine = Engine(self.export, self.dist, run["seed"], amp=args.amp)
+        self.out = args.out
+        self.say = (lambda *a: None) if (args.quiet or not self.dist.main) else self._print
+        self.train = self.data.get("train")
+        self.val = self.data.get("val")
+        self.test = self.data.get("test")
+        # The whole data set on the device when it fits comfortably (GPU).
+        if self.dist.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.dist.device)
+            size = sum(s.x.numel() * 4 for s in self.data.splits.values())
+            if size < free // 4:
+                for s in self.data.splits.values():
+                    s.x, s.y = s.x.to(self.dist.device), s.y.to(self.dist.device)
+        if self.data.seed != run["seed"] and self.dist.main:
+            print(
+                f"warning: {args.data}: the validation split was drawn with seed {self.data.seed}, "
+                f"this run uses seed {run['seed']}; pnnc would hold out other samples\n"
+                f"  help: `pnnc data export ... --seed {run['seed']}` for pnnc's exact split",
+                file=sys.stderr,
+            )
+
+    def _print(self, *a):
+        print(*a, file=sys.stderr if not self.args.json else sys.stdout, flush=True)
+
+    # --- run folder -------------------------------------------------------------------
+
+    def checkpoint(self, epoch):
+        meta = dict(self.run.get("metadata", {}))
+        meta["epoch"] = str(epoch)
+        meta["trainer"] = f"pnnc_torch {VERSION} (torch {torch.__version__})"
+        return ckpt.Checkpoint(self.export.name, self.export.model_hash, self.data.normalization,
+                               self.engine.net.tensors(), meta)
+
+    def save_resume(self, state):
+        ck = self.checkpoint(state["epochs_done"])
+        tensors = {ckpt.MODEL_PREFIX + k: v for k, v in ck.tensors.items()}
+        for (name, _, _), (first, second, _) in zip(self.engine.trainable,
+                                                    self.engine.optim.export_state()):
+            if first is not None:
+                tensors[ckpt.FIRST_PREFIX + name] = first.detach().cpu().reshape(-1)
+            if second is not None:
+                tensors[ckpt.SECOND_PREFIX + name] = second.detach().cpu().reshape(-1)
+        ck.tensors = tensors
+        ck.metadata[ckpt.RESUME_META] = json.dumps(state)
+        ckpt.save(os.path.join(self.out, ckpt.RESUME), ck)
+
+    def load_resume(self):
+        path = os.path.join(self.out, ckpt.RESUME)
+        ck = ckpt.load(path)
+        if ck.model_hash != self.export.model_hash:
+            raise ExportError(
+                f"{path}: cannot resume: the run was for model `{ck.model_name}` (hash "
+                f"{ck.model_hash[:12]}), not this export (hash {self.export.model_hash[:12]})"
+                "\n  help: start a fresh run without --resume, or pick another --out"
+            )
+        state = json.loads(ck.metadata[ckpt.RESUME_META])
+        model = {k[len(ckpt.MODEL_PREFIX):]: v for k, v in ck.tensors.items()
+                 if k.startswith(ckpt.MODEL_PREFIX)}
+        self.engine.net.load_tensors(model, path)
+        states = []
+        for (name, p, _), steps in zip(self.engine.trainable, state["steps_per_param"]):
+            first = ck.tensors.get(ckpt.FIRST_PREFIX + name)
+            second = ck.tensors.get(ckpt.SECOND_PREFIX + name)
+            shape = lambda t: None if t is None else t.reshape(p.shape)  # noqa: E731
+            states.append((shape(first), shape(second), steps))
+        self.engine.optim.import_state(states)
+        if state["epochs_done"] > self.run["epochs"]:
+            raise ExportError(
+                f"{path}: cannot resume: the run already has {state['epochs_done']} epochs, "
+                f"more than --epochs {self.run['epochs']}"
+            )
+        return state
+
+    def write_metrics(self, rows):
+        jsonl = "".join(json.dumps(r) + "\n" for r in rows)
+        ckpt.write_text(os.path.join(self.out, "metrics.jsonl"), jsonl)
+        ckpt.write_text(os.path.join(self.out, "metrics.csv"), metrics_csv(rows))
+
+    def read_metrics(self):
+        path = os.path.join(self.out, "metrics.jsonl")
+        if not os.path.exists(path):
+            return []
+        with open(path, encoding="utf-8") as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    def write_config(self):
+        cfg = {
+            "command": sys.argv,
+            "engine": f"pnnc_torch {VERSION} (torch {torch.__version__})",
+            "export": os.path.abspath(self.export.folder),
+            "data_file": os.path.abspath(self.args.data),
+            "model_name": self.export.name,
+            "model_hash": self.export.model_hash,
+            "baseline": "relu" if self.export.baseline_relu else None,
+            "he_compatible": not self.export.baseline_relu,
+            "threads": torch.get_num_threads(),
+            "world_size": self.dist.world,
+            "device": str(self.dist.device),
+            "amp": self.args.amp,
+            "tf32": self.args.tf32,
+            "local_bn": self.args.local_bn,
+            "limit_train": None,
+            "config": self.run,
+        }
+        ckpt.write_json(os.path.join(self.out, "config.json"), cfg)
+
+    # --- the loop --------------------------------------------------------------------
+
+    def fit(self):
+        run = self.run
+        resume_file = os.path.join(self.out, ckpt.RESUME)
+        if self.args.resume and not os.path.isfile(resume_file):
+            raise ExportError(f"{self.out}: no run to resume (no {ckpt.RESUME})\n  help: start "
+                              "the run without --resume, or pass its --out folder")
+        if not self.args.resume and os.path.exists(resume_file):
+            raise ExportError(f"{self.out}: this folder already holds a run\n  help: pass "
+                              "--resume to continue it, or another --out")
+        base_lr = float(next(iter(self.export.run["optimizer"].values()))["lr"])
+        state = {
+            "epochs_done": 0, "steps": 0,
+            "schedule": LrSchedule(run["schedule"], [base_lr, base_lr * run["poly_lr_scale"]],
+                                   run["epochs"]).to_json(),
+            "best_val_acc": None, "best_epoch": None,
+            "steps_per_param": [0] * len(self.engine.trainable), "seconds": 0.0,
+        }
+        rows = []
+        if self.args.resume:
+            state = self.load_resume()
+            rows = [r for r in self.read_metrics() if r["epoch"] <= state["epochs_done"]]
+        schedule = LrSchedule.from_json(state["schedule"])
+        schedule.set_total_epochs(run["epochs"])
+        if self.dist.main:
+            os.makedirs(self.out, exist_ok=True)
+            self.write_config()
+        started = time.monotonic()
+        stopped = None
+        last_val_acc = rows[-1]["val_acc"] if rows else None
+        for epoch in range(state["epochs_done"], run["epochs"]):
+            if self.args.max_steps and state["steps"] >= self.args.max_steps:
+                stopped = f"--max-steps {self.args.max_steps} reached"
+                break
+            budget = self.args.time_budget
+            if budget and rows and time.monotonic() - started + rows[-1]["seconds"] > budget:
+                stopped = f"time budget of {budget:g} s reached"
+                break
+            row = self.epoch(epoch, schedule, state)
+            last_val_acc = row["val_acc"]
+            schedule.step(row["val_loss"] if row["val_loss"] is not None else row["train_loss"])
+            state["schedule"] = schedule.to_json()
+            state["epochs_done"] = epoch + 1
+            state["seconds"] += row["seconds"]
+            state["steps_per_param"] = [state["steps"]] * len(self.engine.trainable)
+            score = row["val_acc"] if row["val_acc"] is not None else row["train_acc"]
+            rows.append(row)
+            if self.dist.main:
+                ck = self.checkpoint(epoch + 1)
+                if state["best_val_acc"] is None or score > state["best_val_acc"]:
+                    ckpt.save(os.path.join(self.out, ckpt.BEST), ck)
+                ckpt.save(os.path.join(self.out, ckpt.LAST), ck)
+            if state["best_val_acc"] is None or score > state["best_val_acc"]:
+                state["best_val_acc"], state["best_epoch"] = score, epoch + 1
+            if self.dist.main:
+                self.save_resume(state)
+                self.write_metrics(rows)
+            self.report_epoch(row)
+        test = self.engine.evaluate(self.test) if self.test is not None else None
+        summary = {
+            "model_name": self.export.name,
+            "he_compatible": not self.export.baseline_relu,
+            "baseline": "relu" if self.export.baseline_relu else None,
+            "train_samples": len(self.train),
+            "val_samples": len(self.val) if self.val else 0,
+            "test_samples": len(self.test) if self.test else 0,
+            "epochs": state["epochs_done"],
+            "steps": state["steps"],
+            "best_epoch": state["best_epoch"],
+            "best_val_acc": state["best_val_acc"],
+            "final_val_acc": last_val_acc,
+            "test_acc": test[1] if test else None,
+            "test_loss": test[0] if test else None,
+            "seconds": state["seconds"],
+            "engine": f"pnnc_torch {VERSION} (torch {torch.__version__})",
+            "world_size": self.dist.world,
+            "device": str(self.dist.device),
+            "stopped": stopped,
+        }
+        if self.dist.main:
+            ckpt.write_json(os.path.join(self.out, "summary.json"), summary)
+            if self.args.json:
+                print(json.dumps({"event": "summary", "summary": summary, "out": self.out}),
+                      flush=True)
+            elif not self.args.quiet:
+                pct = lambda a: "-" if a is None else f"{100 * a:.2f}%"  # noqa: E731
+                print(f"done: {summary['epochs']} epochs in {summary['seconds']:.1f}s, best val acc "
+                      f"{pct(summary['best_val_acc'])} (epoch {summary['best_epoch']}), test acc "
+                      f"{pct(summary['test_acc'])}{'; ' + stopped if stopped else ''}\n"
+                      f"  run folder: {self.out}", file=sys.stderr)
+        return summary
+
+    def report_epoch(self, row):
+        if self.args.json and self.dist.main:
+            print(json.dumps({"event": "epoch", "metrics": row}), flush=True)
+        else:
+            val = "" if row["val_acc"] is None else f" val acc {100 * row['val_acc']:.2f}%"
+            self.say(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f} acc "
+                     f"{100 * row['train_acc']:.2f}%{val} boundary {row['boundary_loss']:.4f} "
+                     f"({row['seconds']:.1f}s)")
+
+    def epoch(self, epoch, schedule, state):
+        run, dist, eng = self.run, self.dist, self.engine
+        t0 = time.monotonic()
+        train = self.train
+        order = rng.epoch_order(len(train), run["seed"], epoch)
+        lrs = (schedule.lr(0), schedule.lr(1))
+        eng.optim.set_rates(*lrs)
+        sites = eng.net.sites
+        sums = {"loss": 0.0, "ce": 0.0, "boundary": 0.0, "correct": 0, "seen": 0, "batches": 0,
+                "grad_norm": 0.0, "grad_norm_max": 0.0}
+        act_epoch = np.zeros(len(sites), dtype=np.float32)
+        batch = run["batch"]
+        shape = self.data.sample_shape
+        for b, start in enumerate(range(0, len(order), batch)):
+            idx = order[start:start + batch]
+            n = len(idx)
+            step = state["steps"]
+            lo, hi = dist.slice(n)
+            local = torch.tensor(idx[lo:hi], dtype=torch.long)
+            x = train.x[local.to(train.x.device)].to(dist.device, non_blocking=True)
+            y = train.y[local.to(train.y.device)].to(dist.device, non_blocking=True)
+            if self.data.has_augment:
+                draws = augment_draws(run["seed"], step, n, shape, self.data.augment)
+                x = apply_augment(x, draws[:, lo:hi], shape, self.data.augment)
+            seed = rng.mix_seed(run["seed"], rng.STREAM_STEP, step)
+            ce, bval, correct, act = eng.forward_backward(x, y, n, seed, lo)
+            squares = eng.clipper.squares()
+            stats = dist.sum_(torch.stack([ce, correct.double()]))
+            act = dist.max_(act)
+            host = torch.cat([stats, bval.reshape(1), squares]).tolist()
+            act_h = act.tolist()
+            ce_mean, correct_n, bv = host[0] / n, int(host[1]), host[2]
+            loss = ce_mean + bv
+            if not math.isfinite(loss):
+                raise self.diverged(step, epoch, b, f"the loss is {_rust_float(loss)}",
+                                    list(zip(sites, act_h)))
+            bad = [i for i, s in enumerate(host[3:]) if not math.isfinite(s)]
+            if bad:
+                raise self.diverged(step, epoch, b, f"the gradient of `{eng.trainable[bad[0]][0]}` "
+                                    "is not finite", list(zip(sites, act_h)))
+            eng.clipper.apply(squares)
+            eng.optim.step()
+            state["steps"] += 1
+            gn = math.sqrt(sum(s for s, c in zip(host[3:], eng.clipper.chosen) if c))
+            sums["loss"] += loss
+            sums["ce"] += ce_mean
+            sums["boundary"] += bv
+            sums["correct"] += correct_n
+            sums["seen"] += n
+            sums["batches"] += 1
+            sums["grad_norm"] += gn
+            sums["grad_norm_max"] = max(sums["grad_norm_max"], gn)
+            act_epoch = np.maximum(act_epoch, np.asarray(act_h, dtype=np.float32))
+            if self.args.max_steps and state["steps"] >= self.args.max_steps:
+                break
+        val = eng.evaluate(self.val) if self.val is not None else None
+        nb = max(sums["batches"], 1)
+        return {
+            "epoch": epoch + 1,
+            "train_loss": sums["loss"] / nb,
+            "train_ce_loss": sums["ce"] / nb,
+            "train_acc": sums["correct"] / max(sums["seen"], 1),
+            "boundary_loss": sums["boundary"] / nb,
+            "val_loss": val[0] if val else None,
+            "val_acc": val[1] if val else None,
+            "grad_norm": sums["grad_norm"] / nb,
+            "grad_norm_max": sums["grad_norm_max"],
+            "lr": lrs[0],
+            "poly_lr": lrs[1],
+            "act_max_abs": {s: float(v) for s, v in sorted(zip(sites, act_epoch))},
+            "seconds": time.monotonic() - t0,
+        }
+
+    def diverged(self, step, epoch, batch, what, acts):
+        ranges = self.run["site_ranges"]
+        worst = escaped_site(acts, ranges)
+        where = ""
+        if worst is not None:
+            name, v, b = worst
+            rng_txt = "" if b is None else f", fit range B = {_fmt(b)}"
+            where = (f"; activations escaped at poly site `{name}` "
+                     f"(max |x| = {_rust_float(v, f32=True)}{rng_txt})")
+        last = os.path.join(self.out, ckpt.LAST)
+        return Diverged(
+            f"training diverged at step {step} (epoch {epoch + 1}, batch {batch}): {what}{where}\n"
+            f"  help: {divergence_help(step, worst, self.run['boundary'])}\n"
+            f"  (last good checkpoint: {last})"
+        )
+
+
+def _rust_float(v, f32=False):
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    return _fmt(v, f32)
+
+
+FIXED_COLUMNS = ["epoch", "train_loss", "train_ce_loss", "train_acc", "boundary_loss", "val_loss",
+                 "val_acc", "grad_norm", "grad_norm_max", "lr", "poly_lr", "seconds"]
+
+
+def metrics_csv(rows):
+    """train/metrics.rs `to_csv`."""
+    sites = list(rows[0]["act_max_abs"].keys()) if rows else []
+    sites.sort()
+    out = ",".join(FIXED_COLUMNS + [f"act_max_abs.{s}" for s in sites]) + "\n"
+    for r in rows:
+        f = [_fmt(r[c]) if r[c] is not None else "" for c in FIXED_COLUMNS[:-1]]
+        f.append(f"{r['seconds']:.3f}")
+        f += [_fmt(r["act_max_abs"][s], f32=True) if s in r["act_max_abs"] else "" for s in sites]
+        out += ",".join(f) + "\n"
+    return out
+
+
+def parser():
+    ap = argparse.ArgumentParser(
+        description="Train this exported pnnc model with PyTorch (one process, or under torchrun).")
+    ap.add_argument("--data", required=True, help="data file of `pnnc data export`")
+    ap.add_argument("--out", required=True, help="run folder (pnnc's layout)")
+    ap.add_argument("--epochs", type=int, help="default: the model's train { epochs }")
+    ap.add_argument("--batch", type=int, help="global batch size (default: the model's)")
+    ap.add_argument("--seed", type=int, help="default: the model's train { seed }")
+    ap.add_argument("--resume", action="store_true", help="continue the run in --out")
+    ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    ap.add_argument("--threads", type=int, help="CPU threads per process (torch.set_num_threads)")
+    ap.add_argument("--amp", choices=["bf16"], default=None,
+                    help="mixed precision (off by default, so that results match pnnc)")
+    ap.add_argument("--tf32", action="store_true",
+                    help="allow TF32 matrix products on GPUs (off by default)")
+    ap.add_argument("--local-bn", action="store_true",
+                    help="BatchNorm statistics per process, not over the global batch")
+    ap.add_argument("--time-budget", type=float,
+                    help="stop before an epoch that would end past this many seconds")
+    ap.add_argument("--max-steps", type=int, help="stop after this many steps in total")
+    g = ap.add_mutually_exclusive_group()
+    g.add_argument("--quiet", action="store_true")
+    g.add_argument("--json", action="store_true", help="JSON lines on stdout")
+    return ap
+
+
+def main(export_dir, argv=None):
+    args = parser().parse_args(argv)
+    trainer = None
+    try:
+        trainer = Trainer(args, export_dir)
+        trainer.fit()
+        return 0
+    except ExportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Diverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if trainer is not None:
+            trainer.dist.close()

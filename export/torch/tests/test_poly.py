@@ -1,0 +1,88 @@
+"""Finite-difference checks of the fused polynomial activation (every basis, with and
+without the fused boundary term), and its agreement with the plain formula."""
+
+import unittest
+
+import numpy as np
+import torch
+
+from pnnc_torch import poly
+
+
+def apply(x, c, basis, kind, inv_b=0.5, penalty=2.0):
+    n = c.numel() - 1
+    d = torch.tensor(poly.derivative_matrix(poly.BASES[basis], n), dtype=torch.float64)
+    return poly.PolyFunction.apply(x, c, inv_b, basis, d, kind, penalty)
+
+
+def reference(x, c, basis, inv_b=0.5):
+    """p(t) from the definition: sum c_k t^k, or sum c_k T_k(t) with T_k = cos(k acos t)
+    extended by the recurrence (t outside [-1, 1] too)."""
+    t = x * inv_b
+    if basis == "Power":
+        return sum(c[k] * t**k for k in range(c.numel()))
+    prev, cur = torch.ones_like(t), t
+    y = c[0] * prev + (c[1] * cur if c.numel() > 1 else 0)
+    for k in range(2, c.numel()):
+        prev, cur = cur, 2 * t * cur - prev
+        y = y + c[k] * cur
+    return y
+
+
+class PolyTest(unittest.TestCase):
+    def test_gradients_match_finite_differences(self):
+        torch.manual_seed(0)
+        for basis in poly.BASES:
+            for n in (1, 2, 5, 8):
+                for kind in (None, "Exp", "L2"):
+                    x = (torch.randn(2, 40, dtype=torch.float64) * 2).requires_grad_()
+                    c = torch.randn(n + 1, dtype=torch.float64, requires_grad=True)
+                    f = lambda x, c: apply(x, c, basis, kind)[:2]  # noqa: E731
+                    self.assertTrue(
+                        torch.autograd.gradcheck(f, (x, c), eps=1e-6, atol=1e-5, rtol=1e-4),
+                        f"{basis} degree {n} {kind}",
+                    )
+
+    def test_forward_is_the_polynomial_and_the_boundary_sums(self):
+        torch.manual_seed(1)
+        x = torch.randn(1000, dtype=torch.float64) * 4
+        for basis in poly.BASES:
+            c = torch.randn(7, dtype=torch.float64)
+            y, term, amax = apply(x, c, basis, "Exp")
+            torch.testing.assert_close(y, reference(x, c, basis))
+            want = torch.expm1(torch.clamp(x.abs() - 2.0, min=0)).sum()
+            torch.testing.assert_close(term, want)
+            self.assertEqual(float(amax), float(x.abs().max()))
+            _, term, _ = apply(x, c, basis, "L2")
+            torch.testing.assert_close(term, (torch.clamp(x.abs() - 2.0, min=0) ** 2).sum())
+
+    def test_cpu_chunks_give_the_same_result(self):
+        torch.manual_seed(2)
+        x = (torch.randn(3000) * 5).requires_grad_()
+        c = torch.randn(9, requires_grad=True)
+        saved = poly.CPU_CHUNK
+        results = []
+        try:
+            for chunk in (256, 1 << 20):
+                poly.CPU_CHUNK = chunk
+                y, term, _ = apply(x, c, "Chebyshev", "Exp", inv_b=0.2, penalty=3.0)
+                gx, gc = torch.autograd.grad((y.square().sum() + term), (x, c))
+                results.append((y, gx, gc))
+        finally:
+            poly.CPU_CHUNK = saved
+        for a, b in zip(*results):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
+
+    def test_module_keeps_float32_under_bfloat16_autocast(self):
+        m = poly.Poly(4, "Chebyshev", 3.0, np.array([0.1, 0.5, 0.2, 0.0, -0.05]), True)
+        x = torch.randn(10, dtype=torch.bfloat16)
+        y, _, _ = m(x)
+        self.assertEqual(y.dtype, torch.float32)
+
+    def test_unknown_basis_is_refused(self):
+        with self.assertRaises(ValueError):
+            poly.Poly(2, "Legendre", 1.0, [0.0, 1.0, 0.0], True)
+
+
+if __name__ == "__main__":
+    unittest.main()
