@@ -5,37 +5,43 @@ evaluates p by its basis' recurrence (Horner for powers, the three-term recurren
 Chebyshev) and keeps nothing but x; the backward recomputes the basis values once and
 uses them for both the coefficient gradients sum_i g_i phi_k(t_i) and the slope p'(t)
 (from the derivative's coefficients in the same basis). No `x ** k`, no degree-many
-saved tensors.
+saved tensors, one fused multiply-add pass over memory per degree and step.
 
-The same Function also returns the site's boundary-loss sum (exp or l2, over this
-process' elements) and max |x|, computed from the same pass over x, like pnnc's
-`ops::poly`.
+The same Function returns the site's boundary-loss sum (exp or l2, over this process'
+elements) and max |x|, from the same pass over x, like pnnc's `ops::poly`.
 
-On CPU the work runs in chunks that fit the cache: every recurrence step is a pass over
-memory, and a chunk keeps those passes in L2. On GPUs the whole tensor is one chunk.
+Large tensors run in chunks (`CPU_CHUNK` elements on CPUs, `GPU_CHUNK` on GPUs) so that
+a recurrence's working set stays in cache and its memory stays bounded.
 
-A basis is one entry of `BASES`: how to evaluate p, how to walk phi_0..phi_n, the
-derivative's coefficients, and whether t is x / B (`scaled`) or x itself.
+A basis is one entry of `BASES`: its forward evaluation, its walk over phi_1..phi_n,
+the derivative's coefficients, and whether t is x / B (`scaled`) or x itself.
 """
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-CPU_CHUNK = 1 << 15
+CPU_CHUNK = 1 << 21
+GPU_CHUNK = 1 << 24
 
 
 class Basis:
-    """One polynomial basis: subclasses give the recurrence and the derivative."""
+    """One polynomial basis. `walk` may yield phi_k up to a sign (`signs`), so that a
+    three-term recurrence is one in-place fused multiply-add per step."""
 
     name = ""
     scaled = True  # t = x / B; False: t = x
 
+    def signs(self, n):
+        """s_k with walk()'s k-th tensor = s_k phi_k (k = 0..n)."""
+        return np.ones(n + 1)
+
     def evaluate(self, t, c, n):
         raise NotImplementedError
 
-    def values(self, t, n):
-        """Yields phi_1(t) .. phi_n(t) (phi_0 = 1); a yielded tensor may be overwritten
-        by the next step."""
+    def walk(self, t, n):
+        """Yields s_k phi_k(t) for k = 1..n; a yielded tensor may be overwritten by the
+        next step, and t itself must not be written."""
         raise NotImplementedError
 
     def derivative(self, c):
@@ -49,52 +55,62 @@ class Power(Basis):
     name = "Power"
 
     def evaluate(self, t, c, n):
-        y = c[n].expand_as(t).clone()
-        for k in range(n - 1, -1, -1):
-            y.mul_(t).add_(c[k])
+        if n == 0:
+            return c[0].expand_as(t).clone()
+        y = torch.addcmul(c[n - 1], t, c[n])
+        for k in range(n - 2, -1, -1):
+            torch.addcmul(c[k], y, t, out=y)
         return y
 
-    def values(self, t, n):
+    def walk(self, t, n):
         if n == 0:
             return
-        pw = t.clone()
+        yield t
+        if n == 1:
+            return
+        pw = t * t
         yield pw
-        for _ in range(2, n + 1):
-            pw.mul_(t)
-            yield pw
+        for _ in range(3, n + 1):
+            yield pw.mul_(t)
 
     def derivative(self, c):
         return [(k + 1) * c[k + 1] for k in range(len(c) - 1)]
 
 
 class Chebyshev(Basis):
-    """sum c_k T_k(t), T_{k+1} = 2t T_k - T_{k-1} (the order of pnnc's kernel)."""
+    """sum c_k T_k(t), T_{k+1} = 2t T_k - T_{k-1}. The walk keeps a_k = s_k T_k with
+    signs + + - - + + ...: then a_{k+1} = a_{k-1} - 2 s_{k-1} s_k t a_k, one addcmul."""
 
     name = "Chebyshev"
+
+    def signs(self, n):
+        return np.array([1.0 if k % 4 in (0, 1) else -1.0 for k in range(n + 1)])
 
     def evaluate(self, t, c, n):
         if n == 0:
             return c[0].expand_as(t).clone()
-        y = torch.mul(t, c[1]).add_(c[0])
-        if n == 1:
-            return y
-        for k, tk in enumerate(self._from_two(t, n), start=2):
-            y.addcmul_(tk, c[k])
+        y = torch.addcmul(c[0], t, c[1])
+        cs = c * torch.tensor(self.signs(n), dtype=c.dtype, device=c.device)
+        for k, a in enumerate(self.walk(t, n), start=1):
+            if k >= 2:
+                y.addcmul_(a, cs[k])
         return y
 
-    def _from_two(self, t, n):
-        two_t = t + t
-        prev, cur = torch.ones_like(t), t.clone()
-        for _ in range(2, n + 1):
-            prev.neg_().addcmul_(two_t, cur)  # T_{k+1} into the buffer of T_{k-1}
-            prev, cur = cur, prev
-            yield cur
-
-    def values(self, t, n):
+    def walk(self, t, n):
         if n == 0:
             return
         yield t
-        yield from self._from_two(t, n)
+        if n == 1:
+            return
+        s = self.signs(n)
+        one = torch.ones((), dtype=t.dtype, device=t.device)
+        prev, cur = t, torch.addcmul(one, t, t, value=-2.0)  # a_2 = -T_2 = 1 - 2t^2
+        yield cur
+        for k in range(2, n):
+            v = -2.0 * s[k - 1] * s[k]
+            nxt = torch.addcmul(prev, t, cur, value=v) if prev is t else prev.addcmul_(t, cur, value=v)
+            prev, cur = cur, nxt
+            yield cur
 
     def derivative(self, c):
         n = len(c) - 1
@@ -115,45 +131,40 @@ BASES = {b.name: b for b in (Power(), Chebyshev())}
 def derivative_matrix(basis, degree):
     """D (f64, [degree, degree + 1]) with d = D c: the derivative as a linear map, so that
     the backward forms p' on the device without reading the coefficients back."""
+    if degree == 0:
+        return np.zeros((0, 1))
     eye = np.eye(degree + 1)
-    return np.array([basis.derivative(list(eye[j])) for j in range(degree + 1)]).T.reshape(
-        degree, degree + 1
-    )
+    return np.array([basis.derivative(list(eye[j])) for j in range(degree + 1)]).T
 
 
 def _chunks(numel, device):
-    step = numel if device.type != "cpu" else CPU_CHUNK
-    for start in range(0, numel, max(step, 1)):
+    step = CPU_CHUNK if device.type == "cpu" else GPU_CHUNK
+    for start in range(0, numel, step):
         yield start, min(start + step, numel)
 
 
-class _SiteLoss:
-    """The per-element boundary penalty of one site (exp or l2), summed."""
-
-    EXP, L2 = "Exp", "L2"
+EXP, L2 = "Exp", "L2"
 
 
-def _penalty_sum(a, kind, penalty):
-    """sum over elements of exp(max(0, |x| - P)) - 1 (exp) or max(0, |x| - P)^2 (l2); a = |x|."""
-    excess = (a - penalty).clamp_min_(0.0)
-    if kind == _SiteLoss.EXP:
-        return excess.expm1_().sum(dtype=torch.float64)  # exactly 0 inside the boundary
-    return excess.square_().sum(dtype=torch.float64)
+def _penalty_sum(x, kind, penalty):
+    """sum of exp(max(0, |x| - P)) - 1 (exp) or max(0, |x| - P)^2 (l2), in f64.
+    softshrink(x, P) is sign(x) max(0, |x| - P), exactly 0 inside the boundary."""
+    s = F.softshrink(x, penalty)
+    if kind == EXP:
+        return s.abs_().expm1_().sum(dtype=torch.float64)
+    return torch.dot(s, s).double()
 
 
-def _penalty_grad(xc, kind, penalty):
+def _penalty_grad(x, kind, penalty):
     """d/dx of the per-element penalty."""
-    excess = (xc.abs() - penalty).clamp_min_(0.0)
-    if kind == _SiteLoss.EXP:
-        outside = excess > 0
-        g = excess.exp_().mul_(outside)
-    else:
-        g = excess.mul_(2.0)
-    return g.mul_(torch.sign(xc))
+    s = F.softshrink(x, penalty)
+    if kind == EXP:
+        return s.abs().exp_().mul_(s.sign_())
+    return s.mul_(2.0)
 
 
 class PolyFunction(torch.autograd.Function):
-    """(x, coeffs) -> (p(x/B), boundary-penalty sum over x, max |x|)."""
+    """(x, coeffs) -> (p(x/B), boundary-penalty sum over x (f64), max |x|)."""
 
     @staticmethod
     def forward(ctx, x, coeffs, inv_b, basis_name, deriv, loss_kind, penalty):
@@ -161,18 +172,21 @@ class PolyFunction(torch.autograd.Function):
         n = coeffs.numel() - 1
         x = x.contiguous()
         flat = x.view(-1)
-        y = torch.empty_like(flat)
         c = coeffs.to(x.dtype)
-        term = torch.zeros((), dtype=torch.float64, device=x.device)
-        amax = torch.zeros((), dtype=x.dtype, device=x.device)
+        parts, terms, highs, lows = [], [], [], []
         for s, e in _chunks(flat.numel(), x.device):
             xc = flat[s:e]
             t = xc * inv_b if basis.scaled else xc
-            y[s:e] = basis.evaluate(t, c, n)
-            a = xc.abs()
-            amax = torch.maximum(amax, a.amax())
+            parts.append(basis.evaluate(t, c, n))
+            lo, hi = torch.aminmax(xc)
+            highs.append(hi)
+            lows.append(lo)
             if loss_kind is not None:
-                term = term + _penalty_sum(a, loss_kind, penalty).double()
+                terms.append(_penalty_sum(xc, loss_kind, penalty))
+        y = parts[0] if len(parts) == 1 else torch.cat(parts)
+        amax = torch.maximum(torch.stack(highs).max(), -torch.stack(lows).min())
+        term = torch.stack(terms).sum() if terms else torch.zeros((), dtype=torch.float64,
+                                                                    device=x.device)
         ctx.save_for_backward(x, coeffs, deriv)
         ctx.inv_b, ctx.basis, ctx.loss_kind, ctx.penalty = inv_b, basis_name, loss_kind, penalty
         ctx.mark_non_differentiable(amax)
@@ -183,40 +197,43 @@ class PolyFunction(torch.autograd.Function):
         x, coeffs, deriv = ctx.saved_tensors
         basis = BASES[ctx.basis]
         n = coeffs.numel() - 1
-        inv_b = ctx.inv_b if basis.scaled else 1.0
         need_x, need_c = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         flat, g = x.view(-1), gy.contiguous().view(-1)
-        # p'(t) / B in the basis: d = D c (f64, like pnnc), then in x's dtype.
-        d = (deriv @ coeffs.double() * inv_b).to(x.dtype) if n > 0 else None
-        dx = torch.empty_like(flat) if need_x else None
-        dc = torch.zeros(n + 1, dtype=torch.float64, device=x.device)
+        signs = torch.tensor(basis.signs(n), dtype=torch.float64, device=x.device)
+        inv_b = ctx.inv_b if basis.scaled else 1.0
+        # p'(t) / B in the basis (d = D c in f64, like pnnc), signed like the walk.
+        ds = ((deriv @ coeffs.double()) * inv_b * signs[:n]).to(x.dtype) if n > 0 else None
+        dx_parts, dc = [], None
         with_loss = ctx.loss_kind is not None and gterm is not None
         for s, e in _chunks(flat.numel(), x.device):
             xc, gc = flat[s:e], g[s:e]
             t = xc * ctx.inv_b if basis.scaled else xc
-            slope = d[0].expand_as(t).clone() if need_x and n > 0 else None
-            parts = [gc.sum()] if need_c else []
-            for k, phi in enumerate(basis.values(t, n), start=1):
+            slope = None
+            sums = [gc.sum()] if need_c else []
+            for k, a in enumerate(basis.walk(t, n), start=1):
                 if need_c:
-                    parts.append(torch.dot(gc, phi))
+                    sums.append(torch.dot(gc, a))
                 if need_x and k < n:
-                    slope.addcmul_(phi, d[k])
+                    slope = (torch.addcmul(ds[0], a, ds[k]) if slope is None
+                             else slope.addcmul_(a, ds[k]))
             if need_c:
-                dc += torch.stack(parts).double()
+                part = torch.stack(sums).double()
+                dc = part if dc is None else dc + part
             if need_x:
-                dxc = slope.mul_(gc) if slope is not None else torch.zeros_like(gc)
+                if slope is None:  # degree 0 or 1: a constant slope
+                    dxc = gc * ds[0] if n > 0 else torch.zeros_like(gc)
+                else:
+                    dxc = slope.mul_(gc)
                 if with_loss:
-                    dxc.addcmul_(_penalty_grad(xc, ctx.loss_kind, ctx.penalty), gterm.to(x.dtype))
-                dx[s:e] = dxc
-        return (
-            dx.view_as(x) if need_x else None,
-            dc.to(coeffs.dtype) if need_c else None,
-            None,
-            None,
-            None,
-            None,
-            None,
-        )
+                    dxc.addcmul_(_penalty_grad(xc, ctx.loss_kind, ctx.penalty),
+                                 gterm.to(x.dtype))
+                dx_parts.append(dxc)
+        dx = None
+        if need_x:
+            dx = (dx_parts[0] if len(dx_parts) == 1 else torch.cat(dx_parts)).view_as(x)
+        if need_c:
+            dc = (dc * signs).to(coeffs.dtype)
+        return dx, dc, None, None, None, None, None
 
 
 class Poly(torch.nn.Module):
