@@ -847,3 +847,216 @@ fn python_unit_tests_pass() {
         .unwrap();
     ok(&o);
 }
+
+const CLI_MODEL: &str = "model tiny
+input [1, 28, 28]
+classes 10
+
+act p = poly(degree: 2, fit: relu, range: 12)
+
+net {
+  flatten
+  dense(16); p; batchnorm
+  dense(classes)
+}
+
+train {
+  data: mnist(val_fraction: 0.2)
+  epochs: 2  batch: 32  seed: 1
+  optimizer: adamw(lr: 1e-2, weight_decay: 0.01, poly_lr_scale: 0.1)
+  boundary: exp(penalty: 12, weight: 10, reduce: sum)
+  clip: norm(1.0, except: batchnorm)
+}
+";
+
+/// IDX files of `n` 28x28 images: class c lights up row band c.
+fn write_idx(dir: &Path, prefix: &str, n: usize, seed: u32) {
+    use std::io::Write;
+    let gz = |name: String, bytes: &[u8]| {
+        let f = std::fs::File::create(dir.join(name)).unwrap();
+        let mut e = flate2::write::GzEncoder::new(f, flate2::Compression::fast());
+        e.write_all(bytes).unwrap();
+        e.finish().unwrap();
+    };
+    let mut images = vec![0, 0, 8, 3];
+    for d in [n as u32, 28, 28] {
+        images.extend(d.to_be_bytes());
+    }
+    let mut labels = vec![0, 0, 8, 1];
+    labels.extend((n as u32).to_be_bytes());
+    let pixels = noise(n * 784, seed);
+    for i in 0..n {
+        let class = (i % 10) as u8;
+        labels.push(class);
+        for (j, v) in pixels[i * 784..(i + 1) * 784].iter().enumerate() {
+            let band = j / 28 / 3 == class as usize;
+            images.push(((v + 1.0) * 30.0) as u8 + if band { 180 } else { 0 });
+        }
+    }
+    gz(format!("{prefix}-images-idx3-ubyte.gz"), &images);
+    gz(format!("{prefix}-labels-idx1-ubyte.gz"), &labels);
+}
+
+fn pnnc_cli(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pnnc"))
+        .args(args)
+        .current_dir(dir)
+        .env("PNN_DATA", dir.join("empty"))
+        .env("HOME", dir.join("empty"))
+        .env("XDG_CACHE_HOME", dir.join("empty"))
+        .output()
+        .unwrap()
+}
+
+fn trainer(python: &Path, dir: &Path, args: &[&str]) -> Output {
+    Command::new(python)
+        .arg("exp/train.py")
+        .args(["--data", "d.safetensors", "--threads", "1"])
+        .args(args)
+        .current_dir(dir)
+        .env("OMP_NUM_THREADS", "1")
+        .output()
+        .unwrap()
+}
+
+fn rows_without_time(run: &Path) -> Vec<pnnc::train::metrics::EpochMetrics> {
+    let mut rows = pnnc::train::metrics::read(run).unwrap();
+    rows.iter_mut().for_each(|r| r.seconds = 0.0);
+    rows
+}
+
+/// The user's path: `pnnc data export`, `pnnc export torch`, `python train.py`
+/// (and `--resume`), then the run folder back in `pnnc eval`, `compile` and
+/// `train --resume`.
+#[test]
+fn cli_export_train_resume_and_back_into_pnnc() {
+    let Some(python) = python() else { return };
+    let dir = temp("cli");
+    std::fs::write(dir.join("model.pnn"), CLI_MODEL).unwrap();
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    std::fs::create_dir_all(dir.join("empty")).unwrap();
+    write_idx(&dir.join("data"), "train", 200, 1);
+    write_idx(&dir.join("data"), "t10k", 60, 2);
+    let args = [
+        "data",
+        "export",
+        "model.pnn",
+        "--data",
+        "data",
+        "-o",
+        "d.safetensors",
+    ];
+    let out = ok(&pnnc_cli(&dir, &args));
+    assert!(out.contains("train 160, val 40, test 60"), "{out}");
+    assert!(out.contains("validation seed 1"), "{out}");
+    let again = pnnc_cli(&dir, &args);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--overwrite"));
+    ok(&pnnc_cli(
+        &dir,
+        &["export", "torch", "model.pnn", "-o", "exp"],
+    ));
+    let again = pnnc_cli(&dir, &["export", "torch", "model.pnn", "-o", "exp"]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+
+    // Two epochs straight, and one epoch then a resume to two.
+    let o = ok(&trainer(&python, &dir, &["--out", "straight", "--json"]));
+    let events: Vec<serde_json::Value> = o
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 3, "{o}");
+    assert_eq!(events[2]["event"], "summary");
+    ok(&trainer(
+        &python,
+        &dir,
+        &["--out", "split", "--epochs", "1", "--quiet"],
+    ));
+    let refused = trainer(&python, &dir, &["--out", "split", "--quiet"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--resume"));
+    ok(&trainer(
+        &python,
+        &dir,
+        &["--out", "split", "--resume", "--quiet"],
+    ));
+    assert_eq!(
+        rows_without_time(&dir.join("straight")),
+        rows_without_time(&dir.join("split"))
+    );
+    let (a, b) = (
+        Checkpoint::load(&dir.join("straight/last.safetensors")).unwrap(),
+        Checkpoint::load(&dir.join("split/last.safetensors")).unwrap(),
+    );
+    assert_eq!(a.tensors, b.tensors);
+
+    // Back in pnnc: eval agrees with the trainer's own test accuracy, compile accepts it.
+    let summary = export::read_summary(&dir.join("straight")).unwrap();
+    let o = ok(&pnnc_cli(
+        &dir,
+        &[
+            "eval",
+            "model.pnn",
+            "--weights",
+            "straight/last.safetensors",
+            "--data",
+            "data",
+            "--json",
+        ],
+    ));
+    let eval: serde_json::Value = serde_json::from_str(o.lines().next().unwrap()).unwrap();
+    assert_eq!(eval["accuracy"].as_f64(), summary.test_acc, "{o}");
+    ok(&pnnc_cli(
+        &dir,
+        &[
+            "compile",
+            "model.pnn",
+            "--weights",
+            "straight/best.safetensors",
+            "-o",
+            "c.json",
+        ],
+    ));
+    // pnnc continues the PyTorch run from its resume file.
+    ok(&pnnc_cli(
+        &dir,
+        &[
+            "train",
+            "model.pnn",
+            "--data",
+            "data",
+            "--out",
+            "straight",
+            "--resume",
+            "--epochs",
+            "3",
+            "--quiet",
+        ],
+    ));
+    assert_eq!(
+        pnnc::train::metrics::read(&dir.join("straight"))
+            .unwrap()
+            .len(),
+        3
+    );
+
+    // Without torch (no site packages): the install hint.
+    let bare = Command::new(&python)
+        .args([
+            "-S",
+            "exp/train.py",
+            "--data",
+            "d.safetensors",
+            "--out",
+            "x",
+        ])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(!bare.status.success());
+    let err = String::from_utf8_lossy(&bare.stderr);
+    assert!(err.contains("pip install torch numpy safetensors"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
