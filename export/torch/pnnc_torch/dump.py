@@ -18,7 +18,6 @@ computed ones (the optimizer and clipping alone, from identical gradients).
 import argparse
 import json
 import math
-import os
 import sys
 
 import torch

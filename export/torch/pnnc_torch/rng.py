@@ -233,11 +233,6 @@ def uniform_f64_inclusive(rng_words_u64, low, high):
     return value0_1 * scale + low
 
 
-def kaiming_stream(seed):
-    """The initialisation stream of `Network::new` (`StdRng::seed_from_u64(seed)`)."""
-    return InitStream(seed)
-
-
 class InitStream:
     """pnnc's weight initialiser: consecutive `gen_range(-b..=b)` f64 draws, one u64 each."""
 
@@ -265,6 +260,3 @@ class InitStream:
         self.u64_pos += count
         return out.astype(np.float32)
 
-
-def dropout_keep_scale(p):
-    return np.float32(1.0 / (1.0 - p))

@@ -16,6 +16,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import sys
 import time
 
@@ -230,6 +231,12 @@ class Trainer:
         self.train = self.data.get("train")
         self.val = self.data.get("val")
         self.test = self.data.get("test")
+        if args.eval_limit is not None:
+            from .data import Split
+
+            cut = lambda s: None if s is None else Split(s.x[:args.eval_limit],  # noqa: E731
+                                                         s.y[:args.eval_limit])
+            self.val, self.test = cut(self.val), cut(self.test)
         # The whole data set on the device when it fits comfortably (GPU).
         if self.dist.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.dist.device)
@@ -301,6 +308,30 @@ class Trainer:
         jsonl = "".join(json.dumps(r) + "\n" for r in rows)
         ckpt.write_text(os.path.join(self.out, "metrics.jsonl"), jsonl)
         ckpt.write_text(os.path.join(self.out, "metrics.csv"), metrics_csv(rows))
+
+    def write_engine_row(self, row, state):
+        """engine.jsonl: speed and memory per epoch (not part of pnnc's metrics schema)."""
+        steps = state["steps"] - self.steps_before_epoch
+        entry = {
+            "epoch": row["epoch"],
+            "steps": steps,
+            "seconds": row["seconds"],
+            "train_seconds": self.train_seconds,
+            "steps_per_s": steps / self.train_seconds if self.train_seconds else None,
+            "samples_per_s": self.samples / self.train_seconds if self.train_seconds else None,
+            "world_size": self.dist.world,
+            "device": str(self.dist.device),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
+        if self.dist.device.type == "cuda":
+            entry["peak_gpu_memory_gb"] = torch.cuda.max_memory_allocated(self.dist.device) / 2**30
+            entry["gpu"] = torch.cuda.get_device_name(self.dist.device)
+        path = os.path.join(self.out, "engine.jsonl")
+        old = ""
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                old = "".join(line for line in f if json.loads(line)["epoch"] < row["epoch"])
+        ckpt.write_text(path, old + json.dumps(entry) + "\n")
 
     def read_metrics(self):
         path = os.path.join(self.out, "metrics.jsonl")
@@ -388,6 +419,7 @@ class Trainer:
             if self.dist.main:
                 self.save_resume(state)
                 self.write_metrics(rows)
+                self.write_engine_row(row, state)
             self.report_epoch(row)
         test = self.engine.evaluate(self.test) if self.test is not None else None
         summary = {
@@ -435,6 +467,7 @@ class Trainer:
     def epoch(self, epoch, schedule, state):
         run, dist, eng = self.run, self.dist, self.engine
         t0 = time.monotonic()
+        self.steps_before_epoch, self.samples = state["steps"], 0
         train = self.train
         order = rng.epoch_order(len(train), run["seed"], epoch)
         lrs = (schedule.lr(0), schedule.lr(1))
@@ -487,6 +520,9 @@ class Trainer:
             act_epoch = np.maximum(act_epoch, np.asarray(act_h, dtype=np.float32))
             if self.args.max_steps and state["steps"] >= self.args.max_steps:
                 break
+        if dist.device.type == "cuda":
+            torch.cuda.synchronize(dist.device)
+        self.train_seconds, self.samples = time.monotonic() - t0, sums["seen"]
         val = eng.evaluate(self.val) if self.val is not None else None
         nb = max(sums["batches"], 1)
         return {
@@ -567,6 +603,8 @@ def parser():
     ap.add_argument("--time-budget", type=float,
                     help="stop before an epoch that would end past this many seconds")
     ap.add_argument("--max-steps", type=int, help="stop after this many steps in total")
+    ap.add_argument("--eval-limit", type=int,
+                    help="evaluate on the first N validation and test samples only (smoke tests)")
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--quiet", action="store_true")
     g.add_argument("--json", action="store_true", help="JSON lines on stdout")
