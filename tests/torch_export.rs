@@ -1060,3 +1060,65 @@ fn cli_export_train_resume_and_back_into_pnnc() {
     assert!(err.contains("pip install torch numpy safetensors"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The ReLU baseline (`pnnc export torch --method relu`): ReLU at every site,
+/// no boundary loss, the fitted coefficients kept in checkpoints.
+#[test]
+fn relu_baseline_step_matches_pnnc() {
+    let Some(python) = python() else { return };
+    let dir = temp("relu");
+    let (basis, train) = RECIPES[0];
+    let model = checked(&dir, &model_text(basis, train));
+    let method = Some(pnnc::cli::run::Method::Relu);
+    let cfg = pnnc::cli::run::method_config(&model, method, None, None);
+    assert!(cfg.boundary.is_none());
+    let exp = dir.join("export");
+    let opts = Options {
+        baseline_relu: true,
+        ..Options::default()
+    };
+    export::export(&model, &cfg, &opts, &exp, |_| Ok(())).unwrap();
+    let relu = NetworkOptions {
+        baseline_relu: true,
+    };
+    let net = Network::new(&model, cfg.seed, &relu).unwrap();
+    let ck = dir.join("ck.safetensors");
+    checkpoint(&model, &net).save(&ck).unwrap();
+    let d = dataset(10, 3);
+    let batch = dir.join("batch.safetensors");
+    write_batch(&batch, &d.x, &d.y);
+    let n = d.y.len();
+    let mut net = net;
+    let logits = net.predict(&d.x, n).unwrap();
+    let out = net.train_step(&d.x, &d.y, n, None, 77).unwrap();
+    let mut grads = BTreeMap::new();
+    net.visit_params_mut(&mut |_, info, _, g| {
+        grads.insert(info.name.clone(), g.to_vec());
+    });
+    let (e, c, b, o) = (
+        exp.display().to_string(),
+        ck.display().to_string(),
+        batch.display().to_string(),
+        dir.join("o.safetensors").display().to_string(),
+    );
+    let mut args = vec!["-m", "pnnc_torch.dump"];
+    args.extend(dump_args(&e, &c, &b, &o));
+    ok(&py(&python, &exp, &args));
+    let (t, meta) = read_dump(Path::new(&o));
+    assert_close("relu: eval logits", &t["logits.eval"], &logits, 1e-4);
+    assert_scalar("relu: loss", meta["loss"].parse().unwrap(), out.loss, 1e-4);
+    assert_eq!(meta["boundary_loss"].parse::<f64>().unwrap(), 0.0);
+    assert!(!grads.keys().any(|k| k.ends_with(".coeffs")));
+    let got: BTreeMap<String, Vec<f32>> = grads
+        .keys()
+        .map(|k| (k.clone(), t[&format!("grad/{k}")].clone()))
+        .collect();
+    assert_grads_close("relu", &got, &grads, 1e-4);
+    // The sites' coefficients travel in the checkpoint, unchanged.
+    for (k, v) in net.to_tensors() {
+        if k.ends_with(".coeffs") {
+            assert_eq!(t[&format!("after/{k}")], v.data, "{k}");
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
