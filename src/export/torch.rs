@@ -204,9 +204,11 @@ pub fn files(
     Ok(out)
 }
 
-/// Write the export folder `out` (a temporary sibling, then a rename; an
-/// existing folder is replaced only with `opts.overwrite`). `extra` writes
-/// more files into the temporary folder before the rename (the data file).
+/// Write the export folder `out` (a temporary sibling, then a rename). An
+/// existing folder is replaced only with `opts.overwrite`, and then only the
+/// files the export writes: the user's own files there (a data file, runs)
+/// are kept. `extra` writes more files into the temporary folder before the
+/// rename (the data file of `--with-data`).
 pub fn export(
     model: &Model,
     cfg: &RunConfig,
@@ -256,24 +258,39 @@ pub fn export(
     Ok(files.into_iter().map(|(rel, _)| rel).collect())
 }
 
-/// Move `tmp` to `out`, replacing a folder there (kept aside until the move succeeded).
+/// Move `tmp` to `out`. A folder already there is replaced, but the entries the
+/// export does not write (a data file, run folders) move over into the new one;
+/// the old folder is kept aside until the move succeeded.
 fn replace_dir(tmp: &Path, out: &Path) -> Result<(), ExportError> {
-    let io = |source| ExportError::Io {
-        path: out.to_path_buf(),
-        source,
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ExportError::Io { path, source }
     };
     if !out.exists() {
-        return std::fs::rename(tmp, out).map_err(io);
+        return std::fs::rename(tmp, out).map_err(io(out));
+    }
+    if out.is_dir() {
+        for entry in std::fs::read_dir(out).map_err(io(out))? {
+            let entry = entry.map_err(io(out))?;
+            let target = tmp.join(entry.file_name());
+            if !target.exists() {
+                std::fs::rename(entry.path(), &target).map_err(io(&entry.path()))?;
+            }
+        }
     }
     let mut aside = out.as_os_str().to_owned();
     aside.push(format!(".old{}", std::process::id()));
     let aside = PathBuf::from(aside);
-    std::fs::rename(out, &aside).map_err(io)?;
+    std::fs::rename(out, &aside).map_err(io(out))?;
     if let Err(e) = std::fs::rename(tmp, out) {
         let _ = std::fs::rename(&aside, out);
-        return Err(io(e));
+        return Err(io(out)(e));
     }
-    std::fs::remove_dir_all(&aside).map_err(io)
+    if aside.is_dir() {
+        std::fs::remove_dir_all(&aside).map_err(io(&aside))
+    } else {
+        std::fs::remove_file(&aside).map_err(io(&aside))
+    }
 }
 
 fn readme(model: &Model, cfg: &RunConfig, opts: &Options) -> String {
@@ -490,14 +507,20 @@ mod tests {
         assert_eq!(cfg["init_coeffs"].as_object().unwrap().len(), 3);
         let err = export(&m, &config(&m), &Options::default(), &out, |_| Ok(())).unwrap_err();
         assert!(err.to_string().contains("--overwrite"), "{err}");
-        // With --overwrite the folder is replaced; no temporary folder is left.
-        std::fs::write(out.join("stale.txt"), "x").unwrap();
+        // With --overwrite the export's own files are replaced and the user's kept;
+        // no temporary folder is left.
+        std::fs::write(out.join("pnnc_torch/stale.py"), "x").unwrap();
+        std::fs::write(out.join("data.safetensors"), "user data").unwrap();
         let opts = Options {
             overwrite: true,
             ..Options::default()
         };
         export(&m, &config(&m), &opts, &out, |_| Ok(())).unwrap();
-        assert!(!out.join("stale.txt").exists());
+        assert!(!out.join("pnnc_torch/stale.py").exists());
+        assert_eq!(
+            std::fs::read_to_string(out.join("data.safetensors")).unwrap(),
+            "user data"
+        );
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
         // A failing extra step leaves the old folder and nothing else.
         let err = export(&m, &config(&m), &opts, &out, |_| Err("no data".into())).unwrap_err();

@@ -621,6 +621,9 @@ def main(export_dir, argv=None):
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        print(f"error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        return 2
     except Diverged as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
