@@ -137,6 +137,13 @@ def derivative_matrix(basis, degree):
     return np.array([basis.derivative(list(eye[j])) for j in range(degree + 1)]).T
 
 
+def slope_matrix(basis, degree, inv_b):
+    """The backward's map from coefficients to the slope's coefficients against the walk:
+    diag(signs) D / B (f64), so that p'(t) / B = sum_k (M c)_k walk_k(t)."""
+    scale = inv_b if basis.scaled else 1.0
+    return basis.signs(degree)[:degree, None] * derivative_matrix(basis, degree) * scale
+
+
 def _chunks(numel, device):
     step = CPU_CHUNK if device.type == "cpu" else GPU_CHUNK
     for start in range(0, numel, step):
@@ -164,45 +171,46 @@ def _penalty_grad(x, kind, penalty):
 
 
 class PolyFunction(torch.autograd.Function):
-    """(x, coeffs) -> (p(x/B), boundary-penalty sum over x (f64), max |x|)."""
+    """(x, coeffs) -> (p(x/B), boundary-penalty sum over x (f64), max |x|).
+
+    `slope` is `slope_matrix(...)` (f64), `signs` the walk's signs (None: all +1)."""
 
     @staticmethod
-    def forward(ctx, x, coeffs, inv_b, basis_name, deriv, loss_kind, penalty):
+    def forward(ctx, x, coeffs, inv_b, basis_name, slope, signs, loss_kind, penalty):
         basis = BASES[basis_name]
         n = coeffs.numel() - 1
         x = x.contiguous()
         flat = x.view(-1)
         c = coeffs.to(x.dtype)
-        parts, terms, highs, lows = [], [], [], []
+        parts, terms, amax = [], [], None
         for s, e in _chunks(flat.numel(), x.device):
             xc = flat[s:e]
             t = xc * inv_b if basis.scaled else xc
             parts.append(basis.evaluate(t, c, n))
             lo, hi = torch.aminmax(xc)
-            highs.append(hi)
-            lows.append(lo)
+            m = torch.maximum(hi, -lo)
+            amax = m if amax is None else torch.maximum(amax, m)
             if loss_kind is not None:
                 terms.append(_penalty_sum(xc, loss_kind, penalty))
         y = parts[0] if len(parts) == 1 else torch.cat(parts)
-        amax = torch.maximum(torch.stack(highs).max(), -torch.stack(lows).min())
-        term = torch.stack(terms).sum() if terms else torch.zeros((), dtype=torch.float64,
-                                                                    device=x.device)
-        ctx.save_for_backward(x, coeffs, deriv)
+        if not terms:
+            term = torch.zeros((), dtype=torch.float64, device=x.device)
+        else:
+            term = terms[0] if len(terms) == 1 else torch.stack(terms).sum()
+        ctx.save_for_backward(x, coeffs, slope, signs)
         ctx.inv_b, ctx.basis, ctx.loss_kind, ctx.penalty = inv_b, basis_name, loss_kind, penalty
         ctx.mark_non_differentiable(amax)
         return y.view_as(x), term, amax
 
     @staticmethod
     def backward(ctx, gy, gterm, _gmax):
-        x, coeffs, deriv = ctx.saved_tensors
+        x, coeffs, slope_map, signs = ctx.saved_tensors
         basis = BASES[ctx.basis]
         n = coeffs.numel() - 1
         need_x, need_c = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         flat, g = x.view(-1), gy.contiguous().view(-1)
-        signs = torch.tensor(basis.signs(n), dtype=torch.float64, device=x.device)
-        inv_b = ctx.inv_b if basis.scaled else 1.0
-        # p'(t) / B in the basis (d = D c in f64, like pnnc), signed like the walk.
-        ds = ((deriv @ coeffs.double()) * inv_b * signs[:n]).to(x.dtype) if n > 0 else None
+        # The slope's coefficients against the walk (pnnc: d = D c in f64, then / B).
+        ds = (slope_map @ coeffs.double()).to(x.dtype) if n > 0 else None
         dx_parts, dc = [], None
         with_loss = ctx.loss_kind is not None and gterm is not None
         for s, e in _chunks(flat.numel(), x.device):
@@ -217,7 +225,7 @@ class PolyFunction(torch.autograd.Function):
                     slope = (torch.addcmul(ds[0], a, ds[k]) if slope is None
                              else slope.addcmul_(a, ds[k]))
             if need_c:
-                part = torch.stack(sums).double()
+                part = torch.stack(sums)
                 dc = part if dc is None else dc + part
             if need_x:
                 if slope is None:  # degree 0 or 1: a constant slope
@@ -232,8 +240,8 @@ class PolyFunction(torch.autograd.Function):
         if need_x:
             dx = (dx_parts[0] if len(dx_parts) == 1 else torch.cat(dx_parts)).view_as(x)
         if need_c:
-            dc = (dc * signs).to(coeffs.dtype)
-        return dx, dc, None, None, None, None, None
+            dc = (dc * signs if signs is not None else dc).to(coeffs.dtype)
+        return dx, dc, None, None, None, None, None, None
 
 
 class Poly(torch.nn.Module):
@@ -253,9 +261,16 @@ class Poly(torch.nn.Module):
             self.coeffs = torch.nn.Parameter(c)
         else:
             self.register_buffer("coeffs", c)
+        b = BASES[basis]
         self.register_buffer(
-            "deriv",
-            torch.tensor(derivative_matrix(BASES[basis], degree), dtype=torch.float64),
+            "slope",
+            torch.tensor(slope_matrix(b, degree, self.inv_b), dtype=torch.float64),
+            persistent=False,
+        )
+        signs = b.signs(degree)
+        self.register_buffer(
+            "signs",
+            None if (signs == 1).all() else torch.tensor(signs, dtype=torch.float32),
             persistent=False,
         )
 
@@ -271,7 +286,8 @@ class Poly(torch.nn.Module):
                 self.coeffs,
                 self.inv_b,
                 self.basis,
-                self.deriv,
+                self.slope,
+                self.signs,
                 loss_kind,
                 float(penalty),
             )

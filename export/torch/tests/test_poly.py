@@ -11,8 +11,10 @@ from pnnc_torch import poly
 
 def apply(x, c, basis, kind, inv_b=0.5, penalty=2.0):
     n = c.numel() - 1
-    d = torch.tensor(poly.derivative_matrix(poly.BASES[basis], n), dtype=torch.float64)
-    return poly.PolyFunction.apply(x, c, inv_b, basis, d, kind, penalty)
+    b = poly.BASES[basis]
+    m = torch.tensor(poly.slope_matrix(b, n, inv_b), dtype=torch.float64)
+    signs = torch.tensor(b.signs(n), dtype=x.dtype)
+    return poly.PolyFunction.apply(x, c, inv_b, basis, m, signs, kind, penalty)
 
 
 def reference(x, c, basis, inv_b=0.5):
