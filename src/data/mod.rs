@@ -11,10 +11,12 @@ pub mod augment;
 pub mod cache;
 pub mod cifar;
 pub mod csv;
+pub mod fetch;
 pub mod hapt;
 pub mod idx;
 pub mod locate;
 pub mod png;
+pub mod spec;
 pub mod split;
 pub mod ts;
 
@@ -23,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 pub use augment::augment_batch;
 pub use locate::{cache_root, locate};
+pub use spec::parse_spec;
 
 /// Samples as f32 tensors of one shape, with integer labels.
 #[derive(Debug, Clone, PartialEq, Default)]
