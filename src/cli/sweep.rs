@@ -4,10 +4,12 @@
 
 use super::failure::{Failure, report, set_threads, stop_flag, with_resume_hint};
 use super::plots::{self, Chart, Series};
+use crate::ir::Basis;
 use crate::pipeline::ranges::Domain;
 use crate::pipeline::recipe::Method;
 use crate::pipeline::sweep::{
-    CellSummary, SweepPlan, accuracy_points, run_grid, to_markdown, write_tables,
+    CellSummary, SweepPlan, accuracy_points, row_label, run_grid, table_rows, to_markdown,
+    write_tables,
 };
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -22,6 +24,10 @@ pub struct SweepArgs {
     /// The paper's (B, P) table: image, or har (inertial data). Default: by the model's data set.
     #[arg(long, value_enum)]
     pub table: Option<Domain>,
+    /// How activations are evaluated: chebyshev (pnnc's default), power (each a
+    /// separate set of cells; chebyshev cells keep their folder names).
+    #[arg(long, value_delimiter = ',', default_value = "chebyshev", value_parser = parse_basis)]
+    pub bases: Vec<Basis>,
     /// Methods: framework, no-boundary, clip-all, no-clip, plain, relu.
     #[arg(
         long,
@@ -48,13 +54,26 @@ pub struct SweepArgs {
     pub threads: Option<usize>,
 }
 
-/// Test accuracy (mean over seeds) against degree, one line per method.
-pub fn accuracy_chart(rows: &[CellSummary], degrees: &[u32], methods: &[Method]) -> Chart {
-    let series = methods
-        .iter()
-        .map(|m| Series {
-            label: m.name().into(),
-            points: accuracy_points(rows, degrees, *m),
+fn parse_basis(text: &str) -> Result<Basis, String> {
+    Basis::from_name(text).ok_or_else(|| {
+        let names: Vec<&str> = Basis::ALL.iter().map(|b| b.name()).collect();
+        format!("unknown basis `{text}`; one of: {}", names.join(", "))
+    })
+}
+
+/// Test accuracy (mean over seeds) against degree, one line per table row.
+pub fn accuracy_chart(
+    rows: &[CellSummary],
+    degrees: &[u32],
+    bases: &[Basis],
+    methods: &[Method],
+) -> Chart {
+    let series = table_rows(bases, methods)
+        .into_iter()
+        .map(|(m, b)| Series {
+            label: row_label(m, b, bases)
+                .replace(" (no polynomial: same cells in every column)", ""),
+            points: accuracy_points(rows, degrees, m, b),
         })
         .collect();
     Chart {
@@ -72,11 +91,12 @@ pub fn write_results(
     root: &Path,
     rows: &[CellSummary],
     degrees: &[u32],
+    bases: &[Basis],
     methods: &[Method],
     header: &str,
 ) -> Result<Vec<PathBuf>, Failure> {
-    let mut files = write_tables(root, rows, degrees, methods, header)?;
-    let chart = accuracy_chart(rows, degrees, methods);
+    let mut files = write_tables(root, rows, degrees, bases, methods, header)?;
+    let chart = accuracy_chart(rows, degrees, bases, methods);
     match plots::draw(&chart, &root.join("accuracy_by_degree")) {
         Ok(p) => files.extend(p),
         Err(e) => eprintln!("warning: {e}"),
@@ -100,6 +120,7 @@ fn sweep(args: &SweepArgs) -> Result<(), Failure> {
         model_path: &args.model,
         domain: args.table.unwrap_or_else(|| Domain::of(&base)),
         degrees: &args.degrees,
+        bases: &args.bases,
         methods: &args.methods,
         seeds: &args.seeds,
         epochs: args.epochs,
@@ -127,8 +148,18 @@ fn sweep(args: &SweepArgs) -> Result<(), Failure> {
         plan.domain.name(),
         crate::pipeline::folder::command_line().join(" ")
     );
-    let files = write_results(&root, &rows, &args.degrees, &args.methods, &header)?;
-    println!("{}", to_markdown(&rows, &args.degrees, &args.methods));
+    let files = write_results(
+        &root,
+        &rows,
+        &args.degrees,
+        &args.bases,
+        &args.methods,
+        &header,
+    )?;
+    println!(
+        "{}",
+        to_markdown(&rows, &args.degrees, &args.bases, &args.methods)
+    );
     for f in files {
         println!("wrote {}", f.display());
     }

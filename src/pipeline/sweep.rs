@@ -8,9 +8,9 @@ use super::folder::Start;
 use super::ranges::Domain;
 use super::recipe::{Method, Overrides, run_config};
 use super::train::{CellResult, TrainJob, train};
-use super::transform::with_degree;
-use crate::ir::Model;
+use super::transform::{with_basis, with_degree};
 use crate::ir::weights::write_atomic;
+use crate::ir::{Basis, Model};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -56,8 +56,16 @@ pub struct SweepArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Cell {
     pub degree: u32,
+    /// How the activations are evaluated (cells written before bases were a
+    /// sweep dimension are Chebyshev).
+    #[serde(default = "chebyshev")]
+    pub basis: Basis,
     pub method: Method,
     pub seed: u64,
+}
+
+fn chebyshev() -> Basis {
+    Basis::Chebyshev
 }
 
 /// The degree of a ReLU cell: none.
@@ -66,11 +74,16 @@ pub const RELU_DEGREE: u32 = 0;
 impl Cell {
     /// Folder name inside the sweep folder.
     pub fn dir_name(&self) -> String {
-        if self.method == Method::Relu {
-            format!("relu-s{}", self.seed)
-        } else {
-            format!("d{}-{}-s{}", self.degree, self.method.name(), self.seed)
+        match (self.method, self.basis) {
+            (Method::Relu, _) => format!("relu-s{}", self.seed),
+            (m, Basis::Chebyshev) => format!("d{}-{}-s{}", self.degree, m.name(), self.seed),
+            (m, b) => format!("d{}-{}-{}-s{}", self.degree, b.name(), m.name(), self.seed),
         }
+    }
+
+    /// Whether this cell is a row of (`method`, `basis`) in the tables.
+    fn is_row(&self, method: Method, basis: Basis) -> bool {
+        self.method == method && (method == Method::Relu || self.basis == basis)
     }
 
     /// Whether this cell's result belongs in the column of `degree`.
@@ -87,29 +100,57 @@ pub struct CellSummary {
     pub result: CellResult,
 }
 
-/// Every cell of the grid, in a fixed order (degree, method, seed); the
-/// degree-independent ReLU cells come last, one per seed.
-pub fn grid(degrees: &[u32], methods: &[Method], seeds: &[u64]) -> Vec<Cell> {
+/// Every cell of the grid, in a fixed order (degree, basis, method, seed);
+/// the degree- and basis-independent ReLU cells come last, one per seed.
+pub fn grid(degrees: &[u32], bases: &[Basis], methods: &[Method], seeds: &[u64]) -> Vec<Cell> {
     let mut cells = Vec::new();
     for &degree in degrees {
-        for &method in methods.iter().filter(|m| **m != Method::Relu) {
-            for &seed in seeds {
-                cells.push(Cell {
-                    degree,
-                    method,
-                    seed,
-                });
+        for &basis in bases {
+            for &method in methods.iter().filter(|m| **m != Method::Relu) {
+                for &seed in seeds {
+                    cells.push(Cell {
+                        degree,
+                        basis,
+                        method,
+                        seed,
+                    });
+                }
             }
         }
     }
     if methods.contains(&Method::Relu) {
         cells.extend(seeds.iter().map(|&seed| Cell {
             degree: RELU_DEGREE,
+            basis: Basis::Chebyshev,
             method: Method::Relu,
             seed,
         }));
     }
     cells
+}
+
+/// The table rows: (method, basis) pairs, ReLU once.
+pub fn table_rows(bases: &[Basis], methods: &[Method]) -> Vec<(Method, Basis)> {
+    let mut rows = Vec::new();
+    for &m in methods {
+        if m == Method::Relu {
+            rows.push((m, Basis::Chebyshev));
+        } else {
+            rows.extend(bases.iter().map(|&b| (m, b)));
+        }
+    }
+    rows
+}
+
+/// A row's label: the method, with the basis when the sweep has several.
+pub fn row_label(method: Method, basis: Basis, bases: &[Basis]) -> String {
+    if method == Method::Relu {
+        "relu (no polynomial: same cells in every column)".into()
+    } else if bases.len() > 1 {
+        format!("{} ({})", method.name(), basis.name())
+    } else {
+        method.name().into()
+    }
 }
 
 /// The finished summary of `cell` in `root`, if any.
@@ -118,36 +159,68 @@ pub fn finished(root: &Path, cell: &Cell) -> Option<CellSummary> {
     serde_json::from_str(&text).ok()
 }
 
-/// `results.csv`: one row per cell.
+/// Where the activation's float32 evaluation overflows: |x| beyond which
+/// the largest basis term passes f32::MAX. Raw power series: x^d itself
+/// (56.4 at degree 22); power series of t = x/B: B times that; Chebyshev:
+/// T_d(t) grows like (2|t|)^d / 2, so B/2 times (2 f32::MAX)^(1/d).
+pub fn overflow_edge(basis: Basis, degree: u32, range: f64) -> f64 {
+    let d = f64::from(degree.max(1));
+    let max = f64::from(f32::MAX);
+    match basis {
+        Basis::Power => range * max.powf(1.0 / d),
+        Basis::Chebyshev => range / 2.0 * (2.0 * max).powf(1.0 / d),
+    }
+}
+
+/// `results.csv`: one row per cell, with where its activation inputs went.
 pub fn to_csv(rows: &[CellSummary]) -> String {
     let mut out = String::from(
-        "degree,method,seed,status,test_acc,best_val_acc,diverged_step,epochs,steps,seconds\n",
+        "degree,basis,method,seed,status,test_acc,best_val_acc,diverged_step,diverged_site,\
+         max_abs_input,max_abs_site,fit_range,overflow_edge,epochs,steps,seconds\n",
     );
     let opt = |x: Option<f64>| x.map(|v| format!("{v:.6}")).unwrap_or_default();
     for r in rows {
-        let res = &r.result;
-        let degree = if r.cell.method == Method::Relu {
-            String::new()
+        let (res, cell) = (&r.result, &r.cell);
+        let relu = cell.method == Method::Relu;
+        let (degree, basis, edge) = if relu {
+            (String::new(), String::new(), String::new())
         } else {
-            r.cell.degree.to_string()
+            let edge = res
+                .max_abs_range
+                .map(|b| format!("{:.1}", overflow_edge(cell.basis, cell.degree, b)));
+            (
+                cell.degree.to_string(),
+                cell.basis.name().to_string(),
+                edge.unwrap_or_default(),
+            )
         };
-        out.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},{:.1}\n",
+        let fields = [
             degree,
-            r.cell.method.name(),
-            r.cell.seed,
+            basis,
+            cell.method.name().into(),
+            cell.seed.to_string(),
             if res.diverged_step.is_some() {
                 "diverged"
             } else {
                 "ok"
-            },
+            }
+            .into(),
             opt(res.test_acc),
             opt(res.best_val_acc),
             res.diverged_step.map(|s| s.to_string()).unwrap_or_default(),
-            res.epochs,
-            res.steps,
-            res.seconds
-        ));
+            res.diverged_site.clone().unwrap_or_default(),
+            res.max_abs_input
+                .map(|x| format!("{x:.4}"))
+                .unwrap_or_default(),
+            res.max_abs_site.clone().unwrap_or_default(),
+            res.max_abs_range.map(|b| b.to_string()).unwrap_or_default(),
+            edge,
+            res.epochs.to_string(),
+            res.steps.to_string(),
+            format!("{:.1}", res.seconds),
+        ];
+        out.push_str(&fields.join(","));
+        out.push('\n');
     }
     out
 }
@@ -190,8 +263,13 @@ fn entry(rows: &[&CellSummary]) -> String {
     parts.join("; ")
 }
 
-/// The markdown table: methods as rows, degrees as columns, test accuracy in %.
-pub fn to_markdown(rows: &[CellSummary], degrees: &[u32], methods: &[Method]) -> String {
+/// The markdown table: (method, basis) rows, degrees as columns, test accuracy in %.
+pub fn to_markdown(
+    rows: &[CellSummary],
+    degrees: &[u32],
+    bases: &[Basis],
+    methods: &[Method],
+) -> String {
     let mut out = String::from("| method |");
     for d in degrees {
         out.push_str(&format!(" degree {d} |"));
@@ -199,16 +277,12 @@ pub fn to_markdown(rows: &[CellSummary], degrees: &[u32], methods: &[Method]) ->
     out.push_str("\n|---|");
     out.push_str(&"---|".repeat(degrees.len()));
     out.push('\n');
-    for m in methods {
-        if *m == Method::Relu {
-            out.push_str("| relu (no polynomial: same cells in every column) |");
-        } else {
-            out.push_str(&format!("| {} |", m.name()));
-        }
+    for (m, b) in table_rows(bases, methods) {
+        out.push_str(&format!("| {} |", row_label(m, b, bases)));
         for d in degrees {
             let cell: Vec<&CellSummary> = rows
                 .iter()
-                .filter(|r| r.cell.method == *m && r.cell.stands_for(*d))
+                .filter(|r| r.cell.is_row(m, b) && r.cell.stands_for(*d))
                 .collect();
             out.push_str(&format!(" {} |", entry(&cell)));
         }
@@ -217,14 +291,19 @@ pub fn to_markdown(rows: &[CellSummary], degrees: &[u32], methods: &[Method]) ->
     out
 }
 
-/// Mean test accuracy (%) over the seeds of `method` at each degree that has one.
-pub fn accuracy_points(rows: &[CellSummary], degrees: &[u32], method: Method) -> Vec<(f64, f64)> {
+/// Mean test accuracy (%) over the seeds of one table row at each degree that has one.
+pub fn accuracy_points(
+    rows: &[CellSummary],
+    degrees: &[u32],
+    method: Method,
+    basis: Basis,
+) -> Vec<(f64, f64)> {
     degrees
         .iter()
         .filter_map(|d| {
             let accs: Vec<f64> = rows
                 .iter()
-                .filter(|r| r.cell.method == method && r.cell.stands_for(*d))
+                .filter(|r| r.cell.is_row(method, basis) && r.cell.stands_for(*d))
                 .filter_map(|r| r.result.test_acc)
                 .collect();
             (!accs.is_empty()).then(|| (f64::from(*d), 100.0 * mean_std(&accs).0))
@@ -238,6 +317,7 @@ pub struct SweepPlan<'a> {
     pub model_path: &'a Path,
     pub domain: Domain,
     pub degrees: &'a [u32],
+    pub bases: &'a [Basis],
     pub methods: &'a [Method],
     pub seeds: &'a [u64],
     pub epochs: Option<u32>,
@@ -266,7 +346,7 @@ pub fn run_grid(
     check_plan(plan)?;
     std::fs::create_dir_all(plan.root)
         .map_err(|e| Failure::usage(format!("{}: {e}", plan.root.display())))?;
-    let cells = grid(plan.degrees, plan.methods, plan.seeds);
+    let cells = grid(plan.degrees, plan.bases, plan.methods, plan.seeds);
     let mut rows = Vec::new();
     for (i, cell) in cells.iter().enumerate() {
         let at = format!("[{}/{}] {}", i + 1, cells.len(), cell.dir_name());
@@ -295,7 +375,10 @@ pub fn run_cell(
     } else {
         let (b, p) = super::ranges::lookup(plan.domain, cell.degree).map_err(Failure::usage)?;
         with_degree(&mut model, cell.degree, b, p);
-        note(format!("B = {b}, P = {p}"));
+        if cell.basis != Basis::Chebyshev {
+            with_basis(&mut model, cell.basis);
+        }
+        note(format!("B = {b}, P = {p}, {} basis", cell.basis.name()));
     }
     let overrides = Overrides {
         epochs: plan.epochs,
@@ -331,6 +414,7 @@ pub fn write_tables(
     root: &Path,
     rows: &[CellSummary],
     degrees: &[u32],
+    bases: &[Basis],
     methods: &[Method],
     header: &str,
 ) -> Result<Vec<PathBuf>, Failure> {
@@ -338,7 +422,7 @@ pub fn write_tables(
     let csv = root.join("results.csv");
     write_atomic(&csv, to_csv(rows).as_bytes()).map_err(io)?;
     let md = root.join("results.md");
-    let text = format!("{header}\n\n{}", to_markdown(rows, degrees, methods));
+    let text = format!("{header}\n\n{}", to_markdown(rows, degrees, bases, methods));
     write_atomic(&md, text.as_bytes()).map_err(io)?;
     Ok(vec![csv, md])
 }
@@ -357,6 +441,7 @@ mod tests {
         CellSummary {
             cell: Cell {
                 degree,
+                basis: Basis::Chebyshev,
                 method,
                 seed,
             },
@@ -366,6 +451,10 @@ mod tests {
                 diverged_step: diverged,
                 diverged: diverged.map(|s| format!("training diverged at step {s}")),
                 diverged_help: None,
+                max_abs_input: None,
+                max_abs_site: None,
+                max_abs_range: None,
+                diverged_site: None,
                 epochs: 1,
                 steps: 10,
                 seconds: 2.0,
@@ -376,16 +465,30 @@ mod tests {
 
     #[test]
     fn grid_is_degree_method_seed_ordered() {
-        let g = grid(&[2, 8], &[Method::Framework, Method::Plain], &[1, 2]);
+        let cheb = [Basis::Chebyshev];
+        let g = grid(&[2, 8], &cheb, &[Method::Framework, Method::Plain], &[1, 2]);
         assert_eq!(g.len(), 8);
         assert_eq!(g[0].dir_name(), "d2-framework-s1");
         assert_eq!(g[3].dir_name(), "d2-plain-s2");
         assert_eq!(g[7].dir_name(), "d8-plain-s2");
+        // A second basis doubles the polynomial cells; Chebyshev keeps its old names.
+        let both = [Basis::Chebyshev, Basis::Power];
+        let g = grid(&[8], &both, &[Method::Framework, Method::Relu], &[1]);
+        let names: Vec<String> = g.iter().map(Cell::dir_name).collect();
+        assert_eq!(
+            names,
+            ["d8-framework-s1", "d8-power-framework-s1", "relu-s1"]
+        );
     }
 
     #[test]
     fn relu_cells_are_trained_once_per_seed_and_fill_every_degree() {
-        let g = grid(&[2, 8], &[Method::Relu, Method::Framework], &[1, 2]);
+        let g = grid(
+            &[2, 8],
+            &[Basis::Chebyshev],
+            &[Method::Relu, Method::Framework],
+            &[1, 2],
+        );
         let names: Vec<String> = g.iter().map(Cell::dir_name).collect();
         assert_eq!(
             names,
@@ -400,7 +503,12 @@ mod tests {
         );
         let mut relu1 = summary(RELU_DEGREE, Method::Relu, 1, Some(0.9), None);
         let relu2 = summary(RELU_DEGREE, Method::Relu, 2, Some(0.8), None);
-        let md = to_markdown(&[relu1.clone(), relu2], &[2, 8], &[Method::Relu]);
+        let md = to_markdown(
+            &[relu1.clone(), relu2],
+            &[2, 8],
+            &[Basis::Chebyshev, Basis::Power],
+            &[Method::Relu],
+        );
         assert_eq!(
             md.lines().nth(2),
             Some(
@@ -408,14 +516,14 @@ mod tests {
             )
         );
         relu1.result.test_acc = Some(0.7);
-        let points = accuracy_points(&[relu1.clone()], &[2, 8], Method::Relu);
+        let points = accuracy_points(&[relu1.clone()], &[2, 8], Method::Relu, Basis::Power);
         assert_eq!(points, [(2.0, 70.0), (8.0, 70.0)]);
         assert!(
             to_csv(&[relu1])
                 .lines()
                 .nth(1)
                 .unwrap()
-                .starts_with(",relu,1,ok,0.700000")
+                .starts_with(",,relu,1,ok,0.700000")
         );
     }
 
@@ -445,24 +553,54 @@ mod tests {
 
     #[test]
     fn csv_and_markdown_from_fixture_summaries() {
-        let rows = vec![
+        let mut rows = vec![
             summary(2, Method::Framework, 1, Some(0.80), None),
             summary(2, Method::Framework, 2, Some(0.90), None),
             summary(2, Method::Plain, 1, None, Some(123)),
             summary(8, Method::Framework, 1, Some(0.5), None),
         ];
+        rows[2].result.diverged_site = Some("poly2".into());
+        rows[2].result.max_abs_input = Some(f64::INFINITY);
+        rows[2].result.max_abs_site = Some("poly2".into());
+        rows[2].result.max_abs_range = Some(12.0);
+        rows[2].cell.basis = Basis::Power;
         let csv = to_csv(&rows);
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(lines.len(), 5);
-        assert!(lines[0].starts_with("degree,method,seed,status,test_acc"));
-        assert_eq!(lines[1], "2,framework,1,ok,0.800000,0.800000,,1,10,2.0");
-        assert_eq!(lines[3], "2,plain,1,diverged,,,123,1,10,2.0");
+        assert!(lines[0].starts_with("degree,basis,method,seed,status,test_acc"));
+        assert_eq!(
+            lines[1],
+            "2,chebyshev,framework,1,ok,0.800000,0.800000,,,,,,,1,10,2.0"
+        );
+        let edge = overflow_edge(Basis::Power, 2, 12.0);
+        assert_eq!(
+            lines[3],
+            format!("2,power,plain,1,diverged,,,123,poly2,inf,poly2,12,{edge:.1},1,10,2.0")
+        );
 
-        let md = to_markdown(&rows, &[2, 8], &[Method::Framework, Method::Plain]);
+        let both = [Basis::Chebyshev, Basis::Power];
+        let md = to_markdown(&rows, &[2, 8], &both, &[Method::Framework, Method::Plain]);
         let lines: Vec<&str> = md.lines().collect();
         assert_eq!(lines[0], "| method | degree 2 | degree 8 |");
-        assert_eq!(lines[2], "| framework | 85.00 ± 7.07 (n=2) | 50.00 |");
-        assert_eq!(lines[3], "| plain | diverged at step 123 | not run |");
+        assert_eq!(
+            lines[2],
+            "| framework (chebyshev) | 85.00 ± 7.07 (n=2) | 50.00 |"
+        );
+        assert_eq!(lines[3], "| framework (power) | not run | not run |");
+        assert_eq!(
+            lines[5],
+            "| plain (power) | diverged at step 123 | not run |"
+        );
+    }
+
+    #[test]
+    fn overflow_edges_match_float32() {
+        // x^22 overflows float32 past |x| = 56.4 (the paper's form).
+        let raw = f64::from(f32::MAX).powf(1.0 / 22.0);
+        assert!((raw - 56.4).abs() < 0.1, "{raw}");
+        assert!((overflow_edge(Basis::Power, 22, 1.0) - raw).abs() < 1e-9);
+        // Chebyshev on x / 47 at degree 22 overflows only far beyond.
+        assert!(overflow_edge(Basis::Chebyshev, 22, 47.0) > 1000.0);
     }
 
     #[test]
@@ -472,7 +610,7 @@ mod tests {
             summary(2, Method::Framework, 2, Some(0.90), None),
             summary(8, Method::Framework, 1, Some(0.5), None),
         ];
-        let pts = accuracy_points(&rows, &[2, 8], Method::Framework);
+        let pts = accuracy_points(&rows, &[2, 8], Method::Framework, Basis::Chebyshev);
         assert_eq!(pts.len(), 2);
         assert!((pts[0].1 - 85.0).abs() < 1e-9 && pts[1] == (8.0, 50.0));
     }

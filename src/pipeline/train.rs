@@ -31,6 +31,17 @@ pub struct CellResult {
     pub steps: u64,
     pub seconds: f64,
     pub train_samples: usize,
+    /// The largest activation input of the run (completed epochs and the
+    /// failing batch), where it arose, and that site's fit range B.
+    #[serde(default)]
+    pub max_abs_input: Option<f64>,
+    #[serde(default)]
+    pub max_abs_site: Option<String>,
+    #[serde(default)]
+    pub max_abs_range: Option<f64>,
+    /// The site furthest outside its range when training diverged.
+    #[serde(default)]
+    pub diverged_site: Option<String>,
 }
 
 /// A finished (or diverged) run.
@@ -217,15 +228,29 @@ pub fn train_on(job: &TrainJob, splits: &Splits, data_dir: &Path) -> Result<Trai
         steps: 0,
         seconds: 0.0,
         train_samples: splits.train.len(),
+        max_abs_input: None,
+        max_abs_site: None,
+        max_abs_range: None,
+        diverged_site: None,
     };
     let started = std::time::Instant::now();
-    match trainer::train(
+    let outcome = trainer::train(
         &mut net,
         cfg,
         &run_data,
         job.out,
         job.start == Start::Resume,
-    ) {
+    );
+    let failing = match &outcome {
+        Err(RunError::Diverged { site, .. }) => site.clone(),
+        _ => None,
+    };
+    if let Some((site, x)) = largest_input(job.out, failing) {
+        cell.max_abs_range = cfg.site_ranges.get(&site).copied();
+        cell.max_abs_input = Some(f64::from(x));
+        cell.max_abs_site = Some(site);
+    }
+    match outcome {
         Ok(s) => {
             let file = SummaryFile {
                 model_name: &job.model.name,
@@ -256,7 +281,9 @@ pub fn train_on(job: &TrainJob, splits: &Splits, data_dir: &Path) -> Result<Trai
             batch,
             ref what,
             ref help,
+            ref site,
         }) => {
+            cell.diverged_site = site.as_ref().map(|(name, _)| name.clone());
             cell.diverged_step = Some(step);
             // What diverged and which site escaped its range: the sweep's cell.json keeps it.
             cell.diverged = Some(format!(
@@ -282,6 +309,27 @@ pub fn train_on(job: &TrainJob, splits: &Splits, data_dir: &Path) -> Result<Trai
         Err(e @ (RunError::Io(_) | RunError::Resume { .. })) => Err(Failure::usage(e.to_string())),
         Err(e) => Err(Failure::job(format!("{}: {e}", job.model_path.display()))),
     }
+}
+
+/// The largest activation input recorded in the run's metrics, or in the
+/// failing batch of a diverged run: (site, max |x|); a non-finite input wins.
+fn largest_input(out: &Path, failing: Option<(String, f32)>) -> Option<(String, f32)> {
+    let rows = crate::train::metrics::read(out).unwrap_or_default();
+    let seen = rows
+        .iter()
+        .flat_map(|r| r.act_max_abs.iter().map(|(s, v)| (s.clone(), *v)))
+        .chain(failing);
+    let rank = |v: f32| {
+        if v.is_finite() {
+            f64::from(v)
+        } else {
+            f64::INFINITY
+        }
+    };
+    seen.fold(None, |best: Option<(String, f32)>, (s, v)| match &best {
+        Some((_, b)) if rank(*b) >= rank(v) => best,
+        _ => Some((s, v)),
+    })
 }
 
 /// model.pnn (the source as trained) and config.json of a fresh run.

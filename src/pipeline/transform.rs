@@ -3,7 +3,7 @@
 //! transformed model never pass for the original's.
 
 use super::recipe::paper_boundary;
-use crate::ir::{Model, Op, OpKind};
+use crate::ir::{Basis, Model, Op, OpKind};
 use sha2::{Digest, Sha256};
 
 /// Set every activation of `model` to `degree` with fit range B = `range`
@@ -38,6 +38,26 @@ pub fn with_degree(model: &mut Model, degree: u32, range: f64, penalty: f64) {
         model,
         &format!("degree={degree};range={range};penalty={penalty}"),
     );
+}
+
+/// Evaluate every activation of `model` in `basis` (same fit, same range),
+/// e.g. the paper's raw power series instead of pnnc's Chebyshev series.
+pub fn with_basis(model: &mut Model, basis: Basis) {
+    fn walk(ops: &mut [Op], basis: Basis) {
+        for op in ops {
+            match &mut op.kind {
+                OpKind::Poly(p) => p.basis = basis,
+                OpKind::Residual { body, shortcut } => {
+                    walk(body, basis);
+                    walk(shortcut, basis);
+                }
+                _ => {}
+            }
+        }
+    }
+    walk(&mut model.net, basis);
+    model.depth = crate::check::depth::assign_levels(&mut model.net, 0);
+    rehash(model, &format!("basis={}", basis.name()));
 }
 
 /// A new hash from the old one and a description of the change.
@@ -87,6 +107,18 @@ mod tests {
         let mut again = base.clone();
         with_degree(&mut again, 22, 47.0, 23.5);
         assert_eq!(again.source_hash, m.source_hash);
+    }
+
+    #[test]
+    fn basis_override_changes_every_site_and_the_hash() {
+        let base = load(
+            "model m\ninput [4]\nclasses 2\nact p = poly(degree: 2, fit: relu, range: 12)\nnet {\n  dense(8); p\n  dense(classes)\n}\n",
+        );
+        let mut m = base.clone();
+        with_basis(&mut m, Basis::Power);
+        assert_eq!(first_poly(&m).basis, Basis::Power);
+        assert_ne!(m.source_hash, base.source_hash);
+        assert_eq!(m.depth, base.depth);
     }
 
     #[test]

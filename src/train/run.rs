@@ -148,6 +148,9 @@ pub enum RunError {
         batch: usize,
         what: String,
         help: String,
+        /// The activation site furthest outside its range in the failing
+        /// batch, with its largest |input|.
+        site: Option<(String, f32)>,
     },
     #[error("{0}")]
     Network(String),
@@ -425,6 +428,8 @@ fn run_epoch(
                 worst_site(&stats.act_max_abs, &cfg.site_ranges),
                 cfg.boundary.as_ref(),
             ),
+            site: worst_site(&stats.act_max_abs, &cfg.site_ranges)
+                .map(|(name, v, _)| (name.to_string(), v)),
         };
         if !stats.loss.is_finite() {
             return Err(diverged(format!("the loss is {}", stats.loss)));
