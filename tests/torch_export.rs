@@ -4,8 +4,8 @@
 //! optimizer step, agree between one and two gloo processes, round-trip
 //! checkpoints bit for bit, and end a short run within a stated tolerance of
 //! `pnnc train`. Needs a Python with torch, numpy and safetensors
-//! (`$PNNC_TORCH_PYTHON`, else `python3`); without one every test says it was
-//! skipped and why.
+//! (`$PNNC_TORCH_PYTHON`, else `python3`); without one build.rs marks every
+//! test ignored with the reason (`pnnc_torch` cfg).
 
 use pnnc::data::{Dataset, Splits, augment_batch};
 use pnnc::export::torch::{self as export, Options};
@@ -92,14 +92,11 @@ const RECIPES: &[(&str, &str)] = &[
     ),
 ];
 
-fn python() -> Option<PathBuf> {
-    match export::find_python() {
-        Ok(p) => Some(p),
-        Err(e) => {
-            eprintln!("skipped: no Python with torch for the PyTorch export tests: {e}");
-            None
-        }
-    }
+/// The Python with torch that build.rs found (tests that call this are
+/// ignored by the `pnnc_torch` cfg when there is none).
+fn python() -> PathBuf {
+    export::find_python()
+        .unwrap_or_else(|e| panic!("{e}\n(it was usable at build time but is not now: rebuild)"))
 }
 
 fn temp(name: &str) -> PathBuf {
@@ -116,7 +113,7 @@ fn checked(dir: &Path, text: &str) -> Model {
 }
 
 fn config(model: &Model) -> RunConfig {
-    pnnc::cli::run::method_config(model, None, None, None)
+    pnnc::pipeline::recipe::run_config(model, &Default::default())
 }
 
 fn export_to(model: &Model, dir: &Path) -> PathBuf {
@@ -451,8 +448,12 @@ fn assert_after_close(
 }
 
 #[test]
+#[cfg_attr(
+    not(pnnc_torch),
+    ignore = "needs a Python with torch, numpy and safetensors ($PNNC_TORCH_PYTHON, else python3)"
+)]
 fn one_step_matches_pnnc_in_every_recipe() {
-    let Some(python) = python() else { return };
+    let python = python();
     for (i, (basis, train)) in RECIPES.iter().enumerate() {
         let dir = temp(&format!("step{i}"));
         let model = checked(&dir, &model_text(basis, train));
@@ -500,8 +501,12 @@ fn one_step_matches_pnnc_in_every_recipe() {
 }
 
 #[test]
+#[cfg_attr(
+    not(pnnc_torch),
+    ignore = "needs a Python with torch, numpy and safetensors ($PNNC_TORCH_PYTHON, else python3)"
+)]
 fn two_gloo_processes_equal_one_process_and_pnnc() {
-    let Some(python) = python() else { return };
+    let python = python();
     let dir = temp("gloo");
     let (basis, train) = RECIPES[0];
     let model = checked(&dir, &model_text(basis, train));
@@ -572,8 +577,12 @@ fn two_gloo_processes_equal_one_process_and_pnnc() {
 }
 
 #[test]
+#[cfg_attr(
+    not(pnnc_torch),
+    ignore = "needs a Python with torch, numpy and safetensors ($PNNC_TORCH_PYTHON, else python3)"
+)]
 fn fresh_network_and_random_streams_equal_pnnc() {
-    let Some(python) = python() else { return };
+    let python = python();
     let dir = temp("streams");
     let (basis, train) = RECIPES[0];
     let model = checked(&dir, &model_text(basis, train));
@@ -638,8 +647,12 @@ print(json.dumps({{
 }
 
 #[test]
+#[cfg_attr(
+    not(pnnc_torch),
+    ignore = "needs a Python with torch, numpy and safetensors ($PNNC_TORCH_PYTHON, else python3)"
+)]
 fn checkpoints_round_trip_bit_exact_and_other_models_are_refused() {
-    let Some(python) = python() else { return };
+    let python = python();
     let dir = temp("roundtrip");
     let (basis, train) = RECIPES[1];
     let model = checked(&dir, &model_text(basis, train));
@@ -699,8 +712,12 @@ ckpt.save({b:?}, ckpt.Checkpoint(c.model_name, c.model_hash, c.normalization, n.
 /// augmentation: per-epoch metrics and the final weights agree within `TOL`
 /// (float rounding differs; nothing else does).
 #[test]
+#[cfg_attr(
+    not(pnnc_torch),
+    ignore = "needs a Python with torch, numpy and safetensors ($PNNC_TORCH_PYTHON, else python3)"
+)]
 fn short_runs_in_both_engines_end_within_tolerance() {
-    let Some(python) = python() else { return };
+    let python = python();
     const TOL: f64 = 1e-3;
     let dir = temp("runs");
     let (basis, train) = RECIPES[0];
@@ -743,6 +760,7 @@ fn short_runs_in_both_engines_end_within_tolerance() {
         classes: 3,
         normalization: splits.normalization.clone(),
         augment: Some(&augment),
+        stop: None,
     };
     let pnnc_run = dir.join("pnnc-run");
     let summary = run::train(&mut net, &cfg, &data, &pnnc_run, false).unwrap();
@@ -836,8 +854,12 @@ fn short_runs_in_both_engines_end_within_tolerance() {
 }
 
 #[test]
+#[cfg_attr(
+    not(pnnc_torch),
+    ignore = "needs a Python with torch, numpy and safetensors ($PNNC_TORCH_PYTHON, else python3)"
+)]
 fn python_unit_tests_pass() {
-    let Some(python) = python() else { return };
+    let python = python();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("export/torch");
     let o = Command::new(&python)
         .args(["-m", "unittest", "discover", "-s", "tests", "-t", "."])
@@ -929,8 +951,12 @@ fn rows_without_time(run: &Path) -> Vec<pnnc::train::metrics::EpochMetrics> {
 /// (and `--resume`), then the run folder back in `pnnc eval`, `compile` and
 /// `train --resume`.
 #[test]
+#[cfg_attr(
+    not(pnnc_torch),
+    ignore = "needs a Python with torch, numpy and safetensors ($PNNC_TORCH_PYTHON, else python3)"
+)]
 fn cli_export_train_resume_and_back_into_pnnc() {
-    let Some(python) = python() else { return };
+    let python = python();
     let dir = temp("cli");
     std::fs::write(dir.join("model.pnn"), CLI_MODEL).unwrap();
     std::fs::create_dir_all(dir.join("data")).unwrap();
@@ -977,10 +1003,18 @@ fn cli_export_train_resume_and_back_into_pnnc() {
     let refused = trainer(&python, &dir, &["--out", "split", "--quiet"]);
     assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--resume"));
+    // A resumed run keeps its settings; --epochs says how far to train.
+    let refused = trainer(
+        &python,
+        &dir,
+        &["--out", "split", "--resume", "--seed", "9"],
+    );
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("keeps the settings"));
     ok(&trainer(
         &python,
         &dir,
-        &["--out", "split", "--resume", "--quiet"],
+        &["--out", "split", "--resume", "--epochs", "2", "--quiet"],
     ));
     assert_eq!(
         rows_without_time(&dir.join("straight")),
@@ -1064,13 +1098,21 @@ fn cli_export_train_resume_and_back_into_pnnc() {
 /// The ReLU baseline (`pnnc export torch --method relu`): ReLU at every site,
 /// no boundary loss, the fitted coefficients kept in checkpoints.
 #[test]
+#[cfg_attr(
+    not(pnnc_torch),
+    ignore = "needs a Python with torch, numpy and safetensors ($PNNC_TORCH_PYTHON, else python3)"
+)]
 fn relu_baseline_step_matches_pnnc() {
-    let Some(python) = python() else { return };
+    let python = python();
     let dir = temp("relu");
     let (basis, train) = RECIPES[0];
     let model = checked(&dir, &model_text(basis, train));
-    let method = Some(pnnc::cli::run::Method::Relu);
-    let cfg = pnnc::cli::run::method_config(&model, method, None, None);
+    use pnnc::pipeline::recipe::{Method, Overrides, run_config};
+    let relu = Overrides {
+        recipe: Method::Relu.recipe(),
+        ..Overrides::default()
+    };
+    let cfg = run_config(&model, &relu);
     assert!(cfg.boundary.is_none());
     let exp = dir.join("export");
     let opts = Options {

@@ -1,9 +1,10 @@
 //! `pnnc export torch MODEL.pnn -o DIR`: a PyTorch trainer folder for the model
 //! (library: `crate::export::torch`; docs/scale-out.md).
 
-use super::run::{Method, method_config};
-use super::train::{Failure, load_data, load_model, report};
+use super::train::{Failure, load_model, report};
 use crate::export::torch::{self, DATA_FILE, Options};
+use crate::pipeline::recipe::{Method, Overrides, Recipe, run_config};
+use crate::pipeline::train::load_splits;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,13 +59,22 @@ pub fn run(args: &ExportArgs) -> ExitCode {
 
 fn export_torch(args: &TorchArgs) -> Result<(), Failure> {
     let model = load_model(&args.model)?;
-    let cfg = method_config(&model, args.method, args.epochs, args.seed);
+    let cfg = run_config(
+        &model,
+        &Overrides {
+            epochs: args.epochs,
+            batch: None,
+            seed: args.seed,
+            recipe: args.method.map_or(Recipe::MODEL, Method::recipe),
+        },
+    );
     let opts = Options {
         baseline_relu: args.method == Some(Method::Relu),
         overwrite: args.overwrite,
+        model_file: args.model.display().to_string(),
     };
     let splits = if args.with_data {
-        let s = load_data(
+        let (splits, _) = load_splits(
             &model,
             &args.model,
             args.data.as_deref(),
@@ -72,7 +82,7 @@ fn export_torch(args: &TorchArgs) -> Result<(), Failure> {
             cfg.seed,
             args.limit_train,
         )?;
-        Some(s)
+        Some(splits)
     } else {
         None
     };

@@ -113,6 +113,8 @@ pub struct Options {
     pub baseline_relu: bool,
     /// Replace an existing folder.
     pub overwrite: bool,
+    /// The model file as given (recorded in run folders, for `pnnc train --resume`).
+    pub model_file: String,
 }
 
 /// `config.json` of an export folder.
@@ -122,6 +124,7 @@ struct ExportConfig<'a> {
     pnnc_version: &'static str,
     model_name: &'a str,
     model_hash: &'a str,
+    model_file: &'a str,
     baseline_relu: bool,
     /// The effective training configuration (overrides applied).
     run: &'a RunConfig,
@@ -188,6 +191,7 @@ pub fn files(
         pnnc_version: env!("CARGO_PKG_VERSION"),
         model_name: &model.name,
         model_hash: &model.source_hash,
+        model_file: &opts.model_file,
         baseline_relu: opts.baseline_relu,
         run: cfg,
         init_coeffs: initial_coeffs(model)?,
@@ -471,7 +475,7 @@ mod tests {
     }
 
     fn config(m: &Model) -> RunConfig {
-        crate::cli::run::method_config(m, None, None, None)
+        crate::pipeline::recipe::run_config(m, &Default::default())
     }
 
     fn temp(name: &str) -> PathBuf {

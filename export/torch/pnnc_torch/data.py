@@ -53,6 +53,7 @@ class DataFile:
         self.normalization = meta["pnnc.normalization"]
         self.spec = json.loads(meta["pnnc.data_spec"])
         self.seed = int(meta["pnnc.seed"])
+        self.limit_train = json.loads(meta.get("pnnc.limit_train", "null"))
         self.augment = self.spec.get("augment", {})
         self.splits = {}
         for name in ("train", "val", "test"):

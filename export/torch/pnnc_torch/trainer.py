@@ -31,6 +31,9 @@ from .net import Pass, PnnNet
 from .recipe import Boundary, Clipper, LrSchedule, Optimizer
 
 VERSION = "0.1.0"
+# pipeline/folder.rs `RUN_FILES`, plus this trainer's engine.jsonl.
+RUN_FILES = ["model.pnn", "config.json", "summary.json", "metrics.jsonl", "metrics.csv",
+             ckpt.LAST, ckpt.BEST, ckpt.RESUME, "run-summary.json", "circuit.json", "engine.jsonl"]
 EVAL_CHUNK = 1000
 EXP_OVERFLOW = 88.7
 
@@ -212,12 +215,9 @@ class Trainer:
         self.export = Export(export_dir)
         self.data = DataFile(args.data)
         self.data.check_model(self.export.input_shape, self.export.classes)
-        run = dict(self.export.run)
-        for key in ("epochs", "batch", "seed"):
-            if getattr(args, key) is not None:
-                run[key] = getattr(args, key)
-        run["batch"] = max(1, int(run["batch"]))
-        self.run = run
+        self.out = args.out
+        self.run = self.settings(args)
+        run = self.run
         self.dist = Dist(args.device, args.local_bn)
         if args.threads:
             torch.set_num_threads(args.threads)
@@ -226,7 +226,6 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = args.tf32
             torch.backends.cudnn.allow_tf32 = args.tf32
         self.engine = Engine(self.export, self.dist, run["seed"], amp=args.amp)
-        self.out = args.out
         self.say = (lambda *a: None) if (args.quiet or not self.dist.main) else self._print
         self.train = self.data.get("train")
         self.val = self.data.get("val")
@@ -251,6 +250,67 @@ class Trainer:
                 f"  help: `pnnc data export ... --seed {run['seed']}` for pnnc's exact split",
                 file=sys.stderr,
             )
+
+    def settings(self, args):
+        """The run's configuration: the export's with --epochs/--batch/--seed, or, when
+        resuming, the run's own (config.json), where only --epochs may change (as pnnc)."""
+        if not args.resume:
+            run = dict(self.export.run)
+            for key in ("epochs", "batch", "seed"):
+                if getattr(args, key) is not None:
+                    run[key] = getattr(args, key)
+            run["batch"] = max(1, int(run["batch"]))
+            return run
+        path = os.path.join(self.out, "config.json")
+        try:
+            with open(path, encoding="utf-8") as f:
+                recorded = json.load(f)
+            run = dict(recorded["config"])
+        except (OSError, ValueError, KeyError) as e:
+            raise ExportError(f"{path}: not a run configuration ({e})\n  help: --resume needs "
+                              "the run's config.json; start a new run instead") from None
+        if recorded.get("model_hash") != self.export.model_hash:
+            raise ExportError(
+                f"{path}: cannot resume: the run was for model `{recorded.get('model_name')}` "
+                f"(hash {str(recorded.get('model_hash'))[:12]}), not this export (hash "
+                f"{self.export.model_hash[:12]})\n  help: start a fresh run without --resume, "
+                "or pick another --out")
+        conflicts = [f"--{k} {getattr(args, k)}: the run's {k} is {run[k]}"
+                     for k in ("batch", "seed")
+                     if getattr(args, k) is not None and getattr(args, k) != run[k]]
+        if conflicts:
+            raise ExportError(
+                "a resumed run keeps the settings it was started with:\n  "
+                + "\n  ".join(conflicts)
+                + "\n  help: drop these flags (the run's config.json holds its settings), or "
+                "start a new run in another --out")
+        if args.epochs is not None:
+            run["epochs"] = args.epochs
+        return run
+
+    def prepare_folder(self):
+        """pipeline/folder.rs `prepare`: never write over another run unless asked."""
+        out = self.out
+        if os.path.exists(out) and not os.path.isdir(out):
+            raise ExportError(f"{out}: not a folder\n  help: pass a folder for the run with --out")
+        found = [f for f in RUN_FILES if os.path.exists(os.path.join(out, f))]
+        if self.args.resume and not os.path.isfile(os.path.join(out, ckpt.RESUME)):
+            raise ExportError(f"{out}: no run to resume (no {ckpt.RESUME})\n  help: start "
+                              "the run without --resume, or pass its --out folder")
+        if not self.args.resume and found and not self.args.overwrite:
+            what = ("pass --resume to continue it, --overwrite to replace it, or another --out"
+                    if ckpt.RESUME in found else "pass --overwrite to replace it, or another --out")
+            raise ExportError(f"{out}: this folder already holds a run ({', '.join(found)})"
+                              f"\n  help: {what}")
+        if not self.dist.main:
+            return
+        if self.args.overwrite and not self.args.resume:
+            for f in found:
+                os.remove(os.path.join(out, f))
+        os.makedirs(out, exist_ok=True)
+        for name in os.listdir(out):  # temporary files of a killed write
+            if any(name.startswith(f".{f}.tmp") for f in RUN_FILES):
+                os.remove(os.path.join(out, name))
 
     def _print(self, *a):
         print(*a, file=sys.stderr if not self.args.json else sys.stdout, flush=True)
@@ -342,7 +402,9 @@ class Trainer:
 
     def write_config(self):
         cfg = {
-            "command": sys.argv,
+            "command": [sys.executable] + sys.argv,
+            "model_file": self.export.config.get("model_file", ""),
+            "method": self.run.get("metadata", {}).get("method", "model"),
             "engine": f"pnnc_torch {VERSION} (torch {torch.__version__})",
             "export": os.path.abspath(self.export.folder),
             "data_file": os.path.abspath(self.args.data),
@@ -356,7 +418,7 @@ class Trainer:
             "amp": self.args.amp,
             "tf32": self.args.tf32,
             "local_bn": self.args.local_bn,
-            "limit_train": None,
+            "limit_train": self.data.limit_train,
             "config": self.run,
         }
         ckpt.write_json(os.path.join(self.out, "config.json"), cfg)
@@ -365,13 +427,7 @@ class Trainer:
 
     def fit(self):
         run = self.run
-        resume_file = os.path.join(self.out, ckpt.RESUME)
-        if self.args.resume and not os.path.isfile(resume_file):
-            raise ExportError(f"{self.out}: no run to resume (no {ckpt.RESUME})\n  help: start "
-                              "the run without --resume, or pass its --out folder")
-        if not self.args.resume and os.path.exists(resume_file):
-            raise ExportError(f"{self.out}: this folder already holds a run\n  help: pass "
-                              "--resume to continue it, or another --out")
+        self.prepare_folder()
         base_lr = float(next(iter(self.export.run["optimizer"].values()))["lr"])
         state = {
             "epochs_done": 0, "steps": 0,
@@ -386,8 +442,7 @@ class Trainer:
             rows = [r for r in self.read_metrics() if r["epoch"] <= state["epochs_done"]]
         schedule = LrSchedule.from_json(state["schedule"])
         schedule.set_total_epochs(run["epochs"])
-        if self.dist.main:
-            os.makedirs(self.out, exist_ok=True)
+        if self.dist.main and not self.args.resume:
             self.write_config()
         started = time.monotonic()
         stopped = None
@@ -591,7 +646,11 @@ def parser():
     ap.add_argument("--epochs", type=int, help="default: the model's train { epochs }")
     ap.add_argument("--batch", type=int, help="global batch size (default: the model's)")
     ap.add_argument("--seed", type=int, help="default: the model's train { seed }")
-    ap.add_argument("--resume", action="store_true", help="continue the run in --out")
+    g = ap.add_mutually_exclusive_group()
+    g.add_argument("--resume", action="store_true",
+                   help="continue the run in --out with its own settings (--epochs may change)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace the run files of an earlier run in --out")
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     ap.add_argument("--threads", type=int, help="CPU threads per process (torch.set_num_threads)")
     ap.add_argument("--amp", choices=["bf16"], default=None,
@@ -627,6 +686,10 @@ def main(export_dir, argv=None):
     except Diverged as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"interrupted: the completed epochs are saved in {args.out}\n"
+              "  help: continue with --resume", file=sys.stderr)
+        return 130
     finally:
         if trainer is not None:
             trainer.dist.close()
