@@ -61,7 +61,7 @@ def reference_step(path, model, degree, batch, impl, lam):
 
 def our_step(export_dir, batch):
     export = Export(export_dir)
-    eng = Engine(export, Dist("cpu", local_bn=False), seed=export.run["seed"])
+    eng = Engine(export, Dist("cpu", local_bn=False), export.run)
     x = torch.randn(batch, *export.input_shape)
     y = torch.randint(0, export.classes, (batch,))
     state = {"step": 0}

@@ -43,7 +43,7 @@ def main(argv=None):
     dist = Dist("cpu", local_bn=False)
     try:
         export = Export(args.export)
-        eng = Engine(export, dist, seed=export.run["seed"])
+        eng = Engine(export, dist, export.run)
         ck = ckpt.load(args.weights)
         ckpt.check_model(ck, args.weights, export.name, export.model_hash)
         eng.net.load_tensors(ck.tensors, args.weights)

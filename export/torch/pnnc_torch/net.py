@@ -92,13 +92,27 @@ class Conv(Layer):
         return out
 
 
-def _all_reduce(t, dist):
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over processes; the gradient of every process' input is the sum of the
+    output gradients (each process' loss depends on every input)."""
+
+    @staticmethod
+    def forward(ctx, t, group):
+        ctx.group = group
+        out = t.clone(memory_format=torch.contiguous_format)
+        torch.distributed.all_reduce(out, group=group)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        return _AllReduceSum.apply(g, ctx.group), None
+
+
+def all_reduce_sum(t, dist):
     """Differentiable sum over processes (identity in one process)."""
     if dist is None or dist.world == 1:
         return t
-    import torch.distributed.nn.functional as dnn
-
-    return dnn.all_reduce(t, group=dist.stats_group)
+    return _AllReduceSum.apply(t, dist.stats_group)
 
 
 class BatchNorm(Layer):
@@ -132,9 +146,9 @@ class BatchNorm(Layer):
 
     def _global(self, x3, count, dist):
         """Two-pass statistics summed over processes; running stats as PyTorch/pnnc."""
-        mean = _all_reduce(x3.sum(dim=(0, 2)), dist) / count
+        mean = all_reduce_sum(x3.sum(dim=(0, 2)), dist) / count
         centred = x3 - mean[None, :, None]
-        var = _all_reduce(centred.square().sum(dim=(0, 2)), dist) / count
+        var = all_reduce_sum(centred.square().sum(dim=(0, 2)), dist) / count
         inv = torch.rsqrt(var + self.eps)
         y = centred * (inv * self.gamma)[None, :, None] + self.beta[None, :, None]
         with torch.no_grad():

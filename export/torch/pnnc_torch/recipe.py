@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from .net import BATCHNORM_AFFINE, POLY_COEFFS
+from .net import BATCHNORM_AFFINE, POLY_COEFFS, all_reduce_sum
 
 NORM_EPS = 1e-6  # clip_grad_norm_'s guard, as pnnc
 PLATEAU_THRESHOLD = 1e-4
@@ -51,7 +51,7 @@ class Boundary:
                 values.append(self._global_max(term, dist, world))
             else:
                 count = max(per_sample * global_batch, 1)
-                values.append(_all_reduce_sum(term, dist) / count)
+                values.append(all_reduce_sum(term, dist) / count)
         if not values:
             zero = torch.zeros((), dtype=torch.float64)
             return zero, zero
@@ -77,14 +77,6 @@ class Boundary:
         # The value is the global max; the gradient reaches the process that holds it,
         # scaled by the world size because DDP averages over processes.
         return (g + world * holds * (m - m.detach())).double()
-
-
-def _all_reduce_sum(t, dist):
-    if dist is None or dist.world == 1:
-        return t
-    import torch.distributed.nn.functional as dnn
-
-    return dnn.all_reduce(t, group=dist.stats_group)
 
 
 # --- Clipping -------------------------------------------------------------------------

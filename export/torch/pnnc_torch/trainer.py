@@ -13,6 +13,7 @@ Clipping, the optimizer step and the schedule follow pnnc; the run folder is pnn
 """
 
 import argparse
+import inspect
 import json
 import math
 import os
@@ -84,6 +85,10 @@ class Dist:
             torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX, group=self.stats_group)
         return t
 
+    def barrier(self):
+        if self.world > 1:
+            torch.distributed.barrier(group=self.stats_group)
+
     def close(self):
         if self.world > 1:
             torch.distributed.destroy_process_group()
@@ -97,12 +102,12 @@ class Engine:
     """The network, its recipe and one training step; shared by the loop, `dump` and
     `bench`."""
 
-    def __init__(self, export, dist, seed, amp=None, boundary=True):
+    def __init__(self, export, dist, run, amp=None):
+        """`run`: the run's configuration (`RunConfig`: the export's, or a resumed run's)."""
         self.export = export
         self.dist = dist
-        self.net = PnnNet(export, seed).to(dist.device)
-        run = export.run
-        self.boundary = Boundary(run["boundary"]) if run["boundary"] and boundary else None
+        self.net = PnnNet(export, run["seed"]).to(dist.device)
+        self.boundary = Boundary(run["boundary"]) if run["boundary"] else None
         if export.baseline_relu:
             self.boundary = None
         self.trainable = self.net.trainable()
@@ -111,10 +116,16 @@ class Engine:
         self.amp = amp
         self.model = self.net
         if dist.world > 1:
-            self.model = torch.nn.parallel.DistributedDataParallel(
+            # Buffers (running statistics, fixed coefficients) are computed identically
+            # in every process: no per-step broadcast.
+            ddp = torch.nn.parallel.DistributedDataParallel
+            params = inspect.signature(ddp).parameters
+            no_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in params
+                       else {"broadcast_buffers": False})
+            self.model = ddp(
                 self.net,
                 device_ids=[dist.device.index] if dist.device.type == "cuda" else None,
-                broadcast_buffers=False,  # running statistics are identical everywhere
+                **no_sync,
             )
 
     def forward_backward(self, x, y, global_batch, step_seed, offset):
@@ -225,7 +236,7 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
             torch.backends.cuda.matmul.allow_tf32 = args.tf32
             torch.backends.cudnn.allow_tf32 = args.tf32
-        self.engine = Engine(self.export, self.dist, run["seed"], amp=args.amp)
+        self.engine = Engine(self.export, self.dist, run, amp=args.amp)
         self.say = (lambda *a: None) if (args.quiet or not self.dist.main) else self._print
         self.train = self.data.get("train")
         self.val = self.data.get("val")
@@ -302,15 +313,17 @@ class Trainer:
                     if ckpt.RESUME in found else "pass --overwrite to replace it, or another --out")
             raise ExportError(f"{out}: this folder already holds a run ({', '.join(found)})"
                               f"\n  help: {what}")
-        if not self.dist.main:
-            return
-        if self.args.overwrite and not self.args.resume:
-            for f in found:
-                os.remove(os.path.join(out, f))
-        os.makedirs(out, exist_ok=True)
-        for name in os.listdir(out):  # temporary files of a killed write
-            if any(name.startswith(f".{f}.tmp") for f in RUN_FILES):
-                os.remove(os.path.join(out, name))
+        # Every process has looked at the folder before the first one changes it.
+        self.dist.barrier()
+        if self.dist.main:
+            if self.args.overwrite and not self.args.resume:
+                for f in found:
+                    os.remove(os.path.join(out, f))
+            os.makedirs(out, exist_ok=True)
+            for name in os.listdir(out):  # temporary files of a killed write
+                if any(name.startswith(f".{f}.tmp") for f in RUN_FILES):
+                    os.remove(os.path.join(out, name))
+        self.dist.barrier()
 
     def _print(self, *a):
         print(*a, file=sys.stderr if not self.args.json else sys.stdout, flush=True)
@@ -549,21 +562,22 @@ class Trainer:
             squares = eng.clipper.squares()
             stats = dist.sum_(torch.stack([ce, correct.double()]))
             act = dist.max_(act)
-            host = torch.cat([stats, bval.reshape(1), squares]).tolist()
-            act_h = act.tolist()
+            # One read-back per step: the loss, the per-site max |x| and the squared norms.
+            host = torch.cat([stats, bval.reshape(1), act.double(), squares]).tolist()
+            act_h, norms = host[3:3 + len(sites)], host[3 + len(sites):]
             ce_mean, correct_n, bv = host[0] / n, int(host[1]), host[2]
             loss = ce_mean + bv
             if not math.isfinite(loss):
                 raise self.diverged(step, epoch, b, f"the loss is {_rust_float(loss)}",
                                     list(zip(sites, act_h)))
-            bad = [i for i, s in enumerate(host[3:]) if not math.isfinite(s)]
+            bad = [i for i, s in enumerate(norms) if not math.isfinite(s)]
             if bad:
                 raise self.diverged(step, epoch, b, f"the gradient of `{eng.trainable[bad[0]][0]}` "
                                     "is not finite", list(zip(sites, act_h)))
             eng.clipper.apply(squares)
             eng.optim.step()
             state["steps"] += 1
-            gn = math.sqrt(sum(s for s, c in zip(host[3:], eng.clipper.chosen) if c))
+            gn = math.sqrt(sum(s for s, c in zip(norms, eng.clipper.chosen) if c))
             sums["loss"] += loss
             sums["ce"] += ce_mean
             sums["boundary"] += bv

@@ -106,3 +106,28 @@ class ExpressibleTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class DivergenceTest(unittest.TestCase):
+    """The messages of train/run.rs `divergence_help` (its own test's cases)."""
+
+    def test_help_names_the_cause(self):
+        from pnnc_torch.trainer import divergence_help, escaped_site
+
+        exp = {"kind": "Exp", "penalty": 12.0, "weight": 10.0, "reduce": "Sum"}
+        far = ("stage3.poly1", 113.7, 12.0)
+        near = ("stage3.poly1", 30.0, 12.0)
+        h = divergence_help(0, far, exp)
+        self.assertTrue(h.startswith("at the initial weights, before any update"), h)
+        self.assertIn("exp(113.7 - 12)", h)
+        self.assertNotIn("learning rate", h)
+        h = divergence_help(5, far, exp)
+        self.assertIn("overflows float32", h)
+        self.assertIn("learning rate", h)
+        self.assertTrue(divergence_help(5, near, exp).startswith("lower the learning rate"))
+        self.assertNotIn("overflows", divergence_help(5, far, dict(exp, kind="L2")))
+        self.assertIn("larger fit range B", divergence_help(0, near, None))
+        own = dict(exp, penalty=None)
+        self.assertIn("exp(113.7 - 12)", divergence_help(0, far, own))
+        worst = escaped_site([("a", 2.0), ("b", float("nan")), ("c", 50.0)], {"a": 1.0, "c": 12.0})
+        self.assertEqual(worst[0], "b")
