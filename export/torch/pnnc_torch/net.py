@@ -26,13 +26,15 @@ class Pass:
 
     def __init__(self, training, boundary=None, step_seed=0, dist=None, sample_offset=0):
         self.training = training
-        # (kind "Exp"/"L2"/"MaxNorm", penalty or None for each site's range) or None.
+        # (kind "Exp"/"ExpCapped"/"L2"/"MaxNorm", penalty or None for each site's range,
+        # cap) or None; in evaluation too when the caller wants the terms (validation).
         self.boundary = boundary
         self.step_seed = step_seed
         self.dist = dist
         self.sample_offset = sample_offset  # first global sample of this process' slice
         self.terms = {}  # site -> (penalty sum (f64, differentiable) or max |x|, elements)
         self.act_max = {}  # site -> max |x| (0-dim, detached)
+        self.overflow = None  # {} to record sites whose finite inputs gave non-finite outputs
 
 
 class Layer(torch.nn.Module):
@@ -177,18 +179,20 @@ class PolySite(Layer):
         self.per_sample = int(np.prod(self.in_shape))
 
     def forward(self, x, p):
-        b = p.boundary if p.training else None
+        b = p.boundary
         if b is None or b[0] == "MaxNorm":
             y, _, amax = self.poly(x)
         else:
             penalty = b[1] if b[1] is not None else self.range
-            y, term, amax = self.poly(x, b[0], penalty)
+            y, term, amax = self.poly(x, b[0], penalty, b[2])
             p.terms[self.op_name] = (term, self.per_sample)
         if b is not None and b[0] == "MaxNorm":
             # max |x| with the gradient on the arg max (torch.max; pnnc: the first arg max).
             m = x.abs().amax() if x.numel() else x.new_zeros(())
             p.terms[self.op_name] = (m, self.per_sample)
         p.act_max[self.op_name] = amax
+        if p.overflow is not None and bool(torch.isfinite(x).all()) and not bool(torch.isfinite(y).all()):
+            p.overflow[self.op_name] = True
         return y
 
     def entries(self):
@@ -357,6 +361,11 @@ class PnnNet(torch.nn.Module):
         for layer in self.layers:
             x = layer(x, p)
         return x.reshape(x.shape[0], -1)
+
+    def empty_terms(self, device):
+        """Boundary terms of an empty slice: a zero for every site (collectives need them)."""
+        zero = torch.zeros((), dtype=torch.float64, device=device)
+        return {m.op_name: (zero, m.per_sample) for m in self.modules() if isinstance(m, PolySite)}
 
     def _entries(self):
         out = []

@@ -14,8 +14,12 @@ Large tensors run in chunks (`CPU_CHUNK` elements on CPUs, `GPU_CHUNK` on GPUs) 
 a recurrence's working set stays in cache and its memory stays bounded.
 
 A basis is one entry of `BASES`: its forward evaluation, its walk over phi_1..phi_n,
-the derivative's coefficients, and whether t is x / B (`scaled`) or x itself.
+the derivative's coefficients, and whether t is x / B (`scaled`) or x itself; a basis
+whose float32 rounding must follow pnnc's kernel term by term (`RawPower`) overrides
+`backward_chunk` too.
 """
+
+import math
 
 import numpy as np
 import torch
@@ -47,6 +51,24 @@ class Basis:
     def derivative(self, c):
         """Coefficients (f64 list) of p'(t) in this basis, one fewer than `c`."""
         raise NotImplementedError
+
+    def backward_chunk(self, t, g, n, c, ds, need_x, need_c):
+        """(g p'(t) / B or None, [sum g s_k phi_k(t)] or None) of one chunk: one walk serves
+        both. `ds`: the slope's coefficients against the walk (`slope_matrix` c)."""
+        slope = None
+        sums = [g.sum()] if need_c else None
+        for k, a in enumerate(self.walk(t, n), start=1):
+            if need_c:
+                sums.append(torch.dot(g, a))
+            if need_x and k < n:
+                slope = torch.addcmul(ds[0], a, ds[k]) if slope is None else slope.addcmul_(a, ds[k])
+        dx = None
+        if need_x:
+            if slope is None:  # degree 0 or 1: a constant slope
+                dx = g * ds[0] if n > 0 else torch.zeros_like(g)
+            else:
+                dx = slope.mul_(g)
+        return dx, sums
 
 
 class Power(Basis):
@@ -125,7 +147,56 @@ class Chebyshev(Basis):
         return d
 
 
-BASES = {b.name: b for b in (Power(), Chebyshev())}
+class RawPower(Basis):
+    """sum c_k x^k on the raw input (the paper's official parametrization), as pnnc's
+    kernel rounds it (`train/backend/poly.rs` `raw_eval_block`): each power x^k is carried
+    in float64 and rounded once to float32, so it is inf exactly where float32's x^k is
+    (|x| > 56.4 at degree 22), and the terms are summed in float32 from k = 0 up. The
+    backward forms sum_k (g c_k)(k x^(k-1)) and sum g x^k the same way, so its gradients
+    overflow where pnnc's do."""
+
+    name = "RawPower"
+    scaled = False
+
+    def evaluate(self, t, c, n):
+        y = c[0].expand_as(t).clone()
+        for pw in self._powers(t, n):
+            y.add_(pw[1].mul_(c[pw[0]]))
+        return y
+
+    def walk(self, t, n):
+        for _, pw in self._powers(t, n):
+            yield pw
+
+    @staticmethod
+    def _powers(t, n):
+        """(k, float32(x^k)) for k = 1..n, the powers multiplied up in float64."""
+        if n == 0:
+            return
+        xd = t.double()
+        pw = xd.clone()
+        for k in range(1, n + 1):
+            if k > 1:
+                pw.mul_(xd)
+            yield k, pw.to(t.dtype, copy=True)
+
+    def derivative(self, c):
+        return [(k + 1) * c[k + 1] for k in range(len(c) - 1)]
+
+    def backward_chunk(self, t, g, n, c, ds, need_x, need_c):
+        sums = [g.sum()] if need_c else None
+        dx = torch.zeros_like(g) if need_x else None
+        prev = torch.ones_like(t)  # float32(x^(k-1)), x^0 = 1
+        for k, pw in self._powers(t, n):
+            if need_x:
+                dx.add_((g * c[k]).mul_(prev.mul_(float(k))))
+            if need_c:
+                sums.append(torch.dot(g, pw))
+            prev = pw
+        return dx, sums
+
+
+BASES = {b.name: b for b in (Power(), Chebyshev(), RawPower())}
 
 
 def derivative_matrix(basis, degree):
@@ -150,23 +221,31 @@ def _chunks(numel, device):
         yield start, min(start + step, numel)
 
 
-EXP, L2 = "Exp", "L2"
+EXP, EXP_CAPPED, L2 = "Exp", "ExpCapped", "L2"
 
 
-def _penalty_sum(x, kind, penalty):
-    """sum of exp(max(0, |x| - P)) - 1 (exp) or max(0, |x| - P)^2 (l2), in f64.
+def _penalty_sum(x, kind, penalty, cap):
+    """sum of f(max(0, |x| - P)) in f64: exp(e) - 1 (exp), exp(e) - 1 up to e = cap and
+    linear beyond with the same value and slope (exp capped), e^2 (l2).
     softshrink(x, P) is sign(x) max(0, |x| - P), exactly 0 inside the boundary."""
     s = F.softshrink(x, penalty)
     if kind == EXP:
         return s.abs_().expm1_().sum(dtype=torch.float64)
+    if kind == EXP_CAPPED:
+        e = s.abs_().double()
+        e_cap = math.exp(cap)
+        linear = (e - cap).mul_(e_cap).add_(e_cap - 1.0)
+        return torch.where(e > cap, linear, e.expm1()).sum()
     return torch.dot(s, s).double()
 
 
-def _penalty_grad(x, kind, penalty):
+def _penalty_grad(x, kind, penalty, cap):
     """d/dx of the per-element penalty."""
     s = F.softshrink(x, penalty)
     if kind == EXP:
         return s.abs().exp_().mul_(s.sign_())
+    if kind == EXP_CAPPED:
+        return s.abs().clamp_(max=cap).exp_().mul_(s.sign_())
     return s.mul_(2.0)
 
 
@@ -176,7 +255,7 @@ class PolyFunction(torch.autograd.Function):
     `slope` is `slope_matrix(...)` (f64), `signs` the walk's signs (None: all +1)."""
 
     @staticmethod
-    def forward(ctx, x, coeffs, inv_b, basis_name, slope, signs, loss_kind, penalty):
+    def forward(ctx, x, coeffs, inv_b, basis_name, slope, signs, loss_kind, penalty, cap):
         basis = BASES[basis_name]
         n = coeffs.numel() - 1
         x = x.contiguous()
@@ -191,7 +270,7 @@ class PolyFunction(torch.autograd.Function):
             m = torch.maximum(hi, -lo)
             amax = m if amax is None else torch.maximum(amax, m)
             if loss_kind is not None:
-                terms.append(_penalty_sum(xc, loss_kind, penalty))
+                terms.append(_penalty_sum(xc, loss_kind, penalty, cap))
         y = parts[0] if len(parts) == 1 else torch.cat(parts)
         if not terms:
             term = torch.zeros((), dtype=torch.float64, device=x.device)
@@ -199,6 +278,7 @@ class PolyFunction(torch.autograd.Function):
             term = terms[0] if len(terms) == 1 else torch.stack(terms).sum()
         ctx.save_for_backward(x, coeffs, slope, signs)
         ctx.inv_b, ctx.basis, ctx.loss_kind, ctx.penalty = inv_b, basis_name, loss_kind, penalty
+        ctx.cap = cap
         ctx.mark_non_differentiable(amax)
         return y.view_as(x), term, amax
 
@@ -213,27 +293,17 @@ class PolyFunction(torch.autograd.Function):
         ds = (slope_map @ coeffs.double()).to(x.dtype) if n > 0 else None
         dx_parts, dc = [], None
         with_loss = ctx.loss_kind is not None and gterm is not None
+        c = coeffs.to(x.dtype)
         for s, e in _chunks(flat.numel(), x.device):
             xc, gc = flat[s:e], g[s:e]
             t = xc * ctx.inv_b if basis.scaled else xc
-            slope = None
-            sums = [gc.sum()] if need_c else []
-            for k, a in enumerate(basis.walk(t, n), start=1):
-                if need_c:
-                    sums.append(torch.dot(gc, a))
-                if need_x and k < n:
-                    slope = (torch.addcmul(ds[0], a, ds[k]) if slope is None
-                             else slope.addcmul_(a, ds[k]))
+            dxc, sums = basis.backward_chunk(t, gc, n, c, ds, need_x, need_c)
             if need_c:
                 part = torch.stack(sums)
                 dc = part if dc is None else dc + part
             if need_x:
-                if slope is None:  # degree 0 or 1: a constant slope
-                    dxc = gc * ds[0] if n > 0 else torch.zeros_like(gc)
-                else:
-                    dxc = slope.mul_(gc)
                 if with_loss:
-                    dxc.addcmul_(_penalty_grad(xc, ctx.loss_kind, ctx.penalty),
+                    dxc.addcmul_(_penalty_grad(xc, ctx.loss_kind, ctx.penalty, ctx.cap),
                                  gterm.to(x.dtype))
                 dx_parts.append(dxc)
         dx = None
@@ -241,7 +311,7 @@ class PolyFunction(torch.autograd.Function):
             dx = (dx_parts[0] if len(dx_parts) == 1 else torch.cat(dx_parts)).view_as(x)
         if need_c:
             dc = (dc * signs if signs is not None else dc).to(coeffs.dtype)
-        return dx, dc, None, None, None, None, None, None
+        return dx, dc, None, None, None, None, None, None, None
 
 
 class Poly(torch.nn.Module):
@@ -274,7 +344,7 @@ class Poly(torch.nn.Module):
             persistent=False,
         )
 
-    def forward(self, x, loss_kind=None, penalty=0.0):
+    def forward(self, x, loss_kind=None, penalty=0.0, cap=0.0):
         """Returns (y, penalty sum (f64) or 0, max |x|). Always in float32 or wider:
         under mixed precision the polynomial still runs in float32."""
         if x.numel() == 0:
@@ -290,4 +360,5 @@ class Poly(torch.nn.Module):
                 self.signs,
                 loss_kind,
                 float(penalty),
+                float(cap),
             )

@@ -12,7 +12,8 @@ import torch
 from .net import BATCHNORM_AFFINE, POLY_COEFFS, all_reduce_sum
 
 NORM_EPS = 1e-6  # clip_grad_norm_'s guard, as pnnc
-PLATEAU_THRESHOLD = 1e-4
+# A plateau schedule serialised before its `threshold` existed meant PyTorch's default.
+PLATEAU_THRESHOLD_BEFORE = 1e-4
 PLATEAU_EPS = 1e-8
 
 
@@ -32,13 +33,15 @@ class Boundary:
     of the whole (global) batch, maxnorm terms the max |x|."""
 
     def __init__(self, cfg):
-        self.kind = cfg["kind"]
+        # "Exp", "L2", "MaxNorm" or {"ExpCapped": {"cap": C}} (serde's forms).
+        self.kind, fields = variant(cfg["kind"])
+        self.cap = float(fields.get("cap", 0.0))
         self.penalty = cfg["penalty"]
         self.weight = float(cfg["weight"])
         self.reduce = cfg["reduce"]
 
     def pass_spec(self):
-        return (self.kind, self.penalty)
+        return (self.kind, self.penalty, self.cap)
 
     def loss(self, terms, global_batch, dist):
         """(differentiable f64 loss, its value). `terms`: site -> (local sum or max, inputs
@@ -232,7 +235,8 @@ class LrSchedule:
             if self.best is None:
                 improved = math.isfinite(val_loss)
             else:
-                improved = val_loss < self.best * (1.0 - PLATEAU_THRESHOLD)
+                threshold = f.get("threshold", PLATEAU_THRESHOLD_BEFORE)
+                improved = val_loss < self.best * (1.0 - threshold)
             if improved:
                 self.best = val_loss
                 self.bad_epochs = 0

@@ -159,6 +159,57 @@ class Engine:
                                              enabled=self.amp == "bf16"):
             return self.net(x, Pass(False)).float()
 
+    def validate(self, split, batch):
+        """run.rs `validate`: (cross-entropy, accuracy, weighted boundary term or None). With
+        a boundary loss, in chunks of twice the training batch as the official code's
+        validation loader (each process its part of a chunk), the term of each chunk
+        weighted by its size; the term is what training computes, in eval mode."""
+        if self.boundary is None:
+            return (*self.evaluate(split), None)
+        dev = self.dist.device
+        chunk = 2 * max(batch, 1)
+        loss = torch.zeros((), dtype=torch.float64, device=dev)
+        correct = torch.zeros((), dtype=torch.float64, device=dev)
+        weighted = torch.zeros((), dtype=torch.float64, device=dev)
+        self.net.eval()
+        for start in range(0, len(split), chunk):
+            end = min(start + chunk, len(split))
+            lo, hi = self.dist.slice(end - start)
+            p = Pass(False, self.boundary.pass_spec(), dist=self.dist)
+            if hi > lo:
+                x = split.x[start + lo:start + hi].to(dev, non_blocking=True)
+                y = split.y[start + lo:start + hi].to(dev, non_blocking=True)
+                with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16,
+                                                     enabled=self.amp == "bf16"):
+                    logits = self.net(x, p).double()
+                loss += F.cross_entropy(logits, y, reduction="sum")
+                correct += (logits.argmax(1) == y).sum()
+            else:  # nothing here, but the chunk's collectives need this process
+                p.terms = self.net.empty_terms(dev)
+            if p.terms:
+                with torch.no_grad():
+                    _, value = self.boundary.loss(p.terms, end - start, self.dist)
+                weighted += value.to(dev) * (end - start)
+        self.net.train()
+        both = self.dist.sum_(torch.stack([loss, correct])).tolist()
+        n = max(len(split), 1)
+        return both[0] / n, both[1] / n, weighted.item() / n
+
+    def overflow_site(self, x, global_batch, step_seed, offset):
+        """The first site (forward order, over all processes) whose finite inputs gave a
+        non-finite output in this step's forward (pnnc's `overflow_site`), or None. Run
+        again only after a divergence, so that healthy steps pay nothing for it."""
+        self.dist.global_batch = global_batch
+        p = Pass(True, self.boundary.pass_spec() if self.boundary else None, step_seed,
+                 self.dist, offset)
+        p.overflow = {}
+        with torch.no_grad():
+            self.net(x, p)
+        flags = torch.tensor([float(p.overflow.get(s, False)) for s in self.net.sites],
+                             device=x.device)
+        flags = self.dist.max_(flags).tolist()
+        return next((s for s, f in zip(self.net.sites, flags) if f), None)
+
     def evaluate(self, split):
         """(mean cross-entropy, accuracy) over a split, shared among processes."""
         lo, hi = self.dist.slice(len(split))
@@ -176,6 +227,14 @@ class Engine:
         both = self.dist.sum_(torch.stack([loss, correct])).tolist()
         n = max(len(split), 1)
         return both[0] / n, both[1] / n
+
+
+def monitored_loss(row):
+    """run.rs `monitored_loss`: what the plateau schedule watches, validation cross-entropy
+    plus the weighted boundary term (the official `val_loss_epoch`), else the training loss."""
+    if row["val_loss"] is None:
+        return row["train_loss"]
+    return row["val_loss"] + (row.get("val_boundary_loss") or 0.0)
 
 
 def escaped_site(acts, ranges):
@@ -196,18 +255,28 @@ def _fmt(v, f32=False):
     return str(v)
 
 
-def divergence_help(step, worst, boundary):
-    """run.rs `divergence_help`."""
+def divergence_help(step, worst, boundary, poly_overflowed=False):
+    """run.rs `divergence_help`; with `poly_overflowed`, `worst` is the site whose
+    polynomial overflowed."""
     keep = "; the last good checkpoint is kept"
     overflow = None
-    if worst is not None and boundary is not None and boundary["kind"] == "Exp":
+    if worst is not None and poly_overflowed:
+        name, x, _ = worst
+        overflow = (
+            f"the polynomial at `{name}` overflows float32 at |x| = {_rust_float(x, f32=True)}: "
+            "in `basis: raw_power` x^degree overflows once |x| > f32::MAX^(1/degree) (56.4 at "
+            "degree 22); use `basis: chebyshev` (evaluated on x / B), keep the boundary loss on, "
+            "or lower the degree (`pnnc explain raw_power`)"
+        )
+    elif worst is not None and boundary is not None and boundary["kind"] == "Exp":
         name, x, b = worst
         p = boundary["penalty"] if boundary["penalty"] is not None else (b or 0.0)
         if x - p > EXP_OVERFLOW:
             overflow = (
                 f"the exp boundary loss overflows float32 at `{name}`: exp(|x| - P) = "
-                f"exp({_fmt(x, f32=True)} - {_fmt(p)}) exceeds exp({EXP_OVERFLOW}); use `boundary: l2(...)`, "
-                "or a larger fit range B and penalty P"
+                f"exp({_fmt(x, f32=True)} - {_fmt(p)}) exceeds exp({EXP_OVERFLOW}); use "
+                "`boundary: exp(..., cap: 10)` (linear beyond an excess of 10: cannot overflow) "
+                "or `boundary: l2(...)`, or a larger fit range B and penalty P"
             )
     if step == 0 and overflow:
         return f"at the initial weights, before any update: {overflow}{keep}"
@@ -470,7 +539,7 @@ class Trainer:
                 break
             row = self.epoch(epoch, schedule, state)
             last_val_acc = row["val_acc"]
-            schedule.step(row["val_loss"] if row["val_loss"] is not None else row["train_loss"])
+            schedule.step(monitored_loss(row))
             state["schedule"] = schedule.to_json()
             state["epochs_done"] = epoch + 1
             state["seconds"] += row["seconds"]
@@ -490,6 +559,7 @@ class Trainer:
                 self.write_engine_row(row, state)
             self.report_epoch(row)
         test = self.engine.evaluate(self.test) if self.test is not None else None
+        best_test = self.evaluate_best(test, state)
         summary = {
             "model_name": self.export.name,
             "he_compatible": not self.export.baseline_relu,
@@ -504,6 +574,8 @@ class Trainer:
             "final_val_acc": last_val_acc,
             "test_acc": test[1] if test else None,
             "test_loss": test[0] if test else None,
+            "best_test_acc": best_test[1] if best_test else None,
+            "best_test_loss": best_test[0] if best_test else None,
             "seconds": state["seconds"],
             "engine": f"pnnc_torch {VERSION} (torch {torch.__version__})",
             "world_size": self.dist.world,
@@ -522,6 +594,23 @@ class Trainer:
                       f"{pct(summary['test_acc'])}{'; ' + stopped if stopped else ''}\n"
                       f"  run folder: {self.out}", file=sys.stderr)
         return summary
+
+    def evaluate_best(self, final_scores, state):
+        """run.rs `evaluate_best`: (loss, accuracy) of best.safetensors on the test split
+        (what the official code reports); the network keeps its final weights."""
+        if final_scores is None or state["best_epoch"] is None:
+            return None
+        if state["best_epoch"] == state["epochs_done"]:
+            return final_scores
+        self.dist.barrier()  # rank 0 wrote best.safetensors
+        path = os.path.join(self.out, ckpt.BEST)
+        best = ckpt.load(path)
+        net = self.engine.net
+        final = net.tensors()
+        net.load_tensors(best.tensors, path)
+        scores = self.engine.evaluate(self.test)
+        net.load_tensors(final, path)
+        return scores
 
     def report_epoch(self, row):
         if self.args.json and self.dist.main:
@@ -567,13 +656,12 @@ class Trainer:
             act_h, norms = host[3:3 + len(sites)], host[3 + len(sites):]
             ce_mean, correct_n, bv = host[0] / n, int(host[1]), host[2]
             loss = ce_mean + bv
-            if not math.isfinite(loss):
-                raise self.diverged(step, epoch, b, f"the loss is {_rust_float(loss)}",
-                                    list(zip(sites, act_h)))
             bad = [i for i, s in enumerate(norms) if not math.isfinite(s)]
-            if bad:
-                raise self.diverged(step, epoch, b, f"the gradient of `{eng.trainable[bad[0]][0]}` "
-                                    "is not finite", list(zip(sites, act_h)))
+            if not math.isfinite(loss) or bad:
+                what = (f"the loss is {_rust_float(loss)}" if not math.isfinite(loss) else
+                        f"the gradient of `{eng.trainable[bad[0]][0]}` is not finite")
+                overflow = eng.overflow_site(x, n, seed, lo)
+                raise self.diverged(step, epoch, b, what, list(zip(sites, act_h)), overflow)
             eng.clipper.apply(squares)
             eng.optim.step()
             state["steps"] += 1
@@ -592,7 +680,7 @@ class Trainer:
         if dist.device.type == "cuda":
             torch.cuda.synchronize(dist.device)
         self.train_seconds, self.samples = time.monotonic() - t0, sums["seen"]
-        val = eng.evaluate(self.val) if self.val is not None else None
+        val = eng.validate(self.val, batch) if self.val is not None else None
         nb = max(sums["batches"], 1)
         return {
             "epoch": epoch + 1,
@@ -602,6 +690,7 @@ class Trainer:
             "boundary_loss": sums["boundary"] / nb,
             "val_loss": val[0] if val else None,
             "val_acc": val[1] if val else None,
+            "val_boundary_loss": val[2] if val else None,
             "grad_norm": sums["grad_norm"] / nb,
             "grad_norm_max": sums["grad_norm_max"],
             "lr": lrs[0],
@@ -610,11 +699,17 @@ class Trainer:
             "seconds": time.monotonic() - t0,
         }
 
-    def diverged(self, step, epoch, batch, what, acts):
+    def diverged(self, step, epoch, batch, what, acts, overflow=None):
         ranges = self.run["site_ranges"]
         worst = escaped_site(acts, ranges)
         where = ""
-        if worst is not None:
+        if overflow is not None:
+            v = dict(acts).get(overflow, math.nan)
+            worst = (overflow, v, ranges.get(overflow))
+            rng_txt = "" if worst[2] is None else f", fit range B = {_fmt(worst[2])}"
+            where = (f"; the polynomial at poly site `{overflow}` overflowed: finite inputs "
+                     f"(max |x| = {_rust_float(v, f32=True)}{rng_txt}) gave a non-finite output")
+        elif worst is not None:
             name, v, b = worst
             rng_txt = "" if b is None else f", fit range B = {_fmt(b)}"
             where = (f"; activations escaped at poly site `{name}` "
@@ -622,7 +717,7 @@ class Trainer:
         last = os.path.join(self.out, ckpt.LAST)
         return Diverged(
             f"training diverged at step {step} (epoch {epoch + 1}, batch {batch}): {what}{where}\n"
-            f"  help: {divergence_help(step, worst, self.run['boundary'])}\n"
+            f"  help: {divergence_help(step, worst, self.run['boundary'], overflow is not None)}\n"
             f"  (last good checkpoint: {last})"
         )
 
@@ -635,8 +730,10 @@ def _rust_float(v, f32=False):
     return _fmt(v, f32)
 
 
+# Columns added later come last (metrics.rs), so that older readers keep their positions.
 FIXED_COLUMNS = ["epoch", "train_loss", "train_ce_loss", "train_acc", "boundary_loss", "val_loss",
-                 "val_acc", "grad_norm", "grad_norm_max", "lr", "poly_lr", "seconds"]
+                 "val_acc", "grad_norm", "grad_norm_max", "lr", "poly_lr", "seconds",
+                 "val_boundary_loss"]
 
 
 def metrics_csv(rows):
@@ -645,8 +742,8 @@ def metrics_csv(rows):
     sites.sort()
     out = ",".join(FIXED_COLUMNS + [f"act_max_abs.{s}" for s in sites]) + "\n"
     for r in rows:
-        f = [_fmt(r[c]) if r[c] is not None else "" for c in FIXED_COLUMNS[:-1]]
-        f.append(f"{r['seconds']:.3f}")
+        f = [(f"{r[c]:.3f}" if c == "seconds" else _fmt(r[c])) if r.get(c) is not None else ""
+             for c in FIXED_COLUMNS]
         f += [_fmt(r["act_max_abs"][s], f32=True) if s in r["act_max_abs"] else "" for s in sites]
         out += ",".join(f) + "\n"
     return out

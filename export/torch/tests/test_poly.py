@@ -9,19 +9,19 @@ import torch
 from pnnc_torch import poly
 
 
-def apply(x, c, basis, kind, inv_b=0.5, penalty=2.0):
+def apply(x, c, basis, kind, inv_b=0.5, penalty=2.0, cap=1.5):
     n = c.numel() - 1
     b = poly.BASES[basis]
     m = torch.tensor(poly.slope_matrix(b, n, inv_b), dtype=torch.float64)
     signs = torch.tensor(b.signs(n), dtype=x.dtype)
-    return poly.PolyFunction.apply(x, c, inv_b, basis, m, signs, kind, penalty)
+    return poly.PolyFunction.apply(x, c, inv_b, basis, m, signs, kind, penalty, cap)
 
 
 def reference(x, c, basis, inv_b=0.5):
     """p(t) from the definition: sum c_k t^k, or sum c_k T_k(t) with T_k = cos(k acos t)
     extended by the recurrence (t outside [-1, 1] too)."""
-    t = x * inv_b
-    if basis == "Power":
+    t = x if basis == "RawPower" else x * inv_b
+    if basis in ("Power", "RawPower"):
         return sum(c[k] * t**k for k in range(c.numel()))
     prev, cur = torch.ones_like(t), t
     y = c[0] * prev + (c[1] * cur if c.numel() > 1 else 0)
@@ -31,13 +31,27 @@ def reference(x, c, basis, inv_b=0.5):
     return y
 
 
+def edge_of(degree, fmax):
+    """The largest float32 whose degree-th power (exact, rounded once) is finite."""
+    edge = np.float32(np.exp(np.log(float(fmax)) / degree))
+    while np.isfinite(np.float32(float(edge) ** degree)):
+        edge = np.nextafter(edge, np.float32(np.inf))
+    while not np.isfinite(np.float32(float(edge) ** degree)):
+        edge = np.nextafter(edge, np.float32(0))
+    return edge
+
+
 class PolyTest(unittest.TestCase):
     def test_gradients_match_finite_differences(self):
         torch.manual_seed(0)
         for basis in poly.BASES:
             for n in (1, 2, 5, 8):
-                for kind in (None, "Exp", "L2"):
-                    x = (torch.randn(2, 40, dtype=torch.float64) * 2).requires_grad_()
+                for kind in (None, "Exp", "ExpCapped", "L2"):
+                    # t = x / 2 in [-2.2, 2.2] (x itself for the raw form): past the fit range,
+                    # where phi_8 is still small enough for finite differences in f64.
+                    scale = 1.0 if basis == "RawPower" else 2.0
+                    x = (torch.randn(2, 40, dtype=torch.float64).clamp(-2.2, 2.2) * scale)
+                    x.requires_grad_()
                     c = torch.randn(n + 1, dtype=torch.float64, requires_grad=True)
                     f = lambda x, c: apply(x, c, basis, kind)[:2]  # noqa: E731
                     self.assertTrue(
@@ -57,6 +71,45 @@ class PolyTest(unittest.TestCase):
             self.assertEqual(float(amax), float(x.abs().max()))
             _, term, _ = apply(x, c, basis, "L2")
             torch.testing.assert_close(term, (torch.clamp(x.abs() - 2.0, min=0) ** 2).sum())
+            # exp(cap: 1.5): the exp form up to an excess of 1.5, linear beyond.
+            _, term, _ = apply(x, c, basis, "ExpCapped", cap=1.5)
+            e = torch.clamp(x.abs() - 2.0, min=0)
+            lin = np.expm1(1.5) + np.exp(1.5) * (e - 1.5)
+            torch.testing.assert_close(term, torch.where(e > 1.5, lin, torch.expm1(e)).sum())
+
+    def test_capped_exp_gradient_is_bounded_where_exp_overflows(self):
+        x = torch.tensor([0.5, 5.0, 200.0, -1e6], requires_grad=True)
+        c = torch.tensor([0.0, 1.0])
+        _, term, _ = apply(x, c, "Power", "ExpCapped", penalty=2.0, cap=10.0)
+        (gx,) = torch.autograd.grad(term, x)
+        e10 = float(np.float32(np.exp(10.0)))
+        self.assertEqual(gx.tolist(), [0.0, float(np.float32(np.exp(3.0))), e10, -e10])
+        self.assertTrue(torch.isfinite(term))
+        _, term, _ = apply(x, c, "Power", "Exp", penalty=2.0)
+        self.assertFalse(torch.isfinite(term))
+
+    def test_raw_power_overflows_where_float32_powers_do(self):
+        """pnnc's `raw_power_overflows_exactly_where_float32_powers_do`: the largest
+        float32 with a finite d-th power gives that power, the next float32 gives inf."""
+        fmax = np.finfo(np.float32).max
+        for degree in (2, 8, 22, 31):
+            with np.errstate(over="ignore"):
+                edge = edge_of(degree, fmax)
+            past = np.nextafter(edge, np.float32(np.inf))
+            c = torch.zeros(degree + 1)
+            c[degree] = 1.0
+            x = torch.tensor([edge, past, -edge, -past])
+            y, _, _ = apply(x, c, "RawPower", None)
+            sign = 1.0 if degree % 2 == 0 else -1.0
+            power = float(np.float32(float(edge) ** degree))
+            self.assertEqual(y.tolist(), [power, np.inf, sign * power, sign * np.inf], degree)
+        # The slope of x^22 at 60: 22 x^21 overflows float32 (past 59.0), as in pnnc.
+        c = torch.zeros(23)
+        c[22] = 1e-30
+        x = torch.tensor([57.0, 60.0], requires_grad=True)
+        y, _, _ = apply(x, c, "RawPower", None)
+        (gx,) = torch.autograd.grad(y.sum(), x)
+        self.assertTrue(np.isfinite(gx[0].item()) and not np.isfinite(gx[1].item()), gx)
 
     def test_cpu_chunks_give_the_same_result(self):
         torch.manual_seed(2)

@@ -28,6 +28,16 @@ class ScheduleTest(unittest.TestCase):
             for a, b in zip(got, want):
                 self.assertAlmostEqual(a, b, delta=1e-15)
 
+    def test_plateau_threshold_is_relative_to_the_best_loss(self):
+        """schedule.rs's own cases: with the official 0.1 a 5 % improvement is a bad epoch;
+        a schedule without `threshold` (older files) means PyTorch's 1e-4."""
+        plateau = lambda t: {"Plateau": dict({"factor": 0.1, "patience": 1, "min_lr": 0.0},  # noqa: E731
+                                             **({} if t is None else {"threshold": t}))}
+        self.assertEqual(rates(plateau(0.1), 10, [1.0, 0.95, 0.9])[3][0], 1e-4)
+        self.assertEqual(rates(plateau(1e-4), 10, [1.0, 0.95, 0.9])[3][0], 1e-3)
+        self.assertEqual(rates(plateau(None), 10, [1.0, 0.95, 0.9])[3][0], 1e-3)
+        self.assertEqual(rates(plateau(0.1), 10, [1.0, 0.88, 0.85])[3][0], 1e-3)
+
     def test_cosine_and_multistep(self):
         r = rates({"Cosine": {"min_lr": 0.0}}, 4, [0.0] * 4)
         for g, w in zip(r, [1.0, 0.853553390593, 0.5, 0.146446609407, 0.0]):
@@ -126,6 +136,12 @@ class DivergenceTest(unittest.TestCase):
         self.assertIn("learning rate", h)
         self.assertTrue(divergence_help(5, near, exp).startswith("lower the learning rate"))
         self.assertNotIn("overflows", divergence_help(5, far, dict(exp, kind="L2")))
+        self.assertIn("cap: 10", divergence_help(0, far, exp))
+        capped = dict(exp, kind={"ExpCapped": {"cap": 10.0}})
+        self.assertNotIn("overflows", divergence_help(0, far, capped))
+        h = divergence_help(0, ("raw", 57.0, 47.0), None, poly_overflowed=True)
+        self.assertIn("the polynomial at `raw` overflows float32 at |x| = 57", h)
+        self.assertIn("basis: chebyshev", h)
         self.assertIn("larger fit range B", divergence_help(0, near, None))
         own = dict(exp, penalty=None)
         self.assertIn("exp(113.7 - 12)", divergence_help(0, far, own))
