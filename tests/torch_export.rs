@@ -1164,3 +1164,144 @@ fn relu_baseline_step_matches_pnnc() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A model whose polynomial inputs are ~1e5 (`scale`): the exp boundary term
+/// is infinite at the first step, so its polynomial cell diverges at step 0 in
+/// either engine, while its ReLU cell trains.
+const SWEEP_MODEL: &str = "model sweepy
+input [1, 28, 28]
+classes 10
+
+act p = poly(degree: 2, fit: relu, range: 12)
+
+net {
+  flatten
+  dense(16); scale(100000); p; batchnorm
+  dense(classes)
+}
+
+train {
+  data: mnist(val_fraction: 0.2)
+  epochs: 1  batch: 32  seed: 1
+  optimizer: adamw(lr: 1e-2, weight_decay: 0.01, poly_lr_scale: 0.1)
+  boundary: exp(penalty: 12, weight: 10, reduce: sum)
+  clip: norm(1.0, except: batchnorm)
+}
+";
+
+/// `pnnc sweep --engine torch`: two cells (a polynomial cell that diverges at
+/// step 0, a ReLU cell that trains) through the exported trainer under two
+/// gloo processes, collected into the same results.csv as the native engine's
+/// sweep of the same grid, which agrees with it.
+#[test]
+#[cfg_attr(
+    not(pnnc_torch),
+    ignore = "needs a Python with torch, numpy and safetensors ($PNNC_TORCH_PYTHON, else python3)"
+)]
+fn torch_sweep_cells_match_the_native_sweep() {
+    let dir = temp("sweep");
+    std::fs::write(dir.join("model.pnn"), SWEEP_MODEL).unwrap();
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    std::fs::create_dir_all(dir.join("empty")).unwrap();
+    write_idx(&dir.join("data"), "train", 200, 3);
+    write_idx(&dir.join("data"), "t10k", 60, 4);
+    let sweep = |out: &str, engine: &[&str]| {
+        let mut args = vec![
+            "sweep",
+            "model.pnn",
+            "--degrees",
+            "2",
+            "--methods",
+            "framework,relu",
+            "--threads",
+            "2",
+            "--data",
+            "data",
+            "--out",
+            out,
+        ];
+        args.extend(engine);
+        ok(&pnnc_cli(&dir, &args))
+    };
+    sweep("native", &[]);
+    let log = sweep(
+        "torch",
+        &[
+            "--engine",
+            "torch",
+            "--nproc-per-node",
+            "2",
+            "--device",
+            "cpu",
+        ],
+    );
+    assert!(log.contains("PyTorch, 2 processes"), "{log}");
+    let csv = |out: &str| std::fs::read_to_string(dir.join(out).join("results.csv")).unwrap();
+    let (native, torch) = (csv("native"), csv("torch"));
+    let rows = |text: &str| -> Vec<Vec<String>> {
+        text.lines()
+            .map(|l| l.split(',').map(str::to_string).collect())
+            .collect()
+    };
+    let (n, t) = (rows(&native), rows(&torch));
+    assert_eq!(n[0], t[0], "the same columns");
+    assert_eq!(t.len(), 3, "{torch}");
+    let col = |name: &str| n[0].iter().position(|c| c == name).unwrap();
+    // d2-framework-s1: diverged at step 0 at the same site in both engines.
+    assert_eq!(t[1][col("status")], "diverged", "{torch}");
+    for c in [
+        "degree",
+        "basis",
+        "method",
+        "status",
+        "diverged_step",
+        "diverged_site",
+        "max_abs_site",
+        "fit_range",
+        "epochs",
+        "steps",
+    ] {
+        assert_eq!(n[1][col(c)], t[1][col(c)], "{c}:\n{native}\n{torch}");
+        assert_eq!(n[2][col(c)], t[2][col(c)], "{c}:\n{native}\n{torch}");
+    }
+    assert_eq!(t[1][col("diverged_step")], "0");
+    // relu-s1: trained one epoch (5 steps of 32 of 160 samples); the test accuracy
+    // agrees within 2 of the 60 test samples (the engines' sums round differently).
+    assert_eq!(t[2][col("status")], "ok", "{torch}");
+    assert_eq!(t[2][col("steps")], "5");
+    let acc = |r: &Vec<String>| r[col("test_acc")].parse::<f64>().unwrap();
+    assert!(
+        (acc(&n[2]) - acc(&t[2])).abs() <= 2.0 / 60.0 + 1e-9,
+        "{native}\n{torch}"
+    );
+    // The cell folders are pnnc run folders; the markdown table is written too.
+    let cell = dir.join("torch/relu-s1");
+    for f in [
+        "cell.json",
+        "metrics.jsonl",
+        "best.safetensors",
+        "summary.json",
+    ] {
+        assert!(cell.join(f).is_file(), "{f}");
+    }
+    let diverged: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("torch/d2-framework-s1/cell.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        diverged["diverged"]
+            .as_str()
+            .unwrap()
+            .starts_with("training diverged at step 0 (epoch 1, batch 0): the loss is inf"),
+        "{diverged}"
+    );
+    assert!(dir.join("torch/results.md").is_file());
+    // A finished sweep is kept: a second run trains nothing.
+    let again = sweep("torch", &["--engine", "torch", "--device", "cpu"]);
+    assert_eq!(again.matches("finished, kept").count(), 2, "{again}");
+    // The torch options need the torch engine.
+    let o = pnnc_cli(&dir, &["sweep", "model.pnn", "--nproc-per-node", "2"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--engine torch"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -8,8 +8,8 @@ use crate::ir::Basis;
 use crate::pipeline::ranges::Domain;
 use crate::pipeline::recipe::Method;
 use crate::pipeline::sweep::{
-    CellSummary, SweepPlan, accuracy_points, row_label, run_grid, table_rows, to_markdown,
-    write_tables,
+    CellSummary, EngineKind, SweepPlan, TorchDevice, accuracy_points, engine, row_label, run_grid,
+    table_rows, to_markdown, write_tables,
 };
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -49,9 +49,21 @@ pub struct SweepArgs {
     /// Sweep folder (default: runs/sweep-<model>).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Worker threads (default: all cores; at most the number of cores).
+    /// Worker threads (default: all cores; at most the number of cores); with
+    /// --engine torch, shared among a cell's processes.
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Trainer of the cells: native (pnnc's), or torch (each cell exported with
+    /// `pnnc export torch` and trained by PyTorch; docs/scale-out.md).
+    #[arg(long, value_enum, default_value = "native")]
+    pub engine: EngineKind,
+    /// Processes per cell with --engine torch (torchrun's --nproc-per-node:
+    /// one per GPU, or CPU processes with gloo). Default 1.
+    #[arg(long)]
+    pub nproc_per_node: Option<usize>,
+    /// Device of --engine torch: auto (CUDA when PyTorch sees a GPU), cpu, cuda.
+    #[arg(long, value_enum)]
+    pub device: Option<TorchDevice>,
 }
 
 fn parse_basis(text: &str) -> Result<Basis, String> {
@@ -110,6 +122,7 @@ pub fn run(args: &SweepArgs) -> ExitCode {
 
 fn sweep(args: &SweepArgs) -> Result<(), Failure> {
     let threads = set_threads(args.threads)?;
+    let engine = engine(args.engine, args.nproc_per_node, args.device, threads)?;
     let base = super::train::load_model(&args.model)?;
     let root = args
         .out
@@ -129,6 +142,7 @@ fn sweep(args: &SweepArgs) -> Result<(), Failure> {
         root: &root,
         threads,
         stop: Some(stop_flag()),
+        engine: &engine,
     };
     let rows = run_grid(&plan, &mut |line| eprintln!("{line}")).map_err(|f| {
         with_resume_hint(

@@ -13,7 +13,7 @@
 use crate::ir::{Basis, Model, Op, OpKind};
 use crate::train::fit::{FitError, fit_activation};
 use crate::train::run::{RunConfig, RunSummary};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -409,22 +409,68 @@ pub fn train_command(export_dir: &Path, data: &Path, run_dir: &Path, launch: &La
     cmd
 }
 
-/// Train with the exported trainer and return the run's summary (what
-/// `pnnc sweep --engine torch` needs per cell: the run folder then holds
-/// pnnc's metrics and checkpoints).
+/// `diverged.json`: what the exported trainer writes into the run folder
+/// when training diverges (the fields of pnnc's `RunError::Diverged`).
+pub const DIVERGED_FILE: &str = "diverged.json";
+
+/// A divergence of the exported trainer, as `diverged.json` records it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Divergence {
+    /// Global step.
+    pub step: u64,
+    /// 1-based epoch.
+    pub epoch: u32,
+    pub batch: usize,
+    /// What became non-finite and where (pnnc's wording).
+    pub what: String,
+    pub help: String,
+    /// The site furthest outside its range, or the one whose polynomial overflowed.
+    pub site: Option<String>,
+    /// Its max |x| as Rust prints a float (`inf` and `NaN` included).
+    pub site_max_abs: Option<String>,
+    /// Samples in the training split.
+    #[serde(default)]
+    pub train_samples: usize,
+}
+
+impl Divergence {
+    /// (site, max |x|), as pnnc's `RunError::Diverged::site`.
+    pub fn site(&self) -> Option<(String, f32)> {
+        let value = self.site_max_abs.as_deref()?.parse().ok()?;
+        Some((self.site.clone()?, value))
+    }
+}
+
+/// How a run of the exported trainer ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Finished(RunSummary),
+    Diverged(Divergence),
+}
+
+/// Train with the exported trainer: the run's summary, or its divergence
+/// (what `pnnc sweep --engine torch` needs per cell: the run folder then
+/// holds pnnc's metrics and checkpoints). Any other failure is an error with
+/// the end of the trainer's output.
 pub fn train(
     export_dir: &Path,
     data: &Path,
     run_dir: &Path,
     launch: &Launch,
-) -> Result<RunSummary, ExportError> {
+) -> Result<Outcome, ExportError> {
     let out = train_command(export_dir, data, run_dir, launch)
+        .stdout(std::process::Stdio::null())
         .output()
         .map_err(|source| ExportError::Io {
             path: launch.python.clone(),
             source,
         })?;
     if !out.status.success() {
+        if out.status.code() == Some(1) {
+            if let Some(d) = read_divergence(run_dir)? {
+                return Ok(Outcome::Diverged(d));
+            }
+        }
         let stderr = String::from_utf8_lossy(&out.stderr);
         let lines: Vec<&str> = stderr.lines().collect();
         let tail = lines[lines.len().saturating_sub(12)..].join("\n  ");
@@ -438,7 +484,23 @@ pub fn train(
             },
         });
     }
-    read_summary(run_dir)
+    read_summary(run_dir).map(Outcome::Finished)
+}
+
+/// `diverged.json` of a run folder, if there is one.
+pub fn read_divergence(run_dir: &Path) -> Result<Option<Divergence>, ExportError> {
+    let path = run_dir.join(DIVERGED_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(ExportError::Io { path, source }),
+    };
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| ExportError::Summary {
+            path,
+            message: e.to_string(),
+        })
 }
 
 /// `summary.json` of a finished run folder (either engine).

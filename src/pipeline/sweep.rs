@@ -2,15 +2,23 @@
 //! its own run folder, resumable (a cell is finished when its `cell.json`
 //! exists), summarised as a CSV and a markdown table. `pnnc sweep` adds the
 //! command line and the plots.
+//!
+//! A cell trains with pnnc's own trainer ([`Engine::Native`]) or with PyTorch
+//! ([`Engine::Torch`]): then the cell's model is exported (`pnnc export
+//! torch`) into `torch/<cell>/` of the sweep folder, the data once per seed
+//! into `torch/`, and the exported trainer (one process, or
+//! `torch.distributed.run` with several) writes the same run folder.
 
 use super::Failure;
 use super::folder::Start;
 use super::ranges::Domain;
 use super::recipe::{Method, Overrides, run_config};
-use super::train::{CellResult, TrainJob, train};
+use super::train::{CellResult, TrainJob, largest_input, load_splits, train};
 use super::transform::{with_basis, with_degree};
+use crate::export::torch::{self as torch_export, Launch, Outcome};
 use crate::ir::weights::write_atomic;
 use crate::ir::{Basis, Model};
+use crate::train::run::RunConfig;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -311,6 +319,71 @@ pub fn accuracy_points(
         .collect()
 }
 
+/// Which trainer runs the cells.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Engine {
+    /// pnnc's own trainer, in this process.
+    Native,
+    /// The exported PyTorch trainer (docs/scale-out.md), launched per cell.
+    Torch(Launch),
+}
+
+/// `--engine`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineKind {
+    Native,
+    Torch,
+}
+
+/// `--device` of the exported trainer.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TorchDevice {
+    /// CUDA when PyTorch sees a GPU, else the CPU.
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+/// The sweep folder's subfolder of exported models and data files.
+pub const TORCH_DIR: &str = "torch";
+
+/// The engine `--engine`, `--nproc-per-node` and `--device` ask for:
+/// `threads` are shared among the processes of a torch cell; the Python is
+/// [`torch_export::find_python`]'s (an install hint when it lacks torch).
+pub fn engine(
+    kind: EngineKind,
+    processes: Option<usize>,
+    device: Option<TorchDevice>,
+    threads: usize,
+) -> Result<Engine, Failure> {
+    if kind == EngineKind::Native {
+        if processes.is_some() || device.is_some() {
+            return Err(Failure::usage(
+                "--nproc-per-node and --device choose how PyTorch runs a cell\n  help: add `--engine torch`, or drop them",
+            ));
+        }
+        return Ok(Engine::Native);
+    }
+    let processes = processes.unwrap_or(1);
+    if processes == 0 || processes > 1024 {
+        return Err(Failure::usage(format!(
+            "--nproc-per-node {processes}: must be between 1 and 1024"
+        )));
+    }
+    let python = torch_export::find_python().map_err(|e| Failure::usage(e.to_string()))?;
+    let device = match device.unwrap_or(TorchDevice::Auto) {
+        TorchDevice::Auto => "auto",
+        TorchDevice::Cpu => "cpu",
+        TorchDevice::Cuda => "cuda",
+    };
+    Ok(Engine::Torch(Launch {
+        python,
+        processes,
+        threads: Some((threads / processes).max(1)),
+        args: vec!["--device".into(), device.into()],
+    }))
+}
+
 /// What a sweep runs.
 pub struct SweepPlan<'a> {
     pub model: &'a Model,
@@ -326,6 +399,7 @@ pub struct SweepPlan<'a> {
     pub root: &'a Path,
     pub threads: usize,
     pub stop: Option<&'a AtomicBool>,
+    pub engine: &'a Engine,
 }
 
 /// Refuses degrees the chosen (B, P) table does not have.
@@ -369,6 +443,48 @@ pub fn run_cell(
     note: &mut dyn FnMut(String),
 ) -> Result<CellSummary, Failure> {
     let dir = plan.root.join(cell.dir_name());
+    let model = cell_model(plan, cell, note)?;
+    let overrides = Overrides {
+        epochs: plan.epochs,
+        seed: Some(cell.seed),
+        recipe: cell.method.recipe(),
+        ..Overrides::default()
+    };
+    let config = run_config(&model, &overrides);
+    let result = match plan.engine {
+        // A cell interrupted mid-training starts again from scratch.
+        Engine::Native => {
+            let job = TrainJob {
+                model: &model,
+                model_path: plan.model_path,
+                data_dir: plan.data_dir,
+                out: &dir,
+                config,
+                limit_train: plan.limit_train,
+                threads: plan.threads,
+                start: Start::Overwrite,
+                stop: plan.stop,
+            };
+            train(&job)?.cell
+        }
+        Engine::Torch(launch) => torch_cell(plan, cell, &model, &config, launch, note)?,
+    };
+    let summary = CellSummary {
+        cell: *cell,
+        result,
+    };
+    let text = serde_json::to_string_pretty(&summary).map_err(|e| Failure::job(e.to_string()))?;
+    write_atomic(&dir.join(CELL_FILE), text.as_bytes())
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    Ok(summary)
+}
+
+/// The sweep's model with the cell's degree, (B, P) and basis.
+fn cell_model(
+    plan: &SweepPlan,
+    cell: &Cell,
+    note: &mut dyn FnMut(String),
+) -> Result<Model, Failure> {
     let mut model = plan.model.clone();
     if cell.method == Method::Relu {
         note("ReLU for every activation".into());
@@ -380,33 +496,148 @@ pub fn run_cell(
         }
         note(format!("B = {b}, P = {p}, {} basis", cell.basis.name()));
     }
-    let overrides = Overrides {
-        epochs: plan.epochs,
-        seed: Some(cell.seed),
-        recipe: cell.method.recipe(),
-        ..Overrides::default()
+    Ok(model)
+}
+
+/// Train one cell with the exported PyTorch trainer: the cell's model
+/// exported into `torch/<cell>/`, the data of its seed exported once into
+/// `torch/`, the run folder written by the trainer (`--overwrite`: a cell
+/// interrupted mid-training starts again from scratch).
+fn torch_cell(
+    plan: &SweepPlan,
+    cell: &Cell,
+    model: &Model,
+    config: &RunConfig,
+    launch: &Launch,
+    note: &mut dyn FnMut(String),
+) -> Result<CellResult, Failure> {
+    let data = torch_data(plan, model, config.seed, note)?;
+    let export_dir = plan.root.join(TORCH_DIR).join(cell.dir_name());
+    let opts = torch_export::Options {
+        baseline_relu: cell.method == Method::Relu,
+        overwrite: true,
+        model_file: plan.model_path.display().to_string(),
     };
-    // A cell interrupted mid-training starts again from scratch.
-    let job = TrainJob {
-        model: &model,
-        model_path: plan.model_path,
-        data_dir: plan.data_dir,
-        out: &dir,
-        config: run_config(&model, &overrides),
-        limit_train: plan.limit_train,
-        threads: plan.threads,
-        start: Start::Overwrite,
-        stop: plan.stop,
+    torch_export::export(model, config, &opts, &export_dir, |_| Ok(()))
+        .map_err(|e| Failure::job(format!("{}: {e}", plan.model_path.display())))?;
+    let mut launch = launch.clone();
+    launch.args.push("--overwrite".into());
+    note(format!(
+        "PyTorch, {} process{}",
+        launch.processes,
+        if launch.processes == 1 { "" } else { "es" }
+    ));
+    let dir = plan.root.join(cell.dir_name());
+    let started = std::time::Instant::now();
+    let outcome = torch_export::train(&export_dir, &data, &dir, &launch)
+        .map_err(|e| Failure::job(format!("{}: {e}", plan.model_path.display())))?;
+    Ok(torch_result(
+        &dir,
+        config,
+        outcome,
+        started.elapsed().as_secs_f64(),
+    ))
+}
+
+/// The cell's result from the exported trainer's outcome, as the native
+/// trainer's (`pipeline::train::train_on`) would record it.
+fn torch_result(dir: &Path, config: &RunConfig, outcome: Outcome, seconds: f64) -> CellResult {
+    let mut cell = CellResult {
+        test_acc: None,
+        best_val_acc: None,
+        diverged_step: None,
+        diverged: None,
+        diverged_help: None,
+        epochs: 0,
+        steps: 0,
+        seconds,
+        train_samples: 0,
+        max_abs_input: None,
+        max_abs_site: None,
+        max_abs_range: None,
+        diverged_site: None,
     };
-    let result = train(&job)?.cell;
-    let summary = CellSummary {
-        cell: *cell,
-        result,
+    let failing = match &outcome {
+        Outcome::Diverged(d) => d.site(),
+        Outcome::Finished(_) => None,
     };
-    let text = serde_json::to_string_pretty(&summary).map_err(|e| Failure::job(e.to_string()))?;
-    write_atomic(&dir.join(CELL_FILE), text.as_bytes())
+    if let Some((site, x)) = largest_input(dir, failing) {
+        cell.max_abs_range = config.site_ranges.get(&site).copied();
+        cell.max_abs_input = Some(f64::from(x));
+        cell.max_abs_site = Some(site);
+    }
+    match outcome {
+        Outcome::Finished(s) => {
+            cell.test_acc = s.test_acc;
+            cell.best_val_acc = s.best_val_acc;
+            cell.epochs = s.epochs;
+            cell.steps = s.steps;
+            cell.seconds = s.seconds;
+            cell.train_samples = train_samples(dir).unwrap_or(0);
+        }
+        Outcome::Diverged(d) => {
+            cell.diverged_site = d.site.clone();
+            cell.diverged_step = Some(d.step);
+            cell.diverged = Some(format!(
+                "training diverged at step {} (epoch {}, batch {}): {}",
+                d.step, d.epoch, d.batch, d.what
+            ));
+            cell.diverged_help = Some(d.help);
+            cell.epochs = d.epoch;
+            cell.steps = d.step;
+            cell.train_samples = d.train_samples;
+        }
+    }
+    cell
+}
+
+/// `train_samples` of a finished run's `summary.json`.
+fn train_samples(dir: &Path) -> Option<usize> {
+    let text = std::fs::read_to_string(dir.join(super::folder::SUMMARY)).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v.get("train_samples")?.as_u64().map(|n| n as usize)
+}
+
+/// The data file of `seed` for the torch cells (`pnnc data export` of the
+/// model's data with that validation seed and the sweep's `--limit-train`),
+/// written once and shared by every cell of that seed.
+fn torch_data(
+    plan: &SweepPlan,
+    model: &Model,
+    seed: u64,
+    note: &mut dyn FnMut(String),
+) -> Result<PathBuf, Failure> {
+    let limit = plan
+        .limit_train
+        .map_or_else(|| "all".to_string(), |n| format!("l{n}"));
+    let path = plan
+        .root
+        .join(TORCH_DIR)
+        .join(format!("data-s{seed}-{limit}.safetensors"));
+    if path.is_file() {
+        return Ok(path);
+    }
+    let spec = model.train.data.clone().ok_or_else(|| {
+        Failure::usage(format!(
+            "{}: the model names no data set\n  help: add `data: ...` to its `train {{ }}` section",
+            plan.model_path.display()
+        ))
+    })?;
+    let (splits, _) = load_splits(
+        model,
+        plan.model_path,
+        plan.data_dir,
+        None,
+        seed,
+        plan.limit_train,
+    )?;
+    let dir = plan.root.join(TORCH_DIR);
+    std::fs::create_dir_all(&dir).map_err(|e| Failure::usage(format!("{}: {e}", dir.display())))?;
+    let limit = plan.limit_train.or(spec.limit_train);
+    crate::data::export::write(&splits, &spec, seed, limit, &path)
         .map_err(|e| Failure::usage(e.to_string()))?;
-    Ok(summary)
+    note(format!("data for seed {seed}: {}", path.display()));
+    Ok(path)
 }
 
 /// results.csv and results.md of the finished cells.

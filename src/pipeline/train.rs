@@ -313,7 +313,7 @@ pub fn train_on(job: &TrainJob, splits: &Splits, data_dir: &Path) -> Result<Trai
 
 /// The largest activation input recorded in the run's metrics, or in the
 /// failing batch of a diverged run: (site, max |x|); a non-finite input wins.
-fn largest_input(out: &Path, failing: Option<(String, f32)>) -> Option<(String, f32)> {
+pub fn largest_input(out: &Path, failing: Option<(String, f32)>) -> Option<(String, f32)> {
     let rows = crate::train::metrics::read(out).unwrap_or_default();
     let seen = rows
         .iter()

@@ -34,7 +34,10 @@ from .recipe import Boundary, Clipper, LrSchedule, Optimizer
 VERSION = "0.1.0"
 # pipeline/folder.rs `RUN_FILES`, plus this trainer's engine.jsonl.
 RUN_FILES = ["model.pnn", "config.json", "summary.json", "metrics.jsonl", "metrics.csv",
-             ckpt.LAST, ckpt.BEST, ckpt.RESUME, "run-summary.json", "circuit.json", "engine.jsonl"]
+             ckpt.LAST, ckpt.BEST, ckpt.RESUME, "run-summary.json", "circuit.json", "engine.jsonl",
+             "diverged.json"]
+# Written when training diverges: what pnnc's `RunError::Diverged` holds, for a sweep's cell.
+DIVERGED = "diverged.json"
 EVAL_CHUNK = 1000
 EXP_OVERFLOW = 88.7
 
@@ -388,6 +391,8 @@ class Trainer:
             if self.args.overwrite and not self.args.resume:
                 for f in found:
                     os.remove(os.path.join(out, f))
+            if os.path.exists(os.path.join(out, DIVERGED)):  # of the run being resumed
+                os.remove(os.path.join(out, DIVERGED))
             os.makedirs(out, exist_ok=True)
             for name in os.listdir(out):  # temporary files of a killed write
                 if any(name.startswith(f".{f}.tmp") for f in RUN_FILES):
@@ -715,9 +720,18 @@ class Trainer:
             where = (f"; activations escaped at poly site `{name}` "
                      f"(max |x| = {_rust_float(v, f32=True)}{rng_txt})")
         last = os.path.join(self.out, ckpt.LAST)
+        help_ = divergence_help(step, worst, self.run["boundary"], overflow is not None)
+        if self.dist.main:
+            ckpt.write_json(os.path.join(self.out, DIVERGED), {
+                "step": step, "epoch": epoch + 1, "batch": batch, "what": what + where,
+                "help": help_, "site": None if worst is None else worst[0],
+                # Rust's spelling, so that inf and NaN survive JSON.
+                "site_max_abs": None if worst is None else _rust_float(worst[1], f32=True),
+                "train_samples": len(self.train),
+            })
         return Diverged(
             f"training diverged at step {step} (epoch {epoch + 1}, batch {batch}): {what}{where}\n"
-            f"  help: {divergence_help(step, worst, self.run['boundary'], overflow is not None)}\n"
+            f"  help: {help_}\n"
             f"  (last good checkpoint: {last})"
         )
 
