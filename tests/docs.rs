@@ -1,7 +1,7 @@
 //! The documents agree with themselves and run on a reader's machine:
 //! - no document names a folder of one machine (`/work/`, `/root/`);
 //! - every CSV under `docs/results/` is referenced by a document, and every
-//!   `results/NAME.csv` a document references exists;
+//!   `results/NAME.EXT` a document references exists;
 //! - every committed sweep CSV is well formed, and the test accuracy of each
 //!   of its groups (mean ± sd over seeds, or the single value) is quoted by
 //!   some document, so a table cannot drift from its CSV.
@@ -62,30 +62,38 @@ fn documents() -> Vec<Doc> {
 }
 
 fn result_csvs() -> BTreeSet<String> {
-    let dir = Path::new(ROOT).join("docs/results");
-    std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+    result_files()
+        .into_iter()
         .filter(|name| name.ends_with(".csv"))
         .collect()
 }
 
-/// Every `results/NAME.csv` in `text` (links from docs/*.md and mentions of
-/// `docs/results/NAME.csv` alike).
-fn csv_references(text: &str) -> Vec<String> {
+/// Every `results/NAME.EXT` in `text` (links from docs/*.md and mentions of
+/// `docs/results/NAME.EXT` alike).
+fn result_references(text: &str) -> Vec<String> {
     let mut found = Vec::new();
     for (start, _) in text.match_indices("results/") {
         let name: String = text[start + "results/".len()..]
             .chars()
             .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
             .collect();
-        if let Some(stem) = name.strip_suffix(".csv") {
-            if !stem.is_empty() {
-                found.push(name);
+        let name = name.trim_end_matches('.');
+        if let Some((stem, ext)) = name.rsplit_once('.') {
+            if !stem.is_empty() && !ext.is_empty() {
+                found.push(name.to_string());
             }
         }
     }
     found
+}
+
+/// The files directly in docs/results/.
+fn result_files() -> BTreeSet<String> {
+    let dir = Path::new(ROOT).join("docs/results");
+    std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect()
 }
 
 #[test]
@@ -110,12 +118,12 @@ fn no_document_names_a_folder_of_one_machine() {
 
 #[test]
 fn every_results_csv_is_referenced_and_every_reference_exists() {
-    let csvs = result_csvs();
+    let files = result_files();
     let mut referenced = BTreeSet::new();
     let mut problems = Vec::new();
     for doc in documents() {
-        for name in csv_references(&doc.text) {
-            if !csvs.contains(&name) {
+        for name in result_references(&doc.text) {
+            if !files.contains(&name) {
                 problems.push(format!(
                     "{}: references results/{name}, which is not in docs/results/",
                     rel(&doc.path)
@@ -124,7 +132,7 @@ fn every_results_csv_is_referenced_and_every_reference_exists() {
             referenced.insert(name);
         }
     }
-    for name in csvs.difference(&referenced) {
+    for name in result_csvs().difference(&referenced) {
         problems.push(format!(
             "docs/results/{name} is referenced by no document: link it from the table it backs, \
              or remove it"
@@ -308,7 +316,9 @@ fn quotes_are_found_where_tables_put_them() {
     assert!(q.has_number(70.14));
     assert!(!q.has_number(70.2));
     assert_eq!(
-        csv_references("[a](results/parity-cifar.csv), docs/results/x_y.csv, results.csv"),
-        ["parity-cifar.csv", "x_y.csv"]
+        result_references(
+            "[a](results/parity-cifar.csv), docs/results/x_y.svg. results.csv, docs/results/"
+        ),
+        ["parity-cifar.csv", "x_y.svg"]
     );
 }
