@@ -78,10 +78,11 @@ fn result_references(text: &str) -> Vec<String> {
             .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
             .collect();
         let name = name.trim_end_matches('.');
-        if let Some((stem, ext)) = name.rsplit_once('.') {
-            if !stem.is_empty() && !ext.is_empty() {
-                found.push(name.to_string());
-            }
+        if let Some((stem, ext)) = name.rsplit_once('.')
+            && !stem.is_empty()
+            && !ext.is_empty()
+        {
+            found.push(name.to_string());
         }
     }
     found
@@ -170,11 +171,13 @@ fn read_csv(name: &str) -> (Vec<String>, Vec<Vec<String>>) {
     (header, rows)
 }
 
-/// Every `A ± B` and every plain decimal number quoted in the documents.
+/// Every `A ± B` and every plain decimal number quoted in the documents, and
+/// the steps of every "diverged ... at step N[, M]" (as `pnnc sweep` writes them).
 #[derive(Default)]
 struct Quotes {
     pairs: Vec<(f64, f64)>,
     numbers: Vec<f64>,
+    diverged_steps: BTreeSet<u64>,
 }
 
 impl Quotes {
@@ -184,11 +187,14 @@ impl Quotes {
             let numbers = decimals(&doc.text);
             for (k, &(value, _, end)) in numbers.iter().enumerate() {
                 q.numbers.push(value);
-                if let Some(&(sd, next, _)) = numbers.get(k + 1) {
-                    if doc.text[end..next].trim() == "±" {
-                        q.pairs.push((value, sd));
-                    }
+                if let Some(&(sd, next, _)) = numbers.get(k + 1)
+                    && doc.text[end..next].trim() == "±"
+                {
+                    q.pairs.push((value, sd));
                 }
+            }
+            for (at, _) in doc.text.match_indices("diverged") {
+                q.diverged_steps.extend(steps_after(&doc.text[at..]));
             }
         }
         q
@@ -219,16 +225,39 @@ fn decimals(text: &str) -> Vec<(f64, usize, usize)> {
                 i += 1;
             }
             let token = text[start..i].trim_end_matches('.');
-            if token.contains('.') {
-                if let Ok(v) = token.parse::<f64>() {
-                    out.push((v, start, start + token.len()));
-                }
+            if token.contains('.')
+                && let Ok(v) = token.parse::<f64>()
+            {
+                out.push((v, start, start + token.len()));
             }
         } else {
             i += 1;
         }
     }
     out
+}
+
+/// The list of step numbers after the first "step" within a few words of the
+/// start of `text` ("diverged at step 2", "diverged** at step 2, 5").
+fn steps_after(text: &str) -> Vec<u64> {
+    let near: String = text.chars().take(32).collect();
+    let Some(at) = near.find("step") else {
+        return Vec::new();
+    };
+    let rest = text[at..].trim_start_matches(|c: char| c.is_ascii_alphabetic());
+    let mut steps = Vec::new();
+    for item in rest.split(',') {
+        let item = item.trim_start();
+        let digits: String = item.chars().take_while(char::is_ascii_digit).collect();
+        match digits.parse() {
+            Ok(n) => steps.push(n),
+            Err(_) => break,
+        }
+        if digits.len() != item.trim_end().len() {
+            break;
+        }
+    }
+    steps
 }
 
 fn mean_sd(xs: &[f64]) -> (f64, f64) {
@@ -249,6 +278,7 @@ fn every_sweep_csv_is_well_formed_and_quoted_by_a_document() {
         let (Some(status), Some(acc)) = (col("status"), col("test_acc")) else {
             continue;
         };
+        let step = col("diverged_step");
         let keys: Vec<(usize, &str)> = KEY_COLUMNS
             .iter()
             .filter_map(|k| Some((col(k)?, *k)))
@@ -274,7 +304,18 @@ fn every_sweep_csv_is_well_formed_and_quoted_by_a_document() {
                         .collect();
                     groups.entry(key.join(", ")).or_default().push(100.0 * v);
                 }
-                "diverged" if value.is_empty() => {}
+                "diverged" if value.is_empty() => {
+                    let quoted = step
+                        .and_then(|c| row[c].parse::<u64>().ok())
+                        .is_some_and(|n| quotes.diverged_steps.contains(&n));
+                    if !quoted {
+                        problems.push(format!(
+                            "docs/results/{name}:{line}: no document says this cell diverged at \
+                             step `{}`",
+                            step.map_or("?", |c| row[c].as_str())
+                        ));
+                    }
+                }
                 other => problems.push(format!(
                     "docs/results/{name}:{line}: status `{other}` with test_acc `{value}` \
                      (expected `ok` with an accuracy, or `diverged` without one)"
@@ -315,6 +356,13 @@ fn quotes_are_found_where_tables_put_them() {
     assert!(!q.has_pair(68.70, 1.31));
     assert!(q.has_number(70.14));
     assert!(!q.has_number(70.2));
+    let doc = Doc {
+        path: PathBuf::from("t.md"),
+        text: "No run diverged; degree 2. | diverged at step 2, 5 | **diverged** at step 7 (x)"
+            .into(),
+    };
+    let q = Quotes::collect(&[doc]);
+    assert_eq!(q.diverged_steps, BTreeSet::from([2, 5, 7]));
     assert_eq!(
         result_references(
             "[a](results/parity-cifar.csv), docs/results/x_y.svg. results.csv, docs/results/"
