@@ -1296,6 +1296,22 @@ fn torch_sweep_cells_match_the_native_sweep() {
         "{diverged}"
     );
     assert!(dir.join("torch/results.md").is_file());
+    // The run folder's model.json (the model as trained) evaluates its weights.
+    let o = ok(&pnnc_cli(
+        &dir,
+        &[
+            "eval",
+            "torch/relu-s1/model.json",
+            "--weights",
+            "torch/relu-s1/last.safetensors",
+            "--data",
+            "data",
+            "--json",
+        ],
+    ));
+    let eval: serde_json::Value = serde_json::from_str(o.lines().next().unwrap()).unwrap();
+    let summary = export::read_summary(&cell).unwrap();
+    assert_eq!(eval["accuracy"].as_f64(), summary.test_acc, "{o}");
     // A finished sweep is kept: a second run trains nothing.
     let again = sweep("torch", &["--engine", "torch", "--device", "cpu"]);
     assert_eq!(again.matches("finished, kept").count(), 2, "{again}");

@@ -33,7 +33,7 @@ from .recipe import Boundary, Clipper, LrSchedule, Optimizer
 
 VERSION = "0.1.0"
 # pipeline/folder.rs `RUN_FILES`, plus this trainer's engine.jsonl.
-RUN_FILES = ["model.pnn", "config.json", "summary.json", "metrics.jsonl", "metrics.csv",
+RUN_FILES = ["model.pnn", "model.json", "config.json", "summary.json", "metrics.jsonl", "metrics.csv",
              ckpt.LAST, ckpt.BEST, ckpt.RESUME, "run-summary.json", "circuit.json", "engine.jsonl",
              "diverged.json"]
 # Written when training diverges: what pnnc's `RunError::Diverged` holds, for a sweep's cell.
@@ -509,6 +509,10 @@ class Trainer:
             "config": self.run,
         }
         ckpt.write_json(os.path.join(self.out, "config.json"), cfg)
+        # The checked model as trained (pipeline/folder.rs `MODEL_JSON`): `pnnc eval
+        # RUN/model.json` reads it, and its hash is the checkpoints'.
+        with open(self.export.model_path, encoding="utf-8") as f:
+            ckpt.write_text(os.path.join(self.out, "model.json"), f.read())
 
     # --- the loop --------------------------------------------------------------------
 
