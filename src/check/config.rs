@@ -61,7 +61,7 @@ pub fn default_train() -> TrainConfig {
     }
 }
 
-/// `act NAME = poly(degree: D, fit: relu, range: B, basis: chebyshev, learnable: true, method: lstsq, points: 100)`
+/// `act NAME = poly(degree: D, fit: relu, range: B, basis: chebyshev|power|raw_power, learnable: true, method: lstsq, points: 100)`
 pub fn act(def: &ActDef, file: FileId, diags: &mut Vec<Diagnostic>) -> Option<PolyAct> {
     let call = &def.call;
     if call.name.name != "poly" {
@@ -98,7 +98,12 @@ pub fn act(def: &ActDef, file: FileId, diags: &mut Vec<Diagnostic>) -> Option<Po
     let degree = b.int("degree", None, 1, 31, diags);
     let range = b.float("range", None, |r| r > 0.0, "a positive number", diags);
     let fit = b.word("fit", "relu", &["relu", "silu", "gelu"], diags);
-    let basis = b.word("basis", "chebyshev", &["chebyshev", "power"], diags);
+    let basis = b.word(
+        "basis",
+        "chebyshev",
+        &["chebyshev", "power", "raw_power"],
+        diags,
+    );
     let learnable = b.bool("learnable", true, diags);
     let method = b.word("method", "lstsq", &["lstsq", "minimax"], diags);
     let points = b.usize("points", Some(100), 2, 1_000_000, diags);
@@ -110,6 +115,7 @@ pub fn act(def: &ActDef, file: FileId, diags: &mut Vec<Diagnostic>) -> Option<Po
         degree: degree? as u32,
         basis: match basis? {
             "power" => Basis::Power,
+            "raw_power" => Basis::RawPower,
             _ => Basis::Chebyshev,
         },
         range: range?,
@@ -690,4 +696,51 @@ pub fn he(
         }
     }
     (cfg, depth_span)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::check::check_source;
+    use crate::ir::{Basis, Model, OpKind};
+
+    fn model(act: &str, train: &str) -> Result<Model, Vec<String>> {
+        let text = format!(
+            "model m\ninput [4]\nclasses 3\nact p = {act}\nnet {{ dense(8); p; dense(classes) }}\ntrain {{ {train} }}\n"
+        );
+        let c = check_source("m.pnn", &text);
+        c.model.ok_or_else(|| {
+            c.diagnostics
+                .iter()
+                .map(|d| format!("{} {}: {}", d.code, d.message, d.help))
+                .collect()
+        })
+    }
+
+    fn basis(m: &Model) -> Basis {
+        m.ops()
+            .into_iter()
+            .find_map(|o| match &o.kind {
+                OpKind::Poly(a) => Some(a.basis),
+                _ => None,
+            })
+            .expect("a poly site")
+    }
+
+    #[test]
+    fn raw_power_basis_parses_and_bad_bases_name_the_options() {
+        let m = model(
+            "poly(degree: 22, range: 47, basis: raw_power, learnable: false)",
+            "",
+        )
+        .unwrap();
+        assert_eq!(basis(&m), Basis::RawPower);
+        let m = model("poly(degree: 2, range: 12)", "").unwrap();
+        assert_eq!(basis(&m), Basis::Chebyshev);
+        let errs = model("poly(degree: 2, range: 12, basis: rawpower)", "").unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].starts_with("E0203") && errs[0].contains("did you mean `raw_power`?"),
+            "{errs:?}"
+        );
+    }
 }

@@ -229,8 +229,8 @@ pub struct PolyAct {
     /// 1..=31.
     pub degree: u32,
     pub basis: Basis,
-    /// The fit range B: the polynomial is evaluated on t = x / B, and HE
-    /// assumes |x| <= B.
+    /// The fit range B: the polynomial is evaluated on t = x / B (on x
+    /// itself for [`Basis::RawPower`]), and HE assumes |x| <= B.
     pub range: f64,
     pub fit: FitTarget,
     pub fit_method: FitMethod,
@@ -244,6 +244,10 @@ pub enum Basis {
     Chebyshev,
     /// sum c_k t^k.
     Power,
+    /// sum c_k x^k on the raw input x (not x / B), each power rounded to
+    /// float32: the paper's official parametrization, which overflows
+    /// float32 once |x|^degree > f32::MAX (|x| > 56.4 at degree 22).
+    RawPower,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -38,6 +38,7 @@ impl Trainee for Network {
             boundary_loss: out.boundary_loss,
             correct: out.correct,
             act_max_abs: out.act_max_abs,
+            overflow_site: out.overflow_site,
         })
     }
 

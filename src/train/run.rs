@@ -49,6 +49,8 @@ pub struct StepStats {
     pub correct: usize,
     /// Max |input| per polynomial site in this batch.
     pub act_max_abs: Vec<(String, f32)>,
+    /// The first site whose finite inputs gave a non-finite output.
+    pub overflow_site: Option<String>,
 }
 
 /// The network as the loop sees it.
@@ -395,17 +397,22 @@ fn run_epoch(
         let stats = net
             .step(&x, &y, idx.len(), cfg.boundary.as_ref(), seed)
             .map_err(RunError::Network)?;
+        let overflow = overflowed_site(&stats, &cfg.site_ranges);
         let diverged = |what: String| RunError::Diverged {
             step,
             epoch: epoch + 1,
             batch: batch_index,
             what: format!(
                 "{what}{}",
-                escaped_site(&stats.act_max_abs, &cfg.site_ranges)
+                match overflow {
+                    Some(site) => overflow_note(site),
+                    None => escaped_site(&stats.act_max_abs, &cfg.site_ranges),
+                }
             ),
             help: divergence_help(
                 step,
-                worst_site(&stats.act_max_abs, &cfg.site_ranges),
+                overflow.or_else(|| worst_site(&stats.act_max_abs, &cfg.site_ranges)),
+                overflow.is_some(),
                 cfg.boundary.as_ref(),
             ),
         };
@@ -528,6 +535,29 @@ fn worst_site<'a>(
         .map(|(name, v)| (name.as_str(), *v, ranges.get(name).copied()))
 }
 
+/// The site whose polynomial overflowed first, as (name, max |x|, B).
+fn overflowed_site<'a>(
+    stats: &'a StepStats,
+    ranges: &BTreeMap<String, f64>,
+) -> Option<(&'a str, f32, Option<f64>)> {
+    let name = stats.overflow_site.as_deref()?;
+    let max = stats
+        .act_max_abs
+        .iter()
+        .find(|(n, _)| n == name)
+        .map_or(f32::NAN, |(_, v)| *v);
+    Some((name, max, ranges.get(name).copied()))
+}
+
+fn overflow_note((name, v, range): (&str, f32, Option<f64>)) -> String {
+    let range = range
+        .map(|b| format!(", fit range B = {b}"))
+        .unwrap_or_default();
+    format!(
+        "; the polynomial at poly site `{name}` overflowed: finite inputs (max |x| = {v}{range}) gave a non-finite output"
+    )
+}
+
 fn escaped_site(acts: &[(String, f32)], ranges: &BTreeMap<String, f64>) -> String {
     match worst_site(acts, ranges) {
         Some((name, v, range)) => {
@@ -544,15 +574,26 @@ fn escaped_site(acts: &[(String, f32)], ranges: &BTreeMap<String, f64>) -> Strin
 const EXP_OVERFLOW: f64 = 88.7;
 
 /// What to change, given where training diverged: at the initial weights no
-/// rate or clipping is to blame, and an exp boundary loss overflows float32
-/// once |x| - P passes ~88.7.
+/// rate or clipping is to blame, an exp boundary loss overflows float32
+/// once |x| - P passes ~88.7, and a polynomial whose own output overflowed
+/// (`poly_overflowed`; `worst` is then that site) needs smaller inputs or
+/// another basis.
 fn divergence_help(
     step: u64,
     worst: Option<(&str, f32, Option<f64>)>,
+    poly_overflowed: bool,
     boundary: Option<&BoundaryLoss>,
 ) -> String {
     let keep = "; the last good checkpoint is kept";
-    let overflow = match (worst, boundary) {
+    let poly = worst.filter(|_| poly_overflowed).map(|(name, x, _)| {
+        format!(
+            "the polynomial at `{name}` overflows float32 at |x| = {x}: in `basis: raw_power` \
+             x^degree overflows once |x| > f32::MAX^(1/degree) (56.4 at degree 22); use \
+             `basis: chebyshev` (evaluated on x / B), keep the boundary loss on, or lower the degree \
+             (`pnnc explain raw_power`)"
+        )
+    });
+    let overflow = poly.or_else(|| match (worst, boundary) {
         (Some((name, x, range)), Some(b)) if b.kind == BoundaryKind::Exp => {
             let p = b.penalty.or(range).unwrap_or(0.0);
             (f64::from(x) - p > EXP_OVERFLOW).then(|| {
@@ -563,7 +604,7 @@ fn divergence_help(
             })
         }
         _ => None,
-    };
+    });
     match (step, overflow) {
         (0, Some(o)) => format!("at the initial weights, before any update: {o}{keep}"),
         (0, None) => format!(
@@ -872,6 +913,7 @@ mod tests {
                 boundary_loss: 0.0,
                 correct,
                 act_max_abs: vec![("act1".into(), 2.0), ("act2".into(), act)],
+                overflow_site: None,
             })
         }
 
@@ -1081,6 +1123,48 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// The paper's raw power form at degree 22 fed inputs past 56.4 (here
+    /// up to 25 x 3): float32 x^22 overflows, the loss is not finite, and
+    /// the run stops at step 0 naming the site whose polynomial overflowed.
+    /// The Chebyshev form of the same fit trains on the same data.
+    #[test]
+    fn raw_power_overflow_stops_the_run_naming_the_site() {
+        use crate::ir::Basis;
+        use crate::train::backend::network::{Network, NetworkOptions};
+        use crate::train::models::{SeqBuilder, model_from_ops, relu_poly};
+        let mut fx = Fixture::new();
+        fx.train.0.iter_mut().for_each(|v| *v *= 25.0);
+        let mut cfg = config(1);
+        cfg.site_ranges = [("poly0".to_string(), 47.0)].into_iter().collect();
+        let net = |basis| {
+            let mut s = SeqBuilder::new("", vec![4]);
+            s.poly(&relu_poly(22, 47.0, basis)).dense(3, true);
+            let model = model_from_ops("raw", vec![4], 3, s.ops);
+            Network::new(&model, 1, &NetworkOptions::default()).unwrap()
+        };
+        let dir = temp_dir("raw-overflow");
+        let err = train(&mut net(Basis::RawPower), &cfg, &fx.data(), &dir, false).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("diverged at step 0 (epoch 1, batch 0)"),
+            "{msg}"
+        );
+        assert!(msg.contains("the loss is"), "{msg}");
+        assert!(
+            msg.contains("the polynomial at poly site `poly0` overflowed: finite inputs"),
+            "{msg}"
+        );
+        assert!(msg.contains("fit range B = 47"), "{msg}");
+        assert!(
+            msg.contains("basis: chebyshev") && msg.contains("56.4"),
+            "{msg}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        let summary = train(&mut net(Basis::Chebyshev), &cfg, &fx.data(), &dir, false).unwrap();
+        assert_eq!(summary.steps, 15);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn resume_refuses_a_run_of_another_model() {
         let fx = Fixture::new();
@@ -1114,33 +1198,33 @@ mod tests {
         let far = Some(("stage3.poly1", 113.7f32, Some(12.0)));
         let near = Some(("stage3.poly1", 30.0f32, Some(12.0)));
         // ResNet-20 at degree 2: |x| = 113.7 at the initial weights.
-        let h = divergence_help(0, far, Some(&exp));
+        let h = divergence_help(0, far, false, Some(&exp));
         assert!(
             h.starts_with("at the initial weights, before any update"),
             "{h}"
         );
         assert!(h.contains("exp(113.7 - 12)") && h.contains("l2"), "{h}");
         assert!(!h.contains("learning rate"), "{h}");
-        let h = divergence_help(5, far, Some(&exp));
+        let h = divergence_help(5, far, false, Some(&exp));
         assert!(
             h.contains("overflows float32") && h.contains("learning rate"),
             "{h}"
         );
         // No overflow: the usual advice; l2 never overflows at these values.
-        let h = divergence_help(5, near, Some(&exp));
+        let h = divergence_help(5, near, false, Some(&exp));
         assert!(h.starts_with("lower the learning rate"), "{h}");
         let l2 = BoundaryLoss {
             kind: BoundaryKind::L2,
             ..exp.clone()
         };
-        assert!(!divergence_help(5, far, Some(&l2)).contains("overflows"));
-        let h = divergence_help(0, near, None);
+        assert!(!divergence_help(5, far, false, Some(&l2)).contains("overflows"));
+        let h = divergence_help(0, near, false, None);
         assert!(h.contains("larger fit range B"), "{h}");
         // P defaults to the site's own range when the loss names none.
         let own = BoundaryLoss {
             penalty: None,
             ..exp
         };
-        assert!(divergence_help(0, far, Some(&own)).contains("exp(113.7 - 12)"));
+        assert!(divergence_help(0, far, false, Some(&own)).contains("exp(113.7 - 12)"));
     }
 }

@@ -299,8 +299,8 @@ fn batchnorm_training_gradients() {
 }
 
 #[test]
-fn poly_gradients_in_both_bases() {
-    for basis in [PolyBasis::Chebyshev, PolyBasis::Power] {
+fn poly_gradients_in_every_basis() {
+    for basis in [PolyBasis::Chebyshev, PolyBasis::Power, PolyBasis::RawPower] {
         for degree in [2usize, 8, 22] {
             let range = 3.0;
             // Inputs partly outside [-B, B], as in training.
@@ -457,8 +457,10 @@ fn check_network(model: &crate::ir::Model, boundary: Option<&BoundaryLoss>, inpu
 fn whole_dense_network_with_residual_and_boundary_loss() {
     let act = relu_poly(4, 1.0, Basis::Chebyshev);
     let act_pow = relu_poly(3, 1.5, Basis::Power);
+    let act_raw = relu_poly(5, 2.0, Basis::RawPower);
     let mut s = SeqBuilder::new("", vec![2, 3]);
     s.flatten().dense(5, true).poly(&act).batchnorm();
+    s.dense(5, true).poly(&act_raw);
     // The dense above feeds both branches: its weight is reached through two paths.
     s.residual(
         |b| {
@@ -724,8 +726,8 @@ mod through_dfdx {
     }
 
     #[test]
-    fn poly_op_both_bases_with_boundary_term() {
-        for basis in [PolyBasis::Chebyshev, PolyBasis::Power] {
+    fn poly_op_every_basis_with_boundary_term() {
+        for basis in [PolyBasis::Chebyshev, PolyBasis::Power, PolyBasis::RawPower] {
             for degree in [2, 8, 22] {
                 let inputs = vec![values(12, 10, 1.5), values(degree + 1, 11, 0.3)];
                 check_op(

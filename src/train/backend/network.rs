@@ -56,6 +56,9 @@ pub struct StepOutput {
     pub correct: usize,
     /// Per activation site (op name): max |input| in this batch (NaN if any input was NaN).
     pub act_max_abs: Vec<(String, f32)>,
+    /// The first site (in forward order) whose finite inputs gave a
+    /// non-finite output: where a NaN or infinite loss began.
+    pub overflow_site: Option<String>,
 }
 
 struct Slot<T: Elem> {
@@ -176,6 +179,7 @@ fn poly_basis(b: Basis) -> PolyBasis {
     match b {
         Basis::Chebyshev => PolyBasis::Chebyshev,
         Basis::Power => PolyBasis::Power,
+        Basis::RawPower => PolyBasis::RawPower,
     }
 }
 
@@ -602,6 +606,7 @@ impl<T: Elem> NetworkOf<T> {
             terms: Vec::new(),
             term_values: vec![0.0; self.sites.len()],
             act_max: vec![0.0; self.sites.len()],
+            overflow: None,
         };
         // Only the parameters' gradients outlive the backward pass.
         let mut unused = UnusedTensors::default();
@@ -655,6 +660,7 @@ impl<T: Elem> NetworkOf<T> {
                 .map(|s| s.name.clone())
                 .zip(ctx.act_max)
                 .collect(),
+            overflow_site: ctx.overflow.map(|i| self.sites[i].name.clone()),
         })
     }
 
@@ -674,6 +680,7 @@ impl<T: Elem> NetworkOf<T> {
             terms: Vec::new(),
             term_values: vec![0.0; self.sites.len()],
             act_max: vec![0.0; self.sites.len()],
+            overflow: None,
         };
         let input = self.input_tensor(x);
         let logits = forward_seq(
@@ -836,6 +843,8 @@ struct Ctx<T: Elem, P> {
     terms: Vec<Scalar<T, P>>,
     term_values: Vec<f64>,
     act_max: Vec<f32>,
+    /// The first site whose polynomial overflowed (see `ops::PolyOut`).
+    overflow: Option<usize>,
 }
 
 fn forward_seq<T: Elem, P: Tp<T>>(
@@ -916,6 +925,9 @@ fn forward_layer<T: Elem, P: Tp<T>>(
             };
             let out = ops::poly(x, c, *range, *basis, site_loss);
             ctx.act_max[*site] = out.max_abs;
+            if out.overflowed && ctx.overflow.is_none() {
+                ctx.overflow = Some(*site);
+            }
             ctx.term_values[*site] = out.term_value;
             ctx.terms.extend(out.term);
             out.y
