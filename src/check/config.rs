@@ -550,6 +550,10 @@ fn schedule(
 
 type BoundaryResult = (Option<BoundaryLoss>, Option<Span>);
 
+/// Largest `cap` of `boundary: exp(cap: C)`: the gradient per element is up
+/// to weight * exp(C), which must stay far below f32::MAX = exp(88.7).
+pub const MAX_BOUNDARY_CAP: f64 = 80.0;
+
 fn boundary(
     entry: &Entry,
     env: &Env,
@@ -557,22 +561,33 @@ fn boundary(
     diags: &mut Vec<Diagnostic>,
 ) -> Option<BoundaryResult> {
     let call = expect_call(entry, &["none", "exp", "l2", "maxnorm"], file, diags)?;
-    let kind = match call.name.name.as_str() {
-        "none" => {
-            let b = bind(&call, &[], env, file, diags);
-            return (!b.failed).then_some((None, None));
-        }
-        "exp" => BoundaryKind::Exp,
-        "l2" => BoundaryKind::L2,
-        _ => BoundaryKind::MaxNorm,
-    };
-    let b = bind(
-        &call,
-        &[opt("penalty"), opt("weight"), opt("reduce")],
-        env,
-        file,
+    if call.name.name == "none" {
+        let b = bind(&call, &[], env, file, diags);
+        return (!b.failed).then_some((None, None));
+    }
+    let is_exp = call.name.name == "exp";
+    // `cap` belongs to the exp form only: elsewhere it is an unknown argument.
+    let mut spec = vec![opt("penalty"), opt("weight"), opt("reduce")];
+    if is_exp {
+        spec.push(opt("cap"));
+    }
+    let b = bind(&call, &spec, env, file, diags);
+    let cap = b.float(
+        "cap",
+        None,
+        |c| (0.0..=MAX_BOUNDARY_CAP).contains(&c),
+        "in [0, 80]",
         diags,
     );
+    if b.has("cap") && cap.is_none() {
+        return None;
+    }
+    let kind = match (call.name.name.as_str(), cap) {
+        ("exp", Some(cap)) => BoundaryKind::ExpCapped { cap },
+        ("exp", None) => BoundaryKind::Exp,
+        ("l2", _) => BoundaryKind::L2,
+        _ => BoundaryKind::MaxNorm,
+    };
     let penalty = b.float("penalty", None, |x| x > 0.0, "positive", diags);
     let weight = b.float(
         "weight",
@@ -701,7 +716,7 @@ pub fn he(
 #[cfg(test)]
 mod tests {
     use crate::check::check_source;
-    use crate::ir::{Basis, Model, OpKind};
+    use crate::ir::{Basis, BoundaryKind, Model, OpKind};
 
     fn model(act: &str, train: &str) -> Result<Model, Vec<String>> {
         let text = format!(
@@ -724,6 +739,34 @@ mod tests {
                 _ => None,
             })
             .expect("a poly site")
+    }
+
+    #[test]
+    fn capped_exp_boundary_parses_and_bad_caps_are_errors() {
+        let boundary = |b: &str| model("poly(degree: 2, range: 12)", &format!("boundary: {b}"));
+        let m = boundary("exp(penalty: 12, weight: 10, cap: 10)").unwrap();
+        let b = m.train.boundary.unwrap();
+        assert_eq!(b.kind, BoundaryKind::ExpCapped { cap: 10.0 });
+        assert_eq!((b.penalty, b.weight), (Some(12.0), 10.0));
+        // Without `cap` it stays the paper's form.
+        let m = boundary("exp(penalty: 12)").unwrap();
+        assert_eq!(m.train.boundary.unwrap().kind, BoundaryKind::Exp);
+        assert!(boundary("exp(cap: 0)").is_ok());
+        for bad in ["exp(cap: -1)", "exp(cap: 81)", "exp(cap: 1e400)"] {
+            let errs = boundary(bad).unwrap_err();
+            assert!(
+                errs.iter().any(|e| e.starts_with("E0203")),
+                "{bad}: {errs:?}"
+            );
+        }
+        let errs = boundary("exp(cap: true)").unwrap_err();
+        assert!(errs[0].starts_with("E0202"), "{errs:?}");
+        // `cap` belongs to the exp form only.
+        let errs = boundary("l2(penalty: 12, cap: 10)").unwrap_err();
+        assert!(
+            errs[0].starts_with("E0200") && errs[0].contains("cap"),
+            "{errs:?}"
+        );
     }
 
     #[test]

@@ -338,10 +338,16 @@ pub struct BoundaryLoss {
     pub reduce: Reduce,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum BoundaryKind {
-    /// mean(exp(max(0, |x| - P)) - 1)
+    /// mean(exp(max(0, |x| - P)) - 1): the paper's form.
     Exp,
+    /// The exp form up to an excess `cap` = C, continued linearly beyond
+    /// with the same value and slope: mean(f(max(0, |x| - P))) with
+    /// f(e) = exp(e) - 1 for e <= C, exp(C) - 1 + exp(C) (e - C) beyond.
+    /// Its gradient is at most exp(C) per element, so it cannot overflow
+    /// float32 where the paper's form does.
+    ExpCapped { cap: f64 },
     /// mean(max(0, |x| - P)^2)
     L2,
     /// max |x|

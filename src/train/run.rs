@@ -599,7 +599,8 @@ fn divergence_help(
             (f64::from(x) - p > EXP_OVERFLOW).then(|| {
                 format!(
                     "the exp boundary loss overflows float32 at `{name}`: exp(|x| - P) = exp({x} - {p}) \
-                     exceeds exp({EXP_OVERFLOW}); use `boundary: l2(...)`, or a larger fit range B and penalty P"
+                     exceeds exp({EXP_OVERFLOW}); use `boundary: exp(..., cap: 10)` (linear beyond an \
+                     excess of 10: cannot overflow) or `boundary: l2(...)`, or a larger fit range B and penalty P"
                 )
             })
         }
@@ -1204,6 +1205,7 @@ mod tests {
             "{h}"
         );
         assert!(h.contains("exp(113.7 - 12)") && h.contains("l2"), "{h}");
+        assert!(h.contains("cap: 10"), "{h}");
         assert!(!h.contains("learning rate"), "{h}");
         let h = divergence_help(5, far, false, Some(&exp));
         assert!(
@@ -1218,6 +1220,11 @@ mod tests {
             ..exp.clone()
         };
         assert!(!divergence_help(5, far, false, Some(&l2)).contains("overflows"));
+        let capped = BoundaryLoss {
+            kind: BoundaryKind::ExpCapped { cap: 10.0 },
+            ..exp.clone()
+        };
+        assert!(!divergence_help(5, far, false, Some(&capped)).contains("overflows"));
         let h = divergence_help(0, near, false, None);
         assert!(h.contains("larger fit range B"), "{h}");
         // P defaults to the site's own range when the loss names none.

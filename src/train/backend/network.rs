@@ -592,6 +592,7 @@ impl<T: Elem> NetworkOf<T> {
             boundary.map(|bl| {
                 let kind = match bl.kind {
                     BoundaryKind::Exp => SiteLoss::Exp,
+                    BoundaryKind::ExpCapped { cap } => SiteLoss::ExpCapped { cap },
                     BoundaryKind::L2 => SiteLoss::L2,
                     BoundaryKind::MaxNorm => SiteLoss::MaxNorm,
                 };
