@@ -29,6 +29,11 @@ pub struct TrainInfo {
     pub penalty_span: Option<Span>,
 }
 
+/// ReduceLROnPlateau's threshold in the official code (every notebook:
+/// `threshold: 0.1`, relative): an epoch counts as an improvement only when
+/// the validation loss falls below 0.9 x the best so far.
+pub const PAPER_PLATEAU_THRESHOLD: f64 = 0.1;
+
 pub fn default_train() -> TrainConfig {
     TrainConfig {
         data: None,
@@ -47,6 +52,7 @@ pub fn default_train() -> TrainConfig {
             factor: 0.1,
             patience: 5,
             min_lr: 0.0,
+            threshold: PAPER_PLATEAU_THRESHOLD,
         },
         boundary: Some(BoundaryLoss {
             kind: BoundaryKind::Exp,
@@ -496,7 +502,12 @@ fn schedule(
         "plateau" => {
             let b = bind(
                 &call,
-                &[opt("factor"), opt("patience"), opt("min_lr")],
+                &[
+                    opt("factor"),
+                    opt("patience"),
+                    opt("min_lr"),
+                    opt("threshold"),
+                ],
                 env,
                 file,
                 diags,
@@ -504,10 +515,18 @@ fn schedule(
             let f = b.float("factor", Some(0.1), unit, "in (0, 1)", diags);
             let p = b.int("patience", Some(5), 0, 1_000_000, diags);
             let m = b.float("min_lr", Some(0.0), nonneg, "zero or positive", diags);
+            let t = b.float(
+                "threshold",
+                Some(PAPER_PLATEAU_THRESHOLD),
+                |x| (0.0..1.0).contains(&x),
+                "in [0, 1)",
+                diags,
+            );
             Some(Schedule::Plateau {
                 factor: f?,
                 patience: p? as u32,
                 min_lr: m?,
+                threshold: t?,
             })
         }
         "cosine" => {

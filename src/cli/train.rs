@@ -328,12 +328,13 @@ fn train(args: &TrainArgs) -> Result<(), Failure> {
         Progress::Bars => {
             let pct = |a: Option<f64>| a.map_or("-".into(), |a| format!("{:.2}%", 100.0 * a));
             eprintln!(
-                "done: {} epochs in {:.1}s, best val acc {} (epoch {}), test acc {}{}\n  run folder: {}",
+                "done: {} epochs in {:.1}s, best val acc {} (epoch {}), test acc {} (final weights), {} (best.safetensors){}\n  run folder: {}",
                 summary.epochs,
                 summary.seconds,
                 pct(summary.best_val_acc),
                 summary.best_epoch.map_or("-".into(), |e| e.to_string()),
                 pct(summary.test_acc),
+                pct(summary.best_test_acc),
                 if relu {
                     " (ReLU baseline: not HE-compatible)"
                 } else {

@@ -311,11 +311,18 @@ impl Optimizer {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Schedule {
     Constant,
-    /// ReduceLROnPlateau on validation loss.
+    /// ReduceLROnPlateau on the validation loss (cross-entropy + weighted
+    /// boundary term, as the official code monitors it).
     Plateau {
         factor: f64,
         patience: u32,
         min_lr: f64,
+        /// Relative improvement that counts (mode min, threshold mode rel):
+        /// loss < best * (1 - threshold). The language's default is the
+        /// official code's 0.1; a file written before this field existed
+        /// meant PyTorch's default 1e-4, which pnnc used then.
+        #[serde(default = "pytorch_plateau_threshold")]
+        threshold: f64,
     },
     /// Cosine annealing over all epochs down to `min_lr`.
     Cosine {
@@ -326,6 +333,12 @@ pub enum Schedule {
         milestones: Vec<u32>,
         gamma: f64,
     },
+}
+
+/// PyTorch's ReduceLROnPlateau threshold (what runs before the `threshold`
+/// option used).
+fn pytorch_plateau_threshold() -> f64 {
+    1e-4
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

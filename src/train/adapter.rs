@@ -50,6 +50,15 @@ impl Trainee for Network {
         Network::predict(self, x, batch).map_err(|e| e.to_string())
     }
 
+    fn predict_with_boundary(
+        &mut self,
+        x: &[f32],
+        batch: usize,
+        boundary: &BoundaryLoss,
+    ) -> Result<(Vec<f32>, f64), String> {
+        Network::predict_with_boundary(self, x, batch, boundary).map_err(|e| e.to_string())
+    }
+
     fn tensors(&self) -> BTreeMap<String, Tensor> {
         self.to_tensors()
     }

@@ -878,3 +878,35 @@ mod through_dfdx {
         }
     }
 }
+
+/// The eval-mode boundary term is weight * reduce(per-site terms) on the
+/// eval-mode inputs; for a site on the network input that is the site term
+/// of the input itself. Logits are those of `predict`; the ReLU baseline
+/// has no term.
+#[test]
+fn eval_boundary_term_is_the_weighted_site_terms() {
+    use super::network::Network;
+    let mut s = SeqBuilder::new("", vec![4]);
+    s.poly(&relu_poly(2, 1.0, Basis::Chebyshev)).dense(3, true);
+    let model = model_from_ops("v", vec![4], 3, s.ops);
+    let mut net = Network::new(&model, 1, &NetworkOptions::default()).unwrap();
+    let x: Vec<f32> = values(8 * 4, 41, 3.0).iter().map(|v| *v as f32).collect();
+    let bl = BoundaryLoss {
+        kind: BoundaryKind::Exp,
+        penalty: Some(1.5),
+        weight: 10.0,
+        reduce: Reduce::Sum,
+    };
+    let (logits, term) = net.predict_with_boundary(&x, 8, &bl).unwrap();
+    assert_eq!(logits, net.predict(&x, 8).unwrap());
+    let want = 10.0 * site_term(&x, SiteLoss::Exp, 1.5);
+    assert!(
+        want > 0.0 && (term - want).abs() < 1e-12 * want,
+        "{term} vs {want}"
+    );
+    let relu_opts = NetworkOptions {
+        baseline_relu: true,
+    };
+    let mut relu = Network::new(&model, 1, &relu_opts).unwrap();
+    assert_eq!(relu.predict_with_boundary(&x, 8, &bl).unwrap().1, 0.0);
+}
