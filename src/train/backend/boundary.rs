@@ -173,8 +173,9 @@ mod tests {
     /// the gradient, weight / n * exp(|x| - P) per element, rounded to
     /// float32 by `site_backward`: inf once |x| - P > ln(f32::MAX) +
     /// ln(n / weight) (99.6 for ResNet-20's last block at batch 128, n =
-    /// 524,288 and weight 10, which reaches 101.7 at the initial weights at
-    /// degree 2). The capped form's gradient stays weight / n * exp(cap).
+    /// 524,288 and weight 10; smaller excesses overflow later, in the
+    /// backward of the layers below, which sum such gradients). The capped
+    /// form's gradient stays weight / n * exp(cap).
     #[test]
     fn where_the_exp_form_overflows_float32() {
         let (n, weight, p) = (1000usize, 10.0, 12.0);
