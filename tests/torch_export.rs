@@ -58,8 +58,9 @@ train {{
     )
 }
 
-/// Recipes under test: both bases, every boundary kind and reduction, both
-/// clipping modes and none, AdamW and SGD (with and without momentum).
+/// Recipes under test: every basis, every boundary kind (exp with and
+/// without a cap) and reduction, both clipping modes and none, AdamW and SGD
+/// (with and without momentum).
 const RECIPES: &[(&str, &str)] = &[
     (
         "chebyshev",
@@ -90,7 +91,24 @@ const RECIPES: &[(&str, &str)] = &[
   boundary: exp(penalty: 1, weight: 1, reduce: l1)
   clip: norm(1.0, except: batchnorm)",
     ),
+    (
+        "raw_power",
+        "epochs: 2  batch: 12  seed: 7
+  optimizer: adamw(lr: 1e-2, weight_decay: 0.01, poly_lr_scale: 0.1)
+  boundary: exp(penalty: 1, weight: 10, reduce: sum, cap: 0.5)
+  clip: norm(0.5, except: batchnorm)",
+    ),
 ];
+
+/// The recipe of the short runs: a capped exp term (inputs reach past P +
+/// cap) that validation computes too, and a plateau schedule with the
+/// official threshold that watches cross-entropy + that term (patience 0:
+/// the rates change within the three epochs).
+const RUN_RECIPE: &str = "epochs: 3  batch: 12  seed: 3
+  optimizer: adamw(lr: 1e-2, weight_decay: 0.01, poly_lr_scale: 0.1)
+  schedule: plateau(factor: 0.5, patience: 0, threshold: 0.1)
+  boundary: exp(penalty: 1, weight: 10, reduce: sum, cap: 0.5)
+  clip: norm(0.5, except: batchnorm)";
 
 /// The Python with torch that build.rs found (tests that call this are
 /// ignored by the `pnnc_torch` cfg when there is none).
@@ -720,8 +738,7 @@ fn short_runs_in_both_engines_end_within_tolerance() {
     let python = python();
     const TOL: f64 = 1e-3;
     let dir = temp("runs");
-    let (basis, train) = RECIPES[0];
-    let model = checked(&dir, &model_text(basis, train));
+    let model = checked(&dir, &model_text("chebyshev", RUN_RECIPE));
     let cfg = config(&model);
     let exp = export_to(&model, &dir);
     let spec = DataSpec::from_call(
@@ -802,6 +819,12 @@ fn short_runs_in_both_engines_end_within_tolerance() {
         ],
     ));
     let want = pnnc::train::metrics::read(&pnnc_run).unwrap();
+    // The recipe is exercised: the validation term is there and the plateau cut the rate.
+    assert!(
+        want.iter().all(|r| r.val_boundary_loss.unwrap() > 0.0),
+        "{want:?}"
+    );
+    assert!(want[2].lr < want[0].lr, "{want:?}");
     for run_dir in [&one, &two] {
         let rows = pnnc::train::metrics::read(Path::new(run_dir)).unwrap();
         assert_eq!(rows.len(), want.len());
@@ -814,6 +837,15 @@ fn short_runs_in_both_engines_end_within_tolerance() {
                 r.val_loss.unwrap(),
                 w.val_loss.unwrap(),
                 TOL,
+            );
+            // In eval mode the later sites' inputs pass BatchNorms whose running
+            // means follow the loss-blind constant coefficients (below), and the
+            // exp term magnifies that: 5e-3 (measured 1.3e-3 with two processes).
+            assert_scalar(
+                &what("val boundary"),
+                r.val_boundary_loss.unwrap(),
+                w.val_boundary_loss.unwrap(),
+                5.0 * TOL,
             );
             assert_eq!((r.lr, r.poly_lr), (w.lr, w.poly_lr), "{}", what("rates"));
             assert_scalar(&what("grad norm"), r.grad_norm, w.grad_norm, TOL);
@@ -843,6 +875,13 @@ fn short_runs_in_both_engines_end_within_tolerance() {
         }
         let s = export::read_summary(Path::new(run_dir)).unwrap();
         assert_eq!(s.steps, summary.steps);
+        assert_eq!(s.best_epoch, summary.best_epoch);
+        assert_scalar(
+            "best test loss",
+            s.best_test_loss.unwrap(),
+            summary.best_test_loss.unwrap(),
+            TOL,
+        );
         assert_scalar(
             "test loss",
             s.test_loss.unwrap(),
@@ -1315,6 +1354,43 @@ fn torch_sweep_cells_match_the_native_sweep() {
     // A finished sweep is kept: a second run trains nothing.
     let again = sweep("torch", &["--engine", "torch", "--device", "cpu"]);
     assert_eq!(again.matches("finished, kept").count(), 2, "{again}");
+    // raw_power at degree 22: x^22 overflows float32 (|x| ~ 1e5 > 56.4); both
+    // engines name the site whose polynomial overflowed and point at chebyshev.
+    let raw = [
+        "--bases",
+        "raw_power",
+        "--degrees",
+        "22",
+        "--methods",
+        "framework",
+    ];
+    let cell = |out: &str| -> serde_json::Value {
+        let text =
+            std::fs::read_to_string(dir.join(out).join("d22-raw_power-framework-s1/cell.json"));
+        serde_json::from_str(&text.unwrap()).unwrap()
+    };
+    let mut args = vec!["sweep", "model.pnn", "--threads", "1", "--data", "data"];
+    args.extend(raw);
+    let native_raw = [args.clone(), vec!["--out", "raw-native"]].concat();
+    ok(&pnnc_cli(&dir, &native_raw));
+    let torch_raw = [args, vec!["--out", "raw-torch", "--engine", "torch"]].concat();
+    ok(&pnnc_cli(&dir, &torch_raw));
+    let (n, t) = (cell("raw-native"), cell("raw-torch"));
+    let site = n["diverged_site"].as_str().unwrap();
+    assert_eq!(t["diverged_site"], n["diverged_site"], "{n}\n{t}");
+    assert_eq!(t["diverged_step"], 0, "{t}");
+    for c in [&n, &t] {
+        let msg = c["diverged"].as_str().unwrap();
+        let want = format!("the polynomial at poly site `{site}` overflowed: finite inputs");
+        assert!(msg.contains(&want), "{msg}");
+        assert!(
+            c["diverged_help"]
+                .as_str()
+                .unwrap()
+                .contains("basis: chebyshev"),
+            "{c}"
+        );
+    }
     // The torch options need the torch engine.
     let o = pnnc_cli(&dir, &["sweep", "model.pnn", "--nproc-per-node", "2"]);
     assert_eq!(o.status.code(), Some(2));

@@ -199,12 +199,13 @@ fn print_outcome(trained: &Trained, job: &TrainJob, progress: Progress) -> Resul
             let pct = |a: Option<f64>| a.map_or("-".into(), |a| format!("{:.2}%", 100.0 * a));
             let relu = job.config.metadata.contains_key("baseline");
             eprintln!(
-                "done: {} epochs in {:.1}s, best val acc {} (epoch {}), test acc {}{}\n  run folder: {}",
+                "done: {} epochs in {:.1}s, best val acc {} (epoch {}), test acc {} (final weights), {} (best.safetensors){}\n  run folder: {}",
                 summary.epochs,
                 summary.seconds,
                 pct(summary.best_val_acc),
                 summary.best_epoch.map_or("-".into(), |e| e.to_string()),
                 pct(summary.test_acc),
+                pct(summary.best_test_acc),
                 if relu {
                     " (ReLU baseline: not HE-compatible)"
                 } else {

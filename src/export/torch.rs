@@ -138,7 +138,7 @@ struct ExportConfig<'a> {
 fn check_op(op: &Op) -> Result<(), ExportError> {
     match &op.kind {
         OpKind::Poly(p) => match p.basis {
-            Basis::Chebyshev | Basis::Power => Ok(()),
+            Basis::Chebyshev | Basis::Power | Basis::RawPower => Ok(()),
         },
         OpKind::Residual { body, shortcut } => body.iter().chain(shortcut).try_for_each(check_op),
         OpKind::Dropout { p } if !(0.0..1.0).contains(p) => Err(ExportError::Unsupported {
