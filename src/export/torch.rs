@@ -466,10 +466,10 @@ pub fn train(
             source,
         })?;
     if !out.status.success() {
-        if out.status.code() == Some(1) {
-            if let Some(d) = read_divergence(run_dir)? {
-                return Ok(Outcome::Diverged(d));
-            }
+        if out.status.code() == Some(1)
+            && let Some(d) = read_divergence(run_dir)?
+        {
+            return Ok(Outcome::Diverged(d));
         }
         let stderr = String::from_utf8_lossy(&out.stderr);
         let lines: Vec<&str> = stderr.lines().collect();

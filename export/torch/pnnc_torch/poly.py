@@ -230,7 +230,8 @@ def _penalty_sum(x, kind, penalty, cap):
     softshrink(x, P) is sign(x) max(0, |x| - P), exactly 0 inside the boundary."""
     s = F.softshrink(x, penalty)
     if kind == EXP:
-        return s.abs_().expm1_().sum(dtype=torch.float64)
+        # In f64 as pnnc (`boundary::site_term`): finite until an excess of ~709.
+        return s.abs_().double().expm1_().sum()
     if kind == EXP_CAPPED:
         e = s.abs_().double()
         e_cap = math.exp(cap)
@@ -239,14 +240,18 @@ def _penalty_sum(x, kind, penalty, cap):
     return torch.dot(s, s).double()
 
 
-def _penalty_grad(x, kind, penalty, cap):
-    """d/dx of the per-element penalty."""
+def _penalty_grad(x, kind, penalty, cap, scale):
+    """`scale` (the upstream gradient of the site's sum) times d/dx of the per-element
+    penalty. The exp form's is formed in f64 and rounded once, as pnnc's
+    `boundary::site_backward`, so it overflows float32 where pnnc's does: past an
+    excess of ln(f32::MAX) + ln(1 / scale), not 88.7."""
     s = F.softshrink(x, penalty)
     if kind == EXP:
-        return s.abs().exp_().mul_(s.sign_())
+        g = s.abs().double().exp_().mul_(scale.double()).to(x.dtype)
+        return g.mul_(s.sign_())
     if kind == EXP_CAPPED:
-        return s.abs().clamp_(max=cap).exp_().mul_(s.sign_())
-    return s.mul_(2.0)
+        return s.abs().clamp_(max=cap).exp_().mul_(s.sign_()).mul_(scale.to(x.dtype))
+    return s.mul_(2.0).mul_(scale.to(x.dtype))
 
 
 class PolyFunction(torch.autograd.Function):
@@ -303,8 +308,7 @@ class PolyFunction(torch.autograd.Function):
                 dc = part if dc is None else dc + part
             if need_x:
                 if with_loss:
-                    dxc.addcmul_(_penalty_grad(xc, ctx.loss_kind, ctx.penalty, ctx.cap),
-                                 gterm.to(x.dtype))
+                    dxc.add_(_penalty_grad(xc, ctx.loss_kind, ctx.penalty, ctx.cap, gterm))
                 dx_parts.append(dxc)
         dx = None
         if need_x:

@@ -85,8 +85,19 @@ class PolyTest(unittest.TestCase):
         e10 = float(np.float32(np.exp(10.0)))
         self.assertEqual(gx.tolist(), [0.0, float(np.float32(np.exp(3.0))), e10, -e10])
         self.assertTrue(torch.isfinite(term))
+        # The paper's form: its value is f64 (finite), its gradient float32, inf once
+        # exp(excess) / n passes f32::MAX (pnnc's `where_the_exp_form_overflows_float32`).
         _, term, _ = apply(x, c, "Power", "Exp", penalty=2.0)
-        self.assertFalse(torch.isfinite(term))
+        self.assertFalse(torch.isfinite(term))  # exp(1e6) overflows f64 too
+        n, p = 1000, 12.0
+        edge = float(np.log(np.finfo(np.float32).max)) + np.log(n)
+        for excess, finite in ((edge - 0.01, True), (edge + 0.01, False)):
+            x = torch.zeros(n)
+            x[0] = p + excess
+            x.requires_grad_()
+            _, term, _ = apply(x, c, "Power", "Exp", penalty=p)
+            (gx,) = torch.autograd.grad(term / n, x)
+            self.assertEqual(bool(torch.isfinite(gx[0])), finite, excess)
 
     def test_raw_power_overflows_where_float32_powers_do(self):
         """pnnc's `raw_power_overflows_exactly_where_float32_powers_do`: the largest
