@@ -241,14 +241,13 @@ def _penalty_sum(x, kind, penalty, cap):
 
 
 def _penalty_grad(x, kind, penalty, cap, scale):
-    """`scale` (the upstream gradient of the site's sum) times d/dx of the per-element
-    penalty. The exp form's is formed in f64 and rounded once, as pnnc's
-    `boundary::site_backward`, so it overflows float32 where pnnc's does: past an
-    excess of ln(f32::MAX) + ln(1 / scale), not 88.7."""
+    """`scale` (the upstream gradient of the site's sum, >= 0) times d/dx of the
+    per-element penalty. The exp form's is exp(excess + ln scale), one rounding as pnnc's
+    f64 `boundary::site_backward`, so it overflows float32 where pnnc's does: past an
+    excess of ln(f32::MAX) + ln(1 / scale), not 88.7 (scale 0: exp(-inf) = 0)."""
     s = F.softshrink(x, penalty)
     if kind == EXP:
-        g = s.abs().double().exp_().mul_(scale.double()).to(x.dtype)
-        return g.mul_(s.sign_())
+        return s.abs().add_(scale.log().to(x.dtype)).exp_().mul_(s.sign_())
     if kind == EXP_CAPPED:
         return s.abs().clamp_(max=cap).exp_().mul_(s.sign_()).mul_(scale.to(x.dtype))
     return s.mul_(2.0).mul_(scale.to(x.dtype))
