@@ -104,6 +104,8 @@ pub enum ExportError {
     },
     #[error("{}: {message}", path.display())]
     Summary { path: PathBuf, message: String },
+    #[error("{}: the PyTorch trainer was interrupted; its completed epochs are saved", run.display())]
+    Interrupted { run: PathBuf },
 }
 
 /// How to export.
@@ -470,6 +472,12 @@ pub fn train(
             && let Some(d) = read_divergence(run_dir)?
         {
             return Ok(Outcome::Diverged(d));
+        }
+        // Ctrl-C reaches the trainer too (same process group): its exit 130.
+        if out.status.code() == Some(130) {
+            return Err(ExportError::Interrupted {
+                run: run_dir.to_path_buf(),
+            });
         }
         let stderr = String::from_utf8_lossy(&out.stderr);
         let lines: Vec<&str> = stderr.lines().collect();

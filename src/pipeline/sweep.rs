@@ -535,8 +535,13 @@ fn torch_cell(
     ));
     let dir = plan.root.join(cell.dir_name());
     let started = std::time::Instant::now();
-    let outcome = torch_export::train(&export_dir, &data, &dir, &launch)
-        .map_err(|e| Failure::job(format!("{}: {e}", plan.model_path.display())))?;
+    let outcome = torch_export::train(&export_dir, &data, &dir, &launch).map_err(|e| match e {
+        torch_export::ExportError::Interrupted { .. } => Failure {
+            code: 130,
+            message: e.to_string(),
+        },
+        e => Failure::job(format!("{}: {e}", plan.model_path.display())),
+    })?;
     Ok(torch_result(
         &dir,
         config,
