@@ -2,6 +2,7 @@
 //! rotations, CKKS parameters and the bootstrapping plan.
 
 use super::HeError;
+use super::affine::AffineMap;
 use super::circuit::{
     BootstrapPlan, Circuit, CircuitOp, CkksParams, FORMAT, InputSpec, OpKind as COp, Packing,
     TensorData, TensorStore, VERSION,
@@ -112,212 +113,35 @@ pub fn compile(model: &Model, ck: &Checkpoint, opts: &CompileOptions) -> Result<
     }
     let source = CheckpointParams(ck);
     let lowered = lower(model, &source, normalization_map(model, ck)?)?;
-    let nodes = &lowered.nodes;
-    let mut warnings = Vec::new();
-
-    // Levels.
-    let mut level = vec![0u32; nodes.len()];
-    for (i, n) in nodes.iter().enumerate().skip(1) {
-        let level_in = n.inputs.iter().map(|&j| level[j]).max().unwrap_or(0);
-        level[i] = level_in + node_cost(&n.kind);
-    }
+    let level = node_levels(&lowered.nodes);
     let depth = level[lowered.output];
     let ir_depth = ir_depth(model);
+    let mut warnings = Vec::new();
     if depth != ir_depth {
         warnings.push(format!(
             "circuit depth {depth} differs from the model's depth {ir_depth} by the level rules (a BatchNorm or pooling could not fold)"
         ));
     }
-
-    // Interval analysis, per element.
-    let len0 = nodes[0].len();
-    let mut ranges: Vec<Vec<(f64, f64)>> = Vec::with_capacity(nodes.len());
-    let mut bounds = vec![0.0f64; nodes.len()];
-    for (i, n) in nodes.iter().enumerate() {
-        let r: Vec<(f64, f64)> = match &n.kind {
-            NodeKind::Input => match &lowered.input_transform {
-                Some((s, b)) => s
-                    .iter()
-                    .zip(b)
-                    .map(|(s, b)| affine_iv(*s, *b, (lo, hi)))
-                    .collect(),
-                None => vec![(lo, hi); len0],
-            },
-            NodeKind::Linear(m) => {
-                let x = &ranges[n.inputs[0]];
-                m.rows
-                    .iter()
-                    .zip(&m.bias)
-                    .map(|(row, b)| {
-                        row.iter().fold((*b, *b), |(l, h), &(c, v)| {
-                            let (xl, xh) = x[c as usize];
-                            if v >= 0.0 {
-                                (l + v * xl, h + v * xh)
-                            } else {
-                                (l + v * xh, h + v * xl)
-                            }
-                        })
-                    })
-                    .collect()
-            }
-            NodeKind::Affine { scale, shift } => ranges[n.inputs[0]]
-                .iter()
-                .zip(scale.iter().zip(shift))
-                .map(|(&r, (&s, &b))| affine_iv(s, b, r))
-                .collect(),
-            NodeKind::Poly { coeffs, range } => {
-                let x = &ranges[n.inputs[0]];
-                let mut bound = 0.0f64;
-                for &(l, h) in x {
-                    bound = bound.max(l.abs()).max(h.abs());
-                    if l > 1.0 || h < -1.0 {
-                        let name = n.source.first().cloned().unwrap_or_default();
-                        return Err(HeError::Range {
-                            op: name,
-                            message: format!(
-                                "declared range B = {range} is impossible: for every input in [{lo}, {hi}] some activation input lies in [{}, {}], entirely outside [-B, B]\n  help: retrain with a boundary loss, or declare a range that covers it",
-                                l * range,
-                                h * range
-                            ),
-                        });
-                    }
-                }
-                bounds[i] = bound;
-                x.iter()
-                    .map(|&(l, h)| poly::chebyshev_interval(coeffs, l, h))
-                    .collect()
-            }
-            NodeKind::Add => ranges[n.inputs[0]]
-                .iter()
-                .zip(&ranges[n.inputs[1]])
-                .map(|(a, b)| (a.0 + b.0, a.1 + b.1))
-                .collect(),
-        };
-        ranges.push(r);
-    }
-
-    // Slot layouts and packing.
-    let layouts = node_layouts(nodes);
-    let slots_of: Vec<Vec<usize>> = nodes
-        .iter()
-        .zip(&layouts)
-        .map(|(n, l)| layout::slot_map(&n.shape, l.as_ref()))
-        .collect();
-    let lens: Vec<usize> = nodes
-        .iter()
-        .zip(&layouts)
-        .map(|(n, l)| layout::footprint(&n.shape, l.as_ref()))
-        .collect();
-    let max_len = lens.iter().copied().max().unwrap_or(1).max(1);
-    let dim = (max_len as u64).next_power_of_two();
-
-    let mut tensors = BTreeMap::new();
-    let f64t = |v: Vec<f64>| TensorData::F64 { data: v };
-    let input = InputSpec {
-        shape: model.input.dims().to_vec(),
-        scale: lowered
-            .input_transform
-            .as_ref()
-            .map(|_| "input.scale".to_string()),
-        shift: lowered
-            .input_transform
-            .as_ref()
-            .map(|_| "input.shift".to_string()),
-        range: [lo, hi],
+    let bounds = interval_bounds(&lowered, (lo, hi))?;
+    let packed = Packed::new(&lowered.nodes);
+    let mut emitter = Emitter {
+        packed: &packed,
+        tensors: BTreeMap::new(),
+        rotations: BTreeSet::new(),
     };
-    if let Some((s, b)) = &lowered.input_transform {
-        tensors.insert("input.scale".into(), f64t(s.clone()));
-        tensors.insert("input.shift".into(), f64t(b.clone()));
-    }
-    let mut ops = Vec::new();
-    let mut all_rotations = BTreeSet::new();
-    for (id, n) in nodes.iter().enumerate().skip(1) {
-        let in_shape = nodes[n.inputs[0]].shape.clone();
-        let t = |s: &str| format!("v{id}.{s}");
-        let kind = match &n.kind {
-            NodeKind::Input => return Err(HeError::Model("input node inside the network".into())),
-            NodeKind::Linear(m) => {
-                let (out_slots, in_slots) = (&slots_of[id], &slots_of[n.inputs[0]]);
-                let mut entries: Vec<(i64, i64, f64)> = Vec::with_capacity(m.nnz());
-                for (r, row) in m.rows.iter().enumerate() {
-                    for &(c, v) in row {
-                        entries.push((out_slots[r] as i64, in_slots[c as usize] as i64, v));
-                    }
-                }
-                // Layouts permute rows and columns: restore (row, col) order.
-                entries.sort_by_key(|&(r, c, _)| (r, c));
-                let rows: Vec<i64> = entries.iter().map(|e| e.0).collect();
-                let cols: Vec<i64> = entries.iter().map(|e| e.1).collect();
-                let vals: Vec<f64> = entries.iter().map(|e| e.2).collect();
-                let diagonals = signed_diagonals(rows.iter().copied().zip(cols.iter().copied()));
-                let (baby_step, rotations) = bsgs(&diagonals, dim);
-                all_rotations.extend(rotations.iter().copied());
-                tensors.insert(t("rows"), TensorData::I64 { data: rows });
-                tensors.insert(t("cols"), TensorData::I64 { data: cols });
-                tensors.insert(t("values"), f64t(vals));
-                tensors.insert(t("bias"), f64t(scatter(&m.bias, out_slots, lens[id])));
-                COp::Linear {
-                    in_len: lens[n.inputs[0]],
-                    out_len: lens[id],
-                    rows: t("rows"),
-                    cols: t("cols"),
-                    values: t("values"),
-                    bias: t("bias"),
-                    diagonals,
-                    baby_step,
-                    rotations,
-                }
-            }
-            NodeKind::Affine { scale, shift } => {
-                tensors.insert(t("scale"), f64t(scatter(scale, &slots_of[id], lens[id])));
-                tensors.insert(t("shift"), f64t(scatter(shift, &slots_of[id], lens[id])));
-                COp::Affine {
-                    len: lens[id],
-                    scale: t("scale"),
-                    shift: t("shift"),
-                }
-            }
-            NodeKind::Poly { coeffs, range } => COp::Poly {
-                len: lens[id],
-                degree: coeffs.len().saturating_sub(1) as u32,
-                coeffs: coeffs.clone(),
-                declared_range: *range,
-                interval_bound: Some(bounds[id]).filter(|b| b.is_finite()),
-            },
-            NodeKind::Add => {
-                if layouts[n.inputs[0]] != layouts[n.inputs[1]] {
-                    return Err(HeError::Model(format!(
-                        "the addends of `{}` are packed differently",
-                        n.source.join(", ")
-                    )));
-                }
-                COp::Add { len: lens[id] }
-            }
-        };
-        ops.push(CircuitOp {
-            id,
-            inputs: n.inputs.clone(),
-            source: n.source.clone(),
-            in_shape,
-            out_shape: n.shape.clone(),
-            layout: layouts[id],
-            level_in: n.inputs.iter().map(|&j| level[j]).max().unwrap_or(0),
-            level_out: level[id],
-            kind,
-        });
-    }
-    for (name, t) in &tensors {
-        if let TensorData::F64 { data } = t
-            && data.iter().any(|x| !x.is_finite())
-        {
-            return Err(HeError::Weights {
-                op: name.clone(),
-                message: "folding produced a non-finite value (a BatchNorm variance + eps of 0?)"
-                    .into(),
-            });
-        }
-    }
-
+    let input = emitter.input_spec(model, &lowered, [lo, hi]);
+    let ops = lowered
+        .nodes
+        .iter()
+        .enumerate()
+        .skip(1)
+        .map(|(id, n)| emitter.op(id, n, &lowered.nodes, &level, bounds[id]))
+        .collect::<Result<Vec<_>, _>>()?;
+    let Emitter {
+        tensors, rotations, ..
+    } = emitter;
+    check_finite(&tensors)?;
+    let dim = packed.dim;
     let params = choose_params(model.he.security, depth, dim, &lowered, &level)?;
     let samples_per_ciphertext = params.slots / dim;
     let circuit = Circuit {
@@ -342,7 +166,7 @@ pub fn compile(model: &Model, ck: &Checkpoint, opts: &CompileOptions) -> Result<
         ops,
         output: lowered.output,
         depth,
-        rotations: all_rotations.into_iter().collect(),
+        rotations: rotations.into_iter().collect(),
         tensors: TensorStore::Inline {
             tensors: BTreeMap::new(),
         },
@@ -354,6 +178,282 @@ pub fn compile(model: &Model, ck: &Checkpoint, opts: &CompileOptions) -> Result<
         ir_depth,
         warnings,
     })
+}
+
+/// Levels consumed after each node (the input is fresh: 0).
+fn node_levels(nodes: &[Node]) -> Vec<u32> {
+    let mut level = vec![0u32; nodes.len()];
+    for (i, n) in nodes.iter().enumerate().skip(1) {
+        let level_in = n.inputs.iter().map(|&j| level[j]).max().unwrap_or(0);
+        level[i] = level_in + node_cost(&n.kind);
+    }
+    level
+}
+
+type Interval = (f64, f64);
+
+/// Interval analysis, per element, from the raw input range: returns for
+/// every node the largest |x / B| its poly reads (0 for other nodes). An
+/// activation whose whole interval lies outside [-1, 1] for some element is
+/// an error (every input escapes).
+fn interval_bounds(lowered: &Lowered, input: Interval) -> Result<Vec<f64>, HeError> {
+    let nodes = &lowered.nodes;
+    let mut ranges: Vec<Vec<Interval>> = Vec::with_capacity(nodes.len());
+    let mut bounds = vec![0.0f64; nodes.len()];
+    for (i, n) in nodes.iter().enumerate() {
+        let x = || &ranges[n.inputs[0]];
+        let r = match &n.kind {
+            NodeKind::Input => input_intervals(lowered, input, n.len()),
+            NodeKind::Linear(m) => linear_intervals(m, x()),
+            NodeKind::Affine { scale, shift } => x()
+                .iter()
+                .zip(scale.iter().zip(shift))
+                .map(|(&r, (&s, &b))| affine_iv(s, b, r))
+                .collect(),
+            NodeKind::Poly { coeffs, range } => {
+                bounds[i] = poly_input_bound(n, *range, x(), input)?;
+                x().iter()
+                    .map(|&(l, h)| poly::chebyshev_interval(coeffs, l, h))
+                    .collect()
+            }
+            NodeKind::Add => ranges[n.inputs[0]]
+                .iter()
+                .zip(&ranges[n.inputs[1]])
+                .map(|(a, b)| (a.0 + b.0, a.1 + b.1))
+                .collect(),
+        };
+        ranges.push(r);
+    }
+    Ok(bounds)
+}
+
+fn input_intervals(lowered: &Lowered, (lo, hi): Interval, len: usize) -> Vec<Interval> {
+    match &lowered.input_transform {
+        Some((s, b)) => s
+            .iter()
+            .zip(b)
+            .map(|(s, b)| affine_iv(*s, *b, (lo, hi)))
+            .collect(),
+        None => vec![(lo, hi); len],
+    }
+}
+
+/// Sign-split sums: each row's interval from its inputs'.
+fn linear_intervals(m: &AffineMap, x: &[Interval]) -> Vec<Interval> {
+    m.rows
+        .iter()
+        .zip(&m.bias)
+        .map(|(row, b)| {
+            row.iter().fold((*b, *b), |(l, h), &(c, v)| {
+                let (xl, xh) = x[c as usize];
+                if v >= 0.0 {
+                    (l + v * xl, h + v * xh)
+                } else {
+                    (l + v * xh, h + v * xl)
+                }
+            })
+        })
+        .collect()
+}
+
+/// Largest |x| over the poly's (already 1/B-scaled) input intervals.
+fn poly_input_bound(
+    n: &Node,
+    range: f64,
+    x: &[Interval],
+    (lo, hi): Interval,
+) -> Result<f64, HeError> {
+    let mut bound = 0.0f64;
+    for &(l, h) in x {
+        bound = bound.max(l.abs()).max(h.abs());
+        if l > 1.0 || h < -1.0 {
+            let name = n.source.first().cloned().unwrap_or_default();
+            return Err(HeError::Range {
+                op: name,
+                message: format!(
+                    "declared range B = {range} is impossible: for every input in [{lo}, {hi}] some activation input lies in [{}, {}], entirely outside [-B, B]\n  help: retrain with a boundary loss, or declare a range that covers it",
+                    l * range,
+                    h * range
+                ),
+            });
+        }
+    }
+    Ok(bound)
+}
+
+/// Slot layout, slot map and footprint of every node, and the packing dim.
+struct Packed {
+    layouts: Vec<Option<SlotLayout>>,
+    slots_of: Vec<Vec<usize>>,
+    lens: Vec<usize>,
+    dim: u64,
+}
+
+impl Packed {
+    fn new(nodes: &[Node]) -> Packed {
+        let layouts = node_layouts(nodes);
+        let slots_of = nodes
+            .iter()
+            .zip(&layouts)
+            .map(|(n, l)| layout::slot_map(&n.shape, l.as_ref()))
+            .collect();
+        let lens: Vec<usize> = nodes
+            .iter()
+            .zip(&layouts)
+            .map(|(n, l)| layout::footprint(&n.shape, l.as_ref()))
+            .collect();
+        let max_len = lens.iter().copied().max().unwrap_or(1).max(1);
+        Packed {
+            layouts,
+            slots_of,
+            lens,
+            dim: (max_len as u64).next_power_of_two(),
+        }
+    }
+}
+
+/// Emits circuit ops, collecting their tensors and rotations.
+struct Emitter<'a> {
+    packed: &'a Packed,
+    tensors: BTreeMap<String, TensorData>,
+    rotations: BTreeSet<i64>,
+}
+
+fn f64t(v: Vec<f64>) -> TensorData {
+    TensorData::F64 { data: v }
+}
+
+impl Emitter<'_> {
+    fn input_spec(&mut self, model: &Model, lowered: &Lowered, range: [f64; 2]) -> InputSpec {
+        let transform = lowered.input_transform.as_ref();
+        if let Some((s, b)) = transform {
+            self.tensors.insert("input.scale".into(), f64t(s.clone()));
+            self.tensors.insert("input.shift".into(), f64t(b.clone()));
+        }
+        InputSpec {
+            shape: model.input.dims().to_vec(),
+            scale: transform.map(|_| "input.scale".to_string()),
+            shift: transform.map(|_| "input.shift".to_string()),
+            range,
+        }
+    }
+
+    fn op(
+        &mut self,
+        id: usize,
+        n: &Node,
+        nodes: &[Node],
+        level: &[u32],
+        bound: f64,
+    ) -> Result<CircuitOp, HeError> {
+        let kind = match &n.kind {
+            NodeKind::Input => return Err(HeError::Model("input node inside the network".into())),
+            NodeKind::Linear(m) => self.linear(id, n.inputs[0], m),
+            NodeKind::Affine { scale, shift } => self.affine(id, scale, shift),
+            NodeKind::Poly { coeffs, range } => COp::Poly {
+                len: self.packed.lens[id],
+                degree: coeffs.len().saturating_sub(1) as u32,
+                coeffs: coeffs.clone(),
+                declared_range: *range,
+                interval_bound: Some(bound).filter(|b| b.is_finite()),
+            },
+            NodeKind::Add => self.add(id, n)?,
+        };
+        Ok(CircuitOp {
+            id,
+            inputs: n.inputs.clone(),
+            source: n.source.clone(),
+            in_shape: nodes[n.inputs[0]].shape.clone(),
+            out_shape: n.shape.clone(),
+            layout: self.packed.layouts[id],
+            level_in: n.inputs.iter().map(|&j| level[j]).max().unwrap_or(0),
+            level_out: level[id],
+            kind,
+        })
+    }
+
+    /// The matrix in slot coordinates (COO sorted by (row, col)), its
+    /// diagonals and BSGS rotations.
+    fn linear(&mut self, id: usize, input: usize, m: &AffineMap) -> COp {
+        let p = self.packed;
+        let (out_slots, in_slots) = (&p.slots_of[id], &p.slots_of[input]);
+        let mut entries: Vec<(i64, i64, f64)> = Vec::with_capacity(m.nnz());
+        for (r, row) in m.rows.iter().enumerate() {
+            for &(c, v) in row {
+                entries.push((out_slots[r] as i64, in_slots[c as usize] as i64, v));
+            }
+        }
+        // Layouts permute rows and columns: restore (row, col) order.
+        entries.sort_by_key(|&(r, c, _)| (r, c));
+        let rows: Vec<i64> = entries.iter().map(|e| e.0).collect();
+        let cols: Vec<i64> = entries.iter().map(|e| e.1).collect();
+        let vals: Vec<f64> = entries.iter().map(|e| e.2).collect();
+        let diagonals = signed_diagonals(rows.iter().copied().zip(cols.iter().copied()));
+        let (baby_step, rotations) = bsgs(&diagonals, p.dim);
+        self.rotations.extend(rotations.iter().copied());
+        let t = |s: &str| format!("v{id}.{s}");
+        self.tensors
+            .insert(t("rows"), TensorData::I64 { data: rows });
+        self.tensors
+            .insert(t("cols"), TensorData::I64 { data: cols });
+        self.tensors.insert(t("values"), f64t(vals));
+        self.tensors
+            .insert(t("bias"), f64t(scatter(&m.bias, out_slots, p.lens[id])));
+        COp::Linear {
+            in_len: p.lens[input],
+            out_len: p.lens[id],
+            rows: t("rows"),
+            cols: t("cols"),
+            values: t("values"),
+            bias: t("bias"),
+            diagonals,
+            baby_step,
+            rotations,
+        }
+    }
+
+    fn affine(&mut self, id: usize, scale: &[f64], shift: &[f64]) -> COp {
+        let (slots, len) = (&self.packed.slots_of[id], self.packed.lens[id]);
+        let t = |s: &str| format!("v{id}.{s}");
+        self.tensors
+            .insert(t("scale"), f64t(scatter(scale, slots, len)));
+        self.tensors
+            .insert(t("shift"), f64t(scatter(shift, slots, len)));
+        COp::Affine {
+            len,
+            scale: t("scale"),
+            shift: t("shift"),
+        }
+    }
+
+    fn add(&self, id: usize, n: &Node) -> Result<COp, HeError> {
+        let layouts = &self.packed.layouts;
+        if layouts[n.inputs[0]] != layouts[n.inputs[1]] {
+            return Err(HeError::Model(format!(
+                "the addends of `{}` are packed differently",
+                n.source.join(", ")
+            )));
+        }
+        Ok(COp::Add {
+            len: self.packed.lens[id],
+        })
+    }
+}
+
+/// Folding can divide by a zero variance: name the tensor it broke.
+fn check_finite(tensors: &BTreeMap<String, TensorData>) -> Result<(), HeError> {
+    for (name, t) in tensors {
+        if let TensorData::F64 { data } = t
+            && data.iter().any(|x| !x.is_finite())
+        {
+            return Err(HeError::Weights {
+                op: name.clone(),
+                message: "folding produced a non-finite value (a BatchNorm variance + eps of 0?)"
+                    .into(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Layout of every node's value: the input dense, a linear op's output by
