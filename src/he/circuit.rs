@@ -239,6 +239,11 @@ pub enum CircuitError {
         "{path}: invalid circuit: {message}\n  help: recompile with `pnnc compile`; do not edit circuits by hand"
     )]
     Invalid { path: PathBuf, message: String },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: weights sidecar `{file}`: {message}")]
     Sidecar {
         path: PathBuf,

@@ -15,9 +15,12 @@ pub mod lower;
 pub mod params;
 pub mod poly;
 pub mod reference;
+pub mod samples;
 pub mod simulate;
 pub mod validate;
 
+#[cfg(test)]
+mod cli_tests;
 #[cfg(test)]
 mod tests;
 
@@ -34,6 +37,10 @@ pub enum HeError {
     Data(String),
     #[error("activation `{op}`: {message}")]
     Range { op: String, message: String },
+    #[error(
+        "`{op}` produced a non-finite value (element {index}): the input is out of the range the network handles"
+    )]
+    NonFinite { op: String, index: usize },
     #[error("parameters: {0}")]
     Params(String),
     #[error(transparent)]

@@ -10,7 +10,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
 
-fn op(name: &str, kind: OpKind, input: &[usize], output: &[usize]) -> Op {
+pub(super) fn op(name: &str, kind: OpKind, input: &[usize], output: &[usize]) -> Op {
     Op {
         name: name.into(),
         kind,
@@ -23,7 +23,7 @@ fn op(name: &str, kind: OpKind, input: &[usize], output: &[usize]) -> Op {
     }
 }
 
-fn dense(name: &str, i: usize, o: usize) -> Op {
+pub(super) fn dense(name: &str, i: usize, o: usize) -> Op {
     let kind = OpKind::Dense {
         in_features: i,
         out_features: o,
@@ -32,7 +32,7 @@ fn dense(name: &str, i: usize, o: usize) -> Op {
     op(name, kind, &[i], &[o])
 }
 
-fn conv(name: &str, input: [usize; 3], co: usize, k: usize, s: usize, p: usize) -> Op {
+pub(super) fn conv(name: &str, input: [usize; 3], co: usize, k: usize, s: usize, p: usize) -> Op {
     let [ci, h, w] = input;
     let out = [co, (h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1];
     let kind = OpKind::Conv {
@@ -46,7 +46,7 @@ fn conv(name: &str, input: [usize; 3], co: usize, k: usize, s: usize, p: usize) 
     op(name, kind, &input, &out)
 }
 
-fn bn(name: &str, shape: &[usize]) -> Op {
+pub(super) fn bn(name: &str, shape: &[usize]) -> Op {
     let kind = OpKind::BatchNorm {
         channels: shape[0],
         eps: 1e-5,
@@ -56,7 +56,7 @@ fn bn(name: &str, shape: &[usize]) -> Op {
     op(name, kind, shape, shape)
 }
 
-fn act(name: &str, shape: &[usize], degree: u32, basis: Basis, range: f64) -> Op {
+pub(super) fn act(name: &str, shape: &[usize], degree: u32, basis: Basis, range: f64) -> Op {
     let kind = OpKind::Poly(PolyAct {
         def: "p".into(),
         degree,
@@ -69,7 +69,7 @@ fn act(name: &str, shape: &[usize], degree: u32, basis: Basis, range: f64) -> Op
     op(name, kind, shape, shape)
 }
 
-fn model(name: &str, input: &[usize], classes: usize, net: Vec<Op>) -> Model {
+pub(super) fn model(name: &str, input: &[usize], classes: usize, net: Vec<Op>) -> Model {
     let mut m = Model {
         name: name.into(),
         source_hash: format!("hash-{name}"),
@@ -124,7 +124,7 @@ pub fn tiny_mlp() -> Model {
     )
 }
 
-fn conv_net() -> Model {
+pub(super) fn conv_net() -> Model {
     model(
         "conv_net",
         &[2, 6, 6],
@@ -277,13 +277,13 @@ pub fn random_checkpoint(m: &Model, seed: u64) -> Checkpoint {
     ck
 }
 
-fn random_input(m: &Model, rng: &mut StdRng) -> Vec<f64> {
+pub(super) fn random_input(m: &Model, rng: &mut StdRng) -> Vec<f64> {
     (0..m.input.numel())
         .map(|_| rng.gen_range(0.0..1.0))
         .collect()
 }
 
-fn tmp(name: &str) -> PathBuf {
+pub(super) fn tmp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("pnnc-he-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir.join(format!("{name}.circuit.json"))
@@ -700,12 +700,15 @@ fn cli_compile_then_simulate_agrees_with_the_reference() {
         weights: w.clone(),
         output: Some(out.clone()),
         input_range: "0,1".into(),
+        calibration: None,
     });
     assert_eq!(code, ExitCode::SUCCESS);
     let code = cs::run(&cs::SimulateArgs {
         circuit: out.clone(),
-        data: data.clone(),
-        limit: Some(5),
+        data: None,
+        inputs: Some(data.clone()),
+        samples: Some(5),
+        pick: Default::default(),
         noise: true,
         model: Some(model_path.clone()),
         weights: Some(w.clone()),
@@ -714,7 +717,12 @@ fn cli_compile_then_simulate_agrees_with_the_reference() {
     let code = calibrate::run(&calibrate::CalibrateArgs {
         model: model_path.clone(),
         weights: w,
-        data,
+        data: None,
+        inputs: Some(data),
+        samples: None,
+        pick: Default::default(),
+        output: None,
+        overwrite: false,
     });
     assert_eq!(code, ExitCode::SUCCESS);
     // Weights of another model are a usage error, not a panic.
@@ -726,6 +734,7 @@ fn cli_compile_then_simulate_agrees_with_the_reference() {
         weights: wrong,
         output: Some(out),
         input_range: "0,1".into(),
+        calibration: None,
     });
     assert_eq!(code, ExitCode::from(2));
     std::fs::remove_dir_all(&dir).ok();

@@ -147,7 +147,7 @@ class Builder:
                 "classes": classes,
                 "class_names": [f"c{i}" for i in range(classes)],
                 "data": None,
-                "normalization": None,
+                "normalization": {"mean": [], "std": []},  # none: the inputs are used as they are
             },
             "params": {
                 "scheme": "ckks",

@@ -3,7 +3,10 @@
     python -m pnnc_he CIRCUIT --inputs INPUTS.json [--report REPORT.json] [--tolerance 1e-3]
 
 INPUTS.json: {"samples": [[raw values...], ...], "labels": [int or null, ...] (optional),
-"reference_logits": [[...], ...] (optional, e.g. from `pnnc simulate`)}.
+"reference_logits": [[...], ...] (optional, e.g. from `pnnc simulate`),
+"escapes": [[{"op", "source", "outside", "values", "max_ratio"}, ...], ...] (optional: per
+sample, the activations whose plaintext inputs left [-B, B], computed by `pnnc he-run`),
+"test_indices": [...] (optional)}.
 Exit codes: 0 all checks passed; 1 a check failed or OpenFHE failed (the op is
 named); 2 unreadable or invalid circuit/inputs.
 """
@@ -52,9 +55,12 @@ def load_inputs(path: Path, circuit: Circuit) -> dict:
         out.append(x)
     labels = doc.get("labels") or [None] * len(out)
     refs = doc.get("reference_logits")
-    if len(labels) != len(out) or (refs is not None and len(refs) != len(out)):
-        raise InputError(f"{path}: `labels`/`reference_logits` must have one entry per sample")
-    return {"samples": out, "labels": labels, "reference_logits": refs}
+    escapes = doc.get("escapes")
+    indices = doc.get("test_indices")
+    for name, v in (("labels", labels), ("reference_logits", refs), ("escapes", escapes), ("test_indices", indices)):
+        if v is not None and (not isinstance(v, list) or len(v) != len(out)):
+            raise InputError(f"{path}: `{name}` must have one entry per sample")
+    return {"samples": out, "labels": labels, "reference_logits": refs, "escapes": escapes, "test_indices": indices}
 
 
 def linear_diagonals(circuit: Circuit, op: dict) -> dict[int, np.ndarray]:
@@ -220,6 +226,8 @@ def run(circuit: Circuit, inputs: dict, tolerance: float, per_ciphertext: int | 
                 "index": i,
                 "ciphertext": len(batches) - 1,
                 "label": inputs["labels"][i],
+                "test_index": None if inputs.get("test_indices") is None else inputs["test_indices"][i],
+                "escapes": None if inputs.get("escapes") is None else inputs["escapes"][i],
                 "plain_class": int(np.argmax(r["plain_logits"])),
                 "he_class": None,
                 "max_logit_error": None,
@@ -264,6 +272,9 @@ def summarise(circuit: Circuit, samples: list[dict], batches: list[dict], keygen
         if o["level_measured"] and o["level_measured"] != [o["level_predicted"]]
     ]
     prediction_mismatches = [s["index"] for s in ok_samples if s["he_class"] != s["plain_class"]]
+    # Samples whose plaintext activation inputs left [-B, B] (None: not measured).
+    measured = all(s.get("escapes") is not None for s in samples)
+    escaped = [s["index"] for s in samples if s.get("escapes")] if measured else None
     max_err = max((s["max_logit_error"] for s in ok_samples), default=None)
     # One evaluation per ciphertext; a ciphertext carries up to
     # samples_per_ciphertext samples at the cost of one. The first also
@@ -313,6 +324,7 @@ def summarise(circuit: Circuit, samples: list[dict], batches: list[dict], keygen
         "failures": failures,
         "level_mismatches": level_mismatches,
         "prediction_mismatches": prediction_mismatches,
+        "escaped_samples": escaped,
         "ops": ops,
         "samples": samples,
     }
@@ -342,13 +354,18 @@ def print_table(report: dict, out=None) -> None:
             f"{fmt(o['max_error']):>9}  {', '.join(o['source'])}{mark}",
             file=out,
         )
-    print(f"{'sample':>6}  {'label':>5}  {'plain':>5}  {'he':>5}  {'logit err':>9}  ciphertext", file=out)
+    print(f"{'sample':>6}  {'label':>5}  {'plain':>5}  {'he':>5}  {'logit err':>9}  {'ciphertext':>10}  escaped", file=out)
     for s in report["samples"]:
         label = "-" if s["label"] is None else s["label"]
         he = "FAIL" if s["he_class"] is None else s["he_class"]
+        escapes = s.get("escapes")
+        escaped = "-" if escapes is None else (
+            ", ".join(f"op {e['op']} ({e['outside']}/{e['values']}, max |x|/B {e['max_ratio']:.2f})" for e in escapes)
+            or "no"
+        )
         print(
             f"{s['index']:>6}  {label:>5}  {s['plain_class']:>5}  {he:>5}  {fmt(s['max_logit_error']):>9}  "
-            f"{s['ciphertext']}",
+            f"{s['ciphertext']:>10}  {escaped}",
             file=out,
         )
     for i, b in enumerate(report["ciphertexts"]):
@@ -364,6 +381,12 @@ def print_table(report: dict, out=None) -> None:
         print(f"level mismatch: op {m['op']} ({', '.join(m['source'])}): predicted {m['predicted']}, OpenFHE {m['measured']}", file=out)
     if report["prediction_mismatches"]:
         print(f"prediction mismatch on samples {report['prediction_mismatches']}", file=out)
+    if report.get("escaped_samples"):
+        print(
+            f"warning: plaintext activation inputs left [-B, B] on samples {report['escaped_samples']}: "
+            "the polynomial was extrapolated there, so their results (plaintext and encrypted) may be wrong",
+            file=out,
+        )
     print(
         f"keygen {report['keygen_seconds']:.2f}s, latency per inference (one ciphertext) "
         f"{fmt(report['mean_latency_seconds'], '.3f')}s "
