@@ -135,7 +135,7 @@ fn measure(
 }
 
 fn print_table(c: &Calibration) {
-    println!("{} samples: {}", c.samples, c.data);
+    println!("{}", c.data);
     println!(
         "{:<32} {:>10} {:>10} {:>12} {:>12}",
         "activation", "B", "max |x|", "out values", "out samples"

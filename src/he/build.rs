@@ -69,33 +69,53 @@ fn node_cost(kind: &NodeKind) -> u32 {
 
 /// Baby step g and rotation steps for the signed diagonals `diags`
 /// (k = col - row, docs/circuit-format.md): k = giant + baby with
-/// baby = k mod g in [0, g); g minimises the number of keys, smallest on ties.
+/// baby = k mod g in [0, g), over every g in 1..=dim (a convolution's best g
+/// is often its grid's area, not a power of two); g minimises the number of
+/// distinct rotations, smallest on ties.
 pub fn bsgs(diags: &[i64], dim: u64) -> (u64, Vec<i64>) {
-    let steps = |g: i64| {
-        let baby: BTreeSet<i64> = diags
-            .iter()
-            .map(|k| k.rem_euclid(g))
-            .filter(|&s| s != 0)
-            .collect();
-        let giant: BTreeSet<i64> = diags
-            .iter()
-            .map(|k| k - k.rem_euclid(g))
-            .filter(|&s| s != 0)
-            .collect();
-        (baby, giant)
+    let (Some(&lo), Some(&hi)) = (diags.iter().min(), diags.iter().max()) else {
+        return (1, Vec::new());
     };
-    let mut best: Option<(usize, u64)> = None;
-    let mut g = 1u64;
-    while g <= dim {
-        let (b, gi) = steps(g as i64);
-        if best.is_none_or(|(c, _)| b.len() + gi.len() < c) {
-            best = Some((b.len() + gi.len(), g));
+    // Beyond the diagonals' span every k has its own baby step: no better.
+    let span = (hi - lo) as u64 + 1;
+    // Distinct nonzero baby and giant steps for g, counted with stamps
+    // (O(#diagonals) per g; all g up to the span are tried).
+    let mut baby_seen = vec![0u64; span.min(dim).max(1) as usize];
+    let mut giant_seen = vec![0u64; span as usize + 2];
+    let mut count = |g: i64, stamp: u64| {
+        let mut n = 0;
+        for &k in diags {
+            let b = k.rem_euclid(g);
+            let gi = k - b;
+            if b != 0 && baby_seen[b as usize] != stamp {
+                baby_seen[b as usize] = stamp;
+                n += 1;
+            }
+            let slot = (gi.div_euclid(g) - lo.div_euclid(g)) as usize;
+            if gi != 0 && giant_seen[slot] != stamp {
+                giant_seen[slot] = stamp;
+                n += 1;
+            }
         }
-        g *= 2;
+        n
+    };
+    let mut best = (usize::MAX, 1u64);
+    for g in 1..=dim.min(span).max(1) {
+        let cost = count(g as i64, g);
+        if cost < best.0 {
+            best = (cost, g);
+        }
     }
-    let g = best.map_or(1, |(_, g)| g);
-    let (b, gi) = steps(g as i64);
-    (g, b.union(&gi).copied().collect())
+    let g = best.1 as i64;
+    let rotations: BTreeSet<i64> = diags
+        .iter()
+        .flat_map(|&k| {
+            let b = k.rem_euclid(g);
+            [b, k - b]
+        })
+        .filter(|&s| s != 0)
+        .collect();
+    (g as u64, rotations.into_iter().collect())
 }
 
 /// Signed generalized diagonals k = col - row of a sparse matrix, sorted.
@@ -124,25 +144,24 @@ pub fn compile(model: &Model, ck: &Checkpoint, opts: &CompileOptions) -> Result<
     }
     let bounds = interval_bounds(&lowered, (lo, hi))?;
     let packed = Packed::new(&lowered.nodes);
-    let mut emitter = Emitter {
-        packed: &packed,
-        tensors: BTreeMap::new(),
-        rotations: BTreeSet::new(),
-    };
+    let mut emitter = Emitter::new(&packed);
     let input = emitter.input_spec(model, &lowered, [lo, hi]);
-    let ops = lowered
-        .nodes
-        .iter()
-        .enumerate()
-        .skip(1)
-        .map(|(id, n)| emitter.op(id, n, &lowered.nodes, &level, bounds[id]))
-        .collect::<Result<Vec<_>, _>>()?;
+    for (id, n) in lowered.nodes.iter().enumerate().skip(1) {
+        emitter.node(id, n, &lowered.nodes, &level, bounds[id])?;
+    }
     let Emitter {
-        tensors, rotations, ..
+        tensors,
+        rotations,
+        ops,
+        value_of,
+        ..
     } = emitter;
     check_finite(&tensors)?;
     let dim = packed.dim;
-    let params = choose_params(model.he.security, depth, dim, &lowered, &level)?;
+    let mut params = choose_params(model.he.security, depth, dim, &lowered, &level)?;
+    if let Some(plan) = params.bootstrapping.as_mut() {
+        plan.after_values = plan.after_values.iter().map(|&v| value_of[v]).collect();
+    }
     let samples_per_ciphertext = params.slots / dim;
     let circuit = Circuit {
         format: FORMAT.into(),
@@ -164,7 +183,7 @@ pub fn compile(model: &Model, ck: &Checkpoint, opts: &CompileOptions) -> Result<
         },
         input,
         ops,
-        output: lowered.output,
+        output: value_of[lowered.output],
         depth,
         rotations: rotations.into_iter().collect(),
         tensors: TensorStore::Inline {
@@ -312,18 +331,40 @@ impl Packed {
     }
 }
 
-/// Emits circuit ops, collecting their tensors and rotations.
+/// Emits circuit ops, collecting their tensors and rotations. A lowered node
+/// becomes one op, or two for a linear node evaluated as a fold (a linear op
+/// into a longer vector, then a `sum`): `value_of` maps nodes to values.
 struct Emitter<'a> {
     packed: &'a Packed,
     tensors: BTreeMap<String, TensorData>,
     rotations: BTreeSet<i64>,
+    ops: Vec<CircuitOp>,
+    value_of: Vec<usize>,
 }
 
 fn f64t(v: Vec<f64>) -> TensorData {
     TensorData::F64 { data: v }
 }
 
+/// A linear op's matrix in slot coordinates, (row, col, value) sorted by (row, col).
+type SlotMatrix = Vec<(i64, i64, f64)>;
+
+/// Relative cost of a rotation (key switch) against one diagonal (encode,
+/// plaintext product, addition), measured on OpenFHE 1.6 at N = 2^15
+/// (docs/performance.md, "Encrypted linear layers").
+const ROTATION_COST: usize = 8;
+
 impl Emitter<'_> {
+    fn new(packed: &Packed) -> Emitter<'_> {
+        Emitter {
+            packed,
+            tensors: BTreeMap::new(),
+            rotations: BTreeSet::new(),
+            ops: Vec::new(),
+            value_of: vec![0],
+        }
+    }
+
     fn input_spec(&mut self, model: &Model, lowered: &Lowered, range: [f64; 2]) -> InputSpec {
         let transform = lowered.input_transform.as_ref();
         if let Some((s, b)) = transform {
@@ -338,46 +379,65 @@ impl Emitter<'_> {
         }
     }
 
-    fn op(
+    fn next_id(&self) -> usize {
+        self.ops.len() + 1
+    }
+
+    fn push(&mut self, op: CircuitOp) {
+        self.ops.push(op);
+    }
+
+    /// The op (or ops) of node `node`.
+    fn node(
         &mut self,
-        id: usize,
+        node: usize,
         n: &Node,
         nodes: &[Node],
         level: &[u32],
         bound: f64,
-    ) -> Result<CircuitOp, HeError> {
+    ) -> Result<(), HeError> {
+        let inputs: Vec<usize> = n.inputs.iter().map(|&j| self.value_of[j]).collect();
+        let base = CircuitOp {
+            id: self.next_id(),
+            inputs,
+            source: n.source.clone(),
+            in_shape: nodes[n.inputs[0]].shape.clone(),
+            out_shape: n.shape.clone(),
+            layout: self.packed.layouts[node],
+            level_in: n.inputs.iter().map(|&j| level[j]).max().unwrap_or(0),
+            level_out: level[node],
+            kind: COp::Add { len: 0 },
+        };
         let kind = match &n.kind {
             NodeKind::Input => return Err(HeError::Model("input node inside the network".into())),
-            NodeKind::Linear(m) => self.linear(id, n.inputs[0], m),
-            NodeKind::Affine { scale, shift } => self.affine(id, scale, shift),
+            NodeKind::Linear(m) => {
+                let matrix = self.slot_matrix(node, n.inputs[0], m);
+                if let Some(fold) = self.fold_plan(node, n.inputs[0], &matrix) {
+                    self.fold(base, node, n.inputs[0], m, &matrix, fold);
+                    self.value_of.push(self.ops.len());
+                    return Ok(());
+                }
+                self.linear(base.id, n.inputs[0], node, &m.bias, matrix)
+            }
+            NodeKind::Affine { scale, shift } => self.affine(base.id, node, scale, shift),
             NodeKind::Poly { coeffs, range } => COp::Poly {
-                len: self.packed.lens[id],
+                len: self.packed.lens[node],
                 degree: coeffs.len().saturating_sub(1) as u32,
                 coeffs: coeffs.clone(),
                 declared_range: *range,
                 interval_bound: Some(bound).filter(|b| b.is_finite()),
             },
-            NodeKind::Add => self.add(id, n)?,
+            NodeKind::Add => self.add(node, n)?,
         };
-        Ok(CircuitOp {
-            id,
-            inputs: n.inputs.clone(),
-            source: n.source.clone(),
-            in_shape: nodes[n.inputs[0]].shape.clone(),
-            out_shape: n.shape.clone(),
-            layout: self.packed.layouts[id],
-            level_in: n.inputs.iter().map(|&j| level[j]).max().unwrap_or(0),
-            level_out: level[id],
-            kind,
-        })
+        self.push(CircuitOp { kind, ..base });
+        self.value_of.push(self.ops.len());
+        Ok(())
     }
 
-    /// The matrix in slot coordinates (COO sorted by (row, col)), its
-    /// diagonals and BSGS rotations.
-    fn linear(&mut self, id: usize, input: usize, m: &AffineMap) -> COp {
+    fn slot_matrix(&self, node: usize, input: usize, m: &AffineMap) -> SlotMatrix {
         let p = self.packed;
-        let (out_slots, in_slots) = (&p.slots_of[id], &p.slots_of[input]);
-        let mut entries: Vec<(i64, i64, f64)> = Vec::with_capacity(m.nnz());
+        let (out_slots, in_slots) = (&p.slots_of[node], &p.slots_of[input]);
+        let mut entries: SlotMatrix = Vec::with_capacity(m.nnz());
         for (r, row) in m.rows.iter().enumerate() {
             for &(c, v) in row {
                 entries.push((out_slots[r] as i64, in_slots[c as usize] as i64, v));
@@ -385,23 +445,41 @@ impl Emitter<'_> {
         }
         // Layouts permute rows and columns: restore (row, col) order.
         entries.sort_by_key(|&(r, c, _)| (r, c));
+        entries
+    }
+
+    /// The matrix as COO tensors of value `id`, its diagonals and BSGS rotations.
+    fn linear(
+        &mut self,
+        id: usize,
+        input: usize,
+        node: usize,
+        bias: &[f64],
+        entries: SlotMatrix,
+    ) -> COp {
+        let p = self.packed;
+        let bias = scatter(bias, &p.slots_of[node], p.lens[node]);
+        self.linear_op(id, p.lens[input], bias, entries)
+    }
+
+    fn linear_op(&mut self, id: usize, in_len: usize, bias: Vec<f64>, entries: SlotMatrix) -> COp {
         let rows: Vec<i64> = entries.iter().map(|e| e.0).collect();
         let cols: Vec<i64> = entries.iter().map(|e| e.1).collect();
         let vals: Vec<f64> = entries.iter().map(|e| e.2).collect();
         let diagonals = signed_diagonals(rows.iter().copied().zip(cols.iter().copied()));
-        let (baby_step, rotations) = bsgs(&diagonals, p.dim);
+        let (baby_step, rotations) = bsgs(&diagonals, self.packed.dim);
         self.rotations.extend(rotations.iter().copied());
         let t = |s: &str| format!("v{id}.{s}");
+        let out_len = bias.len();
         self.tensors
             .insert(t("rows"), TensorData::I64 { data: rows });
         self.tensors
             .insert(t("cols"), TensorData::I64 { data: cols });
         self.tensors.insert(t("values"), f64t(vals));
-        self.tensors
-            .insert(t("bias"), f64t(scatter(&m.bias, out_slots, p.lens[id])));
+        self.tensors.insert(t("bias"), f64t(bias));
         COp::Linear {
-            in_len: p.lens[input],
-            out_len: p.lens[id],
+            in_len,
+            out_len,
             rows: t("rows"),
             cols: t("cols"),
             values: t("values"),
@@ -412,8 +490,86 @@ impl Emitter<'_> {
         }
     }
 
-    fn affine(&mut self, id: usize, scale: &[f64], shift: &[f64]) -> COp {
-        let (slots, len) = (&self.packed.slots_of[id], self.packed.lens[id]);
+    /// Whether a vector-output linear op is cheaper as a fold: output j
+    /// collects its entries in column c at row j + (c div m) m of a longer
+    /// vector t (m = out_len), so every diagonal k = (c mod m) - j lies in
+    /// (-m, m); then y[j] = sum_q t[j + q m] by rotations (a `sum` op).
+    /// Returns the number of terms q.
+    fn fold_plan(&self, node: usize, input: usize, matrix: &SlotMatrix) -> Option<usize> {
+        let p = self.packed;
+        let (m, in_len) = (p.lens[node], p.lens[input]);
+        if p.layouts[node].is_some() || m == 0 || 2 * m > in_len {
+            return None;
+        }
+        let count = in_len.div_ceil(m);
+        if (count * m) as u64 > p.dim {
+            return None;
+        }
+        let cost = |entries: &mut dyn Iterator<Item = (i64, i64)>, extra: usize| {
+            let d = signed_diagonals(entries);
+            d.len() + ROTATION_COST * (bsgs(&d, p.dim).1.len() + extra)
+        };
+        let plain = cost(&mut matrix.iter().map(|e| (e.0, e.1)), 0);
+        let folded = cost(
+            &mut matrix.iter().map(|&(r, c, _)| fold_entry(r, c, m as i64)),
+            sum_rotations(m as i64, count).len(),
+        );
+        (folded < plain).then_some(count)
+    }
+
+    fn fold(
+        &mut self,
+        base: CircuitOp,
+        node: usize,
+        input: usize,
+        m: &AffineMap,
+        matrix: &SlotMatrix,
+        count: usize,
+    ) {
+        let p = self.packed;
+        let stride = p.lens[node];
+        let long = count * stride;
+        let mut entries: SlotMatrix = matrix
+            .iter()
+            .map(|&(r, c, v)| {
+                let (row, col) = fold_entry(r, c, stride as i64);
+                (row, col, v)
+            })
+            .collect();
+        entries.sort_by_key(|&(r, c, _)| (r, c));
+        let mut bias = scatter(&m.bias, &p.slots_of[node], stride);
+        bias.resize(long, 0.0);
+        let linear_id = base.id;
+        let kind = self.linear_op(linear_id, p.lens[input], bias, entries);
+        let (level_out, out_shape) = (base.level_out, base.out_shape.clone());
+        self.push(CircuitOp {
+            out_shape: vec![long],
+            layout: None,
+            kind,
+            ..base.clone()
+        });
+        let rotations = sum_rotations(stride as i64, count);
+        self.rotations.extend(rotations.iter().copied());
+        self.push(CircuitOp {
+            id: linear_id + 1,
+            inputs: vec![linear_id],
+            in_shape: vec![long],
+            out_shape,
+            level_in: level_out,
+            level_out,
+            kind: COp::Sum {
+                in_len: long,
+                out_len: stride,
+                stride: stride as u64,
+                count: count as u64,
+                rotations,
+            },
+            ..base
+        });
+    }
+
+    fn affine(&mut self, id: usize, node: usize, scale: &[f64], shift: &[f64]) -> COp {
+        let (slots, len) = (&self.packed.slots_of[node], self.packed.lens[node]);
         let t = |s: &str| format!("v{id}.{s}");
         self.tensors
             .insert(t("scale"), f64t(scatter(scale, slots, len)));
@@ -426,7 +582,7 @@ impl Emitter<'_> {
         }
     }
 
-    fn add(&self, id: usize, n: &Node) -> Result<COp, HeError> {
+    fn add(&self, node: usize, n: &Node) -> Result<COp, HeError> {
         let layouts = &self.packed.layouts;
         if layouts[n.inputs[0]] != layouts[n.inputs[1]] {
             return Err(HeError::Model(format!(
@@ -435,9 +591,36 @@ impl Emitter<'_> {
             )));
         }
         Ok(COp::Add {
-            len: self.packed.lens[id],
+            len: self.packed.lens[node],
         })
     }
+}
+
+/// Row and column of entry (r, c) of a matrix with `m` rows in its fold.
+fn fold_entry(r: i64, c: i64, m: i64) -> (i64, i64) {
+    (r + c.div_euclid(m) * m, c)
+}
+
+/// Rotation steps of a `sum` op (docs/circuit-format.md): with h = floor(log2
+/// count), doublings by 2^i stride (i < h), then one rotation per lower set
+/// bit of count by the offset reached so far (highest bits first).
+pub fn sum_rotations(stride: i64, count: usize) -> Vec<i64> {
+    let mut steps = BTreeSet::new();
+    if count == 0 {
+        return Vec::new();
+    }
+    let h = usize::BITS - 1 - count.leading_zeros();
+    for i in 0..h {
+        steps.insert((1i64 << i) * stride);
+    }
+    let mut offset = 1i64 << h;
+    for i in (0..h).rev() {
+        if count & (1 << i) != 0 {
+            steps.insert(offset * stride);
+            offset += 1 << i;
+        }
+    }
+    steps.into_iter().collect()
 }
 
 /// Folding can divide by a zero variance: name the tensor it broke.

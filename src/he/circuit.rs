@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 /// Value of the `format` field.
 pub const FORMAT: &str = "pnnc-circuit";
 /// Version of this format; readers reject any other.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -188,6 +188,16 @@ pub enum OpKind {
     },
     /// y = a + b (residual join); the runner aligns levels (max).
     Add { len: usize },
+    /// y[s] = sum_{q < count} x[s + q * stride] for s < out_len, by rotations
+    /// (the second half of a folded linear op; no level).
+    Sum {
+        in_len: usize,
+        out_len: usize,
+        stride: u64,
+        count: u64,
+        /// Rotation steps it uses (doublings, then offsets), sorted.
+        rotations: Vec<i64>,
+    },
 }
 
 /// The circuit's numeric arrays, inline or in a safetensors sidecar.

@@ -141,6 +141,18 @@ fn eval_op(lc: &LoadedCircuit, kind: &OpKind, inputs: &[usize], values: &[Vec<f6
             .zip(&values[inputs[1]])
             .map(|(a, b)| a + b)
             .collect(),
+        OpKind::Sum {
+            out_len,
+            stride,
+            count,
+            ..
+        } => (0..*out_len)
+            .map(|s| {
+                (0..*count as usize)
+                    .map(|q| x.get(s + q * *stride as usize).copied().unwrap_or(0.0))
+                    .sum()
+            })
+            .collect(),
     }
 }
 

@@ -330,10 +330,66 @@ fn check_equivalence(m: &Model, inline_limit: usize) {
 fn folding_is_exact_for_a_dense_model() {
     let m = tiny_mlp();
     check_equivalence(&m, io::INLINE_LIMIT);
-    // BNs and 1/B fold away: 3 linear ops, 2 polys, nothing else.
+    // BNs and 1/B fold away: 3 linear ops (the 6 -> 3 head as a fold:
+    // linear + sum), 2 polys, nothing else.
     let c = compile(&m, &random_checkpoint(&m, 7), &CompileOptions::default()).unwrap();
     let kinds: Vec<_> = c.circuit.ops.iter().map(|o| o.source.join("+")).collect();
-    assert_eq!(c.circuit.ops.len(), 5, "{kinds:?}");
+    assert_eq!(c.circuit.ops.len(), 6, "{kinds:?}");
+    assert!(matches!(
+        c.circuit.ops[5].kind,
+        circuit::OpKind::Sum {
+            stride: 3,
+            count: 2,
+            ..
+        }
+    ));
+}
+
+/// A wide dense layer (a classifier head) becomes a linear op with 2m - 1
+/// diagonals into m-long pieces, summed by rotations: exact, few diagonals.
+#[test]
+fn wide_linear_ops_fold_into_few_diagonals() {
+    let m = model(
+        "wide_head",
+        &[300],
+        5,
+        vec![
+            dense("fc", 300, 64),
+            act("p", &[64], 2, Basis::Chebyshev, 8.0),
+            dense("head", 64, 5),
+        ],
+    );
+    check_equivalence(&m, io::INLINE_LIMIT);
+    let c = compile(&m, &random_checkpoint(&m, 7), &CompileOptions::default()).unwrap();
+    let linear: Vec<usize> = c
+        .circuit
+        .ops
+        .iter()
+        .filter_map(|o| match &o.kind {
+            circuit::OpKind::Linear { diagonals, .. } => Some(diagonals.len()),
+            _ => None,
+        })
+        .collect();
+    // 300 -> 64 unfolded: 363 diagonals; folded (m = 64): at most 127.
+    assert!(linear[0] <= 127, "{linear:?}");
+    assert!(linear[1] <= 9, "{linear:?}");
+    let sums: Vec<_> = c
+        .circuit
+        .ops
+        .iter()
+        .filter(|o| matches!(o.kind, circuit::OpKind::Sum { .. }))
+        .map(|o| o.level_in == o.level_out)
+        .collect();
+    assert_eq!(sums, [true, true], "a sum costs no level");
+}
+
+#[test]
+fn sum_rotations_follow_the_doubling_rule() {
+    // 7 terms of stride 4: doublings 4, 8 (4 terms), then offsets 16 (bit 1)
+    // and 24 (bit 0).
+    assert_eq!(build::sum_rotations(4, 7), [4, 8, 16, 24]);
+    assert_eq!(build::sum_rotations(3, 1), Vec::<i64>::new());
+    assert_eq!(build::sum_rotations(1, 8), [1, 2, 4]);
 }
 
 #[test]
@@ -638,6 +694,15 @@ fn bsgs_rule_examples() {
     assert_eq!(build::bsgs(&[-1, 0, 1], 16), (1, vec![-1, 1]));
     // Only the main diagonal: no rotations.
     assert_eq!(build::bsgs(&[0], 8), (1, vec![]));
+    // A 3x3 convolution's diagonals on a 28x28 grid, channel offsets of 784:
+    // g = 784 (not a power of two) splits them into taps and channels.
+    let taps = [-29, -28, -27, -1, 0, 1, 27, 28, 29];
+    let conv: Vec<i64> = (-3..=3)
+        .flat_map(|a| taps.iter().map(move |t| a * 784 + t))
+        .collect();
+    let (g, rotations) = build::bsgs(&conv, 4096);
+    assert_eq!(g, 784);
+    assert!(rotations.len() <= 16, "{rotations:?}");
     assert_eq!(
         build::signed_diagonals([(0, 2), (3, 1), (1, 3)].into_iter()),
         vec![-2, 2]
@@ -775,10 +840,12 @@ fn std_model_circuits_have_small_linear_ops() {
         .collect();
     assert_eq!(conv_gaps, [1, 1, 2, 2, 4, 4]);
     // Dense packing gave conv2 18,412 and conv3 9,305 diagonals; the head
-    // (global pool + dense folded) reads all 3,136 slots of conv3's output.
+    // (global pool + dense folded) reads all 3,136 slots of conv3's output:
+    // 3,145 diagonals as one matrix, 19 as a fold (10 x 3,140, then a sum).
     assert_eq!(diagonals(&c.circuit, true), [144, 368, 891]);
-    assert_eq!(diagonals(&c.circuit, false), [3136 + 9]);
-    assert_eq!(c.circuit.rotations.len(), 226);
+    assert_eq!(diagonals(&c.circuit, false), [19]);
+    // Baby steps of any size (784 = the grid): 226 keys with powers of two.
+    assert_eq!(c.circuit.rotations.len(), 113);
 
     let m = std_model("std-models/resnet20.pnn");
     let c = compile(&m, &random_checkpoint(&m, 1), &CompileOptions::default()).unwrap();
@@ -787,8 +854,8 @@ fn std_model_circuits_have_small_linear_ops() {
     let convs = diagonals(&c.circuit, true);
     assert_eq!(convs.len(), 21, "{convs:?}");
     assert!(convs.iter().all(|&d| d < 2000), "{convs:?}");
-    // 64 channels of 8x8 at gap 4 on the 32x32 grid: 4,096 slots.
-    assert_eq!(diagonals(&c.circuit, false), [4096 + 9]);
+    // 64 channels of 8x8 at gap 4 on the 32x32 grid: 4,096 slots, folded.
+    assert_eq!(diagonals(&c.circuit, false), [19]);
     let path = tmp("resnet20");
     io::write(&path, &c.circuit, &c.tensors, 0).unwrap();
     io::load(&path).unwrap();

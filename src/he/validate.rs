@@ -1,7 +1,7 @@
 //! Every check a reader must make (docs/circuit-format.md, "Errors"), so that
 //! a hand-edited circuit is a message, never a panic or a silent wrong result.
 
-use super::build::{bsgs, signed_diagonals};
+use super::build::{bsgs, signed_diagonals, sum_rotations};
 use super::circuit::{Circuit, CircuitOp, CkksParams, LoadedCircuit, OpKind, TensorData};
 use super::layout::{self, SlotLayout};
 use super::params::{Chain, max_log_qp};
@@ -154,6 +154,7 @@ impl Values {
                 KindShape::elementwise(*len, levels::UNFOLDED_BATCHNORM)
             }
             OpKind::Poly { .. } => check_poly(&op.kind, &what)?,
+            OpKind::Sum { .. } => self.check_sum(op, &what)?,
             OpKind::Add { len } => {
                 if self.lens[op.inputs[1]] != *len {
                     return Err(format!(
@@ -226,7 +227,7 @@ impl Values {
                 return Err(format!("{what}: a [C, H, W] output needs a `layout`"));
             }
         }
-        if !matches!(op.kind, OpKind::Linear { .. })
+        if !matches!(op.kind, OpKind::Linear { .. } | OpKind::Sum { .. })
             && op.inputs.iter().any(|&j| self.layouts[j] != op.layout)
         {
             return Err(format!(
@@ -293,6 +294,46 @@ impl Values {
             len_in: *in_len,
             len_out: *out_len,
             cost: levels::LINEAR,
+        })
+    }
+}
+
+impl Values {
+    /// Every read of an output slot stays inside the input; rotations recomputed.
+    fn check_sum(&mut self, op: &CircuitOp, what: &str) -> Result<KindShape, String> {
+        let OpKind::Sum {
+            in_len,
+            out_len,
+            stride,
+            count,
+            rotations,
+        } = &op.kind
+        else {
+            return Err(format!("{what}: not a sum op"));
+        };
+        if *stride == 0 || *count == 0 || *out_len == 0 {
+            return Err(format!(
+                "{what}: stride, count and out_len must be positive"
+            ));
+        }
+        let last = (*out_len as u64 - 1) + (*count - 1) * *stride;
+        if last >= *in_len as u64 {
+            return Err(format!(
+                "{what}: reads slot {last}, beyond its input's {in_len} values"
+            ));
+        }
+        if op.layout.is_some() {
+            return Err(format!("{what}: a sum's output is a vector (no layout)"));
+        }
+        let rs = sum_rotations(*stride as i64, *count as usize);
+        if &rs != rotations {
+            return Err(format!("{what}: `rotations` do not follow the sum rule"));
+        }
+        self.rotations.extend(rs);
+        Ok(KindShape {
+            len_in: *in_len,
+            len_out: *out_len,
+            cost: levels::FREE,
         })
     }
 }

@@ -261,6 +261,45 @@ def bsgs_matvec(
     return result
 
 
+def sum_rotations(stride: int, count: int) -> set[int]:
+    """The rotation steps `rotate_sum` uses (docs/circuit-format.md, `sum`)."""
+    steps, h = set(), count.bit_length() - 1
+    for i in range(h):
+        steps.add((1 << i) * stride)
+    offset = 1 << h
+    for i in reversed(range(h)):
+        if count >> i & 1:
+            steps.add(offset * stride)
+            offset += 1 << i
+    return steps
+
+
+def rotate_sum(cc, ct, stride: int, count: int, available_rotations):
+    """sum_{q < count} rot(ct, q * stride), in at most 2 log2(count) rotations; no level.
+
+    P_i = sum_{q < 2^i} rot(x, q stride) by doubling up to h = floor(log2 count),
+    then rot(P_i, offset stride) for every lower set bit of count, highest first.
+    """
+    missing = sorted(sum_rotations(stride, count) - set(available_rotations))
+    if missing:
+        raise MissingRotationKey(
+            f"needs rotation steps {missing} that the circuit does not declare "
+            "(compiler bug: the circuit's rotation list is incomplete)"
+        )
+    if ct.GetNoiseScaleDeg() > 1:
+        ct = cc.Rescale(ct)
+    h = count.bit_length() - 1
+    powers = [ct]
+    for i in range(h):
+        powers.append(cc.EvalAdd(powers[i], cc.EvalRotate(powers[i], (1 << i) * stride)))
+    result, offset = powers[h], 1 << h
+    for i in reversed(range(h)):
+        if count >> i & 1:
+            result = cc.EvalAdd(result, cc.EvalRotate(powers[i], offset * stride))
+            offset += 1 << i
+    return result
+
+
 def chebyshev_depth(degree: int) -> int:
     """ceil(log2(degree + 1)): the levels `eval_chebyshev` consumes."""
     return 0 if degree <= 0 else math.ceil(math.log2(degree + 1))

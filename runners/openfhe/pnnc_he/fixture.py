@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import circuit
-from .ckks import bsgs_rotations, chebyshev_depth
+from .ckks import bsgs_rotations, chebyshev_depth, sum_rotations
 
 
 def key_switch_digits(first_mod_bits: int, scale_bits: int, depth: int, max_log_qp: int) -> tuple[int, int]:
@@ -37,16 +37,15 @@ def key_switch_digits(first_mod_bits: int, scale_bits: int, depth: int, max_log_
 
 
 def choose_baby_step(diagonals: list[int], dim: int) -> int:
-    """The format's rule: the power of two g minimising |B(g)| + |G(g)|."""
+    """The format's rule: the g in 1..min(dim, span) minimising |B(g)| + |G(g)|, smallest on ties."""
+    span = max(diagonals) - min(diagonals) + 1 if diagonals else 1
     best, best_cost = 1, None
-    g = 1
-    while g <= dim:
+    for g in range(1, max(1, min(dim, span)) + 1):
         baby = {k % g for k in diagonals} - {0}
         giant = {k - k % g for k in diagonals} - {0}
         cost = len(baby) + len(giant)
         if best_cost is None or cost < best_cost:
             best, best_cost = g, cost
-        g *= 2
     return best
 
 
@@ -81,10 +80,33 @@ class Builder:
         self.tensors[name] = {"dtype": dtype, "data": [int(v) if dtype == "i64" else float(v) for v in data]}
         return name
 
-    def linear(self, src: int, out_len: int, density: float = 0.6, gain: float = 1.0) -> int:
+    def linear(self, src: int, out_len: int, density: float = 0.6, gain: float = 1.0, fold: bool = False) -> int:
+        """A random out_len x in_len matrix; with `fold`, as pnnc compiles a wide
+        one: entry (j, c) at row j + (c // out_len) * out_len of a longer
+        vector, then a `sum` op adds its out_len-long pieces."""
         in_len = self.lengths[src]
         mask = self.rng.uniform(size=(out_len, in_len)) < density
         m = self.rng.normal(size=(out_len, in_len)) * mask * gain / math.sqrt(in_len * density)
+        if fold:
+            count = -(-in_len // out_len)
+            long = np.zeros((count * out_len, in_len))
+            for j, c in zip(*np.nonzero(m)):
+                long[j + (c // out_len) * out_len, c] = m[j, c]
+            bias = np.concatenate([self.rng.normal(size=out_len) * 0.1, np.zeros((count - 1) * out_len)])
+            t = self._matrix(src, long, bias)
+            kind = {
+                "op": "sum",
+                "in_len": count * out_len,
+                "out_len": out_len,
+                "stride": out_len,
+                "count": count,
+                "rotations": sorted(sum_rotations(out_len, count)),
+            }
+            return self._push([t], kind, out_len, self.levels[t], f"op{len(self.ops) + 1}.fold")
+        return self._matrix(src, m, self.rng.normal(size=out_len) * 0.1)
+
+    def _matrix(self, src: int, m: np.ndarray, bias: np.ndarray) -> int:
+        in_len, out_len = self.lengths[src], m.shape[0]
         rows, cols = np.nonzero(m)
         diagonals = sorted({int(c) - int(r) for r, c in zip(rows, cols)})
         g = choose_baby_step(diagonals, self.dim)
@@ -96,7 +118,7 @@ class Builder:
             "rows": self._tensor(f"{name}.rows", "i64", rows),
             "cols": self._tensor(f"{name}.cols", "i64", cols),
             "values": self._tensor(f"{name}.values", "f64", m[rows, cols]),
-            "bias": self._tensor(f"{name}.bias", "f64", self.rng.normal(size=out_len) * 0.1),
+            "bias": self._tensor(f"{name}.bias", "f64", bias),
             "diagonals": diagonals,
             "baby_step": g,
             "rotations": sorted(bsgs_rotations(diagonals, g)),
@@ -136,7 +158,7 @@ class Builder:
         depth = max(self.levels)
         max_log_qp = 438 if ring_dim == 16384 and security == 128 else 0
         digits, log_qp = key_switch_digits(first_mod_bits, scale_bits, depth, max_log_qp)
-        rotations = sorted({r for op in self.ops if op["kind"]["op"] == "linear" for r in op["kind"]["rotations"]})
+        rotations = sorted({r for op in self.ops for r in op["kind"].get("rotations", [])})
         return {
             "format": "pnnc-circuit",
             "version": circuit.VERSION,
@@ -190,7 +212,7 @@ def tiny_with_affine(seed: int = 1) -> dict:
     b = Builder(10, 32, np.random.default_rng(seed))
     h1 = b.poly(b.linear(0, 20, gain=0.5), 5)
     h2 = b.affine(b.linear(h1, 20, gain=0.5))
-    b.linear(b.add(h1, h2), 4)
+    b.linear(b.add(h1, h2), 4, fold=True)
     return b.circuit("tiny_affine", 4, 1 << 12, 0, 50, 60)
 
 

@@ -105,6 +105,9 @@ def eval_op(cc, circuit: Circuit, op: dict, values: list, cache: ckks.PlaintextC
         return add_plain(cc, circuit, cc.EvalMult(a, scale), circuit.tensors[k["shift"]])
     if k["op"] == "poly":
         return ckks.eval_chebyshev(cc, a, k["coeffs"])
+    if k["op"] == "sum":
+        declared = set(int(r) for r in circuit.doc["rotations"])
+        return ckks.rotate_sum(cc, a, int(k["stride"]), int(k["count"]), declared)
     return cc.EvalAdd(a, values[op["inputs"][1]])
 
 

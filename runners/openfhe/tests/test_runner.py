@@ -43,7 +43,7 @@ class EndToEndTest(unittest.TestCase):
         self.assertEqual(
             [o["level_measured"] for o in report["ops"]], [[op["level_out"]] for op in doc["ops"]]
         )
-        self.assertEqual({o["op"] for o in report["ops"]}, {"linear", "poly", "affine", "add"})
+        self.assertEqual({o["op"] for o in report["ops"]}, {"linear", "poly", "affine", "add", "sum"})
         self.assertLess(report["max_logit_error"], 1e-6)
         for s in report["samples"]:
             self.assertEqual(s["he_class"], s["plain_class"])
