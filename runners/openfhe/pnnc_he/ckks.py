@@ -252,10 +252,17 @@ def bsgs_matvec(
             else:
                 pt = cache.get((cache_key, k, level), level, encode)
             term = cc.EvalMult(rotated[k - giant], pt)
-            inner = term if inner is None else cc.EvalAdd(inner, term)
+            # Products are fresh ciphertexts: accumulate in place (no copies).
+            if inner is None:
+                inner = term
+            else:
+                cc.EvalAddInPlace(inner, term)
         if giant:
             inner = cc.EvalRotate(inner, giant)
-        result = inner if result is None else cc.EvalAdd(result, inner)
+        if result is None:
+            result = inner
+        else:
+            cc.EvalAddInPlace(result, inner)
     if result is None:  # an all-zero matrix: y = 0 at the expected level
         result = cc.EvalMult(ct, 0.0)
     return result

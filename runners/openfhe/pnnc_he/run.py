@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import ckks, plain
+from . import ckks, keys as keystore, plain
 from .circuit import Circuit, CircuitError, load, output_len
 
 
@@ -111,7 +111,7 @@ def eval_op(cc, circuit: Circuit, op: dict, values: list, cache: ckks.PlaintextC
     return cc.EvalAdd(a, values[op["inputs"][1]])
 
 
-def run_batch(cc, keys, circuit: Circuit, xs: list[np.ndarray], cache: ckks.PlaintextCache, progress) -> dict:
+def run_batch(cc, keys, circuit: Circuit, xs: list[np.ndarray], cache: ckks.PlaintextCache, progress, store=None) -> dict:
     """Encrypt up to samples_per_ciphertext prepared inputs into one ciphertext,
     evaluate every op once, decrypt each value for every sample."""
     count = len(xs)
@@ -123,17 +123,24 @@ def run_batch(cc, keys, circuit: Circuit, xs: list[np.ndarray], cache: ckks.Plai
     for op in circuit.ops:
         t, cpu = time.perf_counter(), time.process_time()
         try:
+            if store is not None:
+                store.before(op)
             ct = eval_op(cc, circuit, op, values, cache)
+            if store is not None:
+                store.after(op)
         except ckks.MissingRotationKey as e:
             failure = {"op": op["id"], "source": op["source"], "message": str(e)}
             break
         except Exception as e:  # OpenFHE raises RuntimeError for parameter/level problems
             failure = {"op": op["id"], "source": op["source"], "message": f"OpenFHE failed: {e}"}
             break
-        op_s = time.perf_counter() - t
+        op_s, op_cpu = time.perf_counter() - t, time.process_time() - cpu
         eval_s += op_s
-        eval_cpu_s += time.process_time() - cpu
-        progress(f"op {op['id']}/{len(circuit.ops)} {op['kind']['op']} ({', '.join(op['source'])}): {op_s:.1f}s")
+        eval_cpu_s += op_cpu
+        progress(
+            f"op {op['id']}/{len(circuit.ops)} {op['kind']['op']} ({', '.join(op['source'])}): "
+            f"{op_s:.1f}s (CPU {op_cpu:.1f}s)"
+        )
         values.append(ct)
         t = time.perf_counter()
         n = output_len(op)
@@ -150,6 +157,8 @@ def run_batch(cc, keys, circuit: Circuit, xs: list[np.ndarray], cache: ckks.Plai
                 "level_measured": ckks.levels_consumed(ct),
                 "max_error": [float(np.abs(g - r[op["id"]][:n]).max()) for g, r in zip(got, references)],
                 "decrypted": got,
+                "seconds": op_s,
+                "cpu_seconds": op_cpu,
             }
         )
     results = []
@@ -168,6 +177,7 @@ def run_batch(cc, keys, circuit: Circuit, xs: list[np.ndarray], cache: ckks.Plai
             r["he_logits"] = ops[out_index]["decrypted"][s][: circuit.classes] if out_index >= 0 else None
         results.append(r)
     return {
+        "op_seconds": [{"id": o["id"], "seconds": o["seconds"], "cpu_seconds": o["cpu_seconds"]} for o in ops],
         "encrypt_seconds": encrypt_s,
         "eval_seconds": eval_s,
         "eval_cpu_seconds": eval_cpu_s,
@@ -176,7 +186,15 @@ def run_batch(cc, keys, circuit: Circuit, xs: list[np.ndarray], cache: ckks.Plai
     }
 
 
-def run(circuit: Circuit, inputs: dict, tolerance: float, per_ciphertext: int | None = None, progress=None) -> dict:
+def run(
+    circuit: Circuit,
+    inputs: dict,
+    tolerance: float,
+    per_ciphertext: int | None = None,
+    progress=None,
+    keys_mode: str = "auto",
+    memory_bytes: int | None = None,
+) -> dict:
     progress = progress or (lambda _msg: None)
     params = circuit.params
     if params.get("bootstrapping"):
@@ -192,6 +210,15 @@ def run(circuit: Circuit, inputs: dict, tolerance: float, per_ciphertext: int | 
         raise ckks.HeError(
             f"samples per ciphertext must be 1..{circuit.samples_per_ciphertext} for this circuit, not {batch}"
         )
+    budget = keystore.available_memory() * 9 // 10 if memory_bytes is None else memory_bytes
+    try:
+        mode, estimate = keystore.choose_mode(circuit, keys_mode, budget)
+    except keystore.KeyBudgetError as e:
+        raise ckks.HeError(str(e)) from e
+    progress(
+        f"keys: mode {mode}, about {keystore.gib(estimate[mode])} "
+        f"({estimate['key_bytes'] / (1 << 20):.0f} MiB per key; budget {keystore.gib(budget)})"
+    )
     t = time.perf_counter()
     cc, digits = ckks.make_context(
         int(params["ring_dim"]),
@@ -202,17 +229,36 @@ def run(circuit: Circuit, inputs: dict, tolerance: float, per_ciphertext: int | 
         circuit.slots,
         int(params.get("key_switch_digits", 3)),
     )
-    keys = ckks.generate_keys(cc, circuit.doc["rotations"])
-    keygen_s = time.perf_counter() - t
-    progress(f"keys: {len(circuit.doc['rotations'])} rotation keys, {keygen_s:.1f}s")
-    budget_mb = int(os.environ.get("PNNC_HE_CACHE_MB", "2048"))
-    cache = ckks.PlaintextCache(budget_mb << 20, int(params["ring_dim"]), int(params["mult_depth"]))
+    store = keystore.KeyStore(cc, circuit, mode)
+    try:
+        kp = cc.KeyGen()
+        store.generate(kp.secretKey)
+        keys = ckks.Keys(public=kp.publicKey, secret=kp.secretKey)
+        keygen_s = time.perf_counter() - t
+        progress(f"keys: {len(circuit.doc['rotations'])} rotation keys, {keygen_s:.1f}s")
+        # Encoded diagonals are cached (reused by later ciphertexts) in at most
+        # 2 GiB of what the keys leave of the budget (less 1 GiB for Python and
+        # the plaintext reference); PNNC_HE_CACHE_MB sets it.
+        default_mb = min(2048, max(0, budget - estimate[mode] - (1 << 30)) >> 20)
+        budget_mb = int(os.environ.get("PNNC_HE_CACHE_MB", str(default_mb)))
+        cache = ckks.PlaintextCache(budget_mb << 20, int(params["ring_dim"]), int(params["mult_depth"]))
+        samples, batches = run_batches(cc, keys, circuit, inputs, batch, cache, progress, store)
+    finally:
+        store.close()
+    report = summarise(circuit, samples, batches, keygen_s, tolerance)
+    report["params"]["key_switching_digits"] = digits
+    report["keys"] = {"mode": mode, "estimate_bytes": estimate[mode], "budget_bytes": budget, "cache_mb": budget_mb}
+    return report
+
+
+def run_batches(cc, keys, circuit: Circuit, inputs: dict, batch: int, cache, progress, store) -> tuple[list, list]:
+    """Every ciphertext of `batch` samples: its report entries and timings."""
     samples, batches = [], []
     raw = inputs["samples"]
     for start in range(0, len(raw), batch):
         xs = [plain.prepare_input(circuit, x) for x in raw[start : start + batch]]
         progress(f"ciphertext {len(batches) + 1}: samples {start}..{start + len(xs) - 1}")
-        b = run_batch(cc, keys, circuit, xs, cache, progress)
+        b = run_batch(cc, keys, circuit, xs, cache, progress, store)
         batches.append(
             {
                 "first_sample": start,
@@ -221,6 +267,7 @@ def run(circuit: Circuit, inputs: dict, tolerance: float, per_ciphertext: int | 
                 "latency_cpu_seconds": b["eval_cpu_seconds"],
                 "encrypt_seconds": b["encrypt_seconds"],
                 "decrypt_seconds": b["decrypt_seconds"],
+                "ops": b["op_seconds"],
             }
         )
         for offset, r in enumerate(b["samples"]):
@@ -247,9 +294,7 @@ def run(circuit: Circuit, inputs: dict, tolerance: float, per_ciphertext: int | 
             if refs is not None:
                 entry["reference_vs_plain"] = float(np.abs(np.asarray(refs[i])[: circuit.classes] - r["plain_logits"]).max())
             samples.append(entry)
-    report = summarise(circuit, samples, batches, keygen_s, tolerance)
-    report["params"]["key_switching_digits"] = digits
-    return report
+    return samples, batches
 
 
 def summarise(circuit: Circuit, samples: list[dict], batches: list[dict], keygen_s: float, tolerance: float) -> dict:
@@ -348,13 +393,16 @@ def print_table(report: dict, out=None) -> None:
         f"{p['samples_per_ciphertext']} samples per ciphertext (dim {p['packing_dim']})",
         file=out,
     )
-    print(f"{'op':>3}  {'kind':<7} {'len':>6}  {'level':>5}  {'measured':>8}  {'max error':>9}  source", file=out)
+    last = {t["id"]: t for t in report["ciphertexts"][-1]["ops"]} if report["ciphertexts"] else {}
+    print(f"{'op':>3}  {'kind':<7} {'len':>6}  {'level':>5}  {'measured':>8}  {'max error':>9}  {'time (CPU) s':>13}  source", file=out)
     for o in report["ops"]:
+        t = last.get(o["id"])
+        timing = "-" if t is None else f"{t['seconds']:.2f} ({t['cpu_seconds']:.2f})"
         measured = ",".join(str(v) for v in o["level_measured"]) or "-"
         mark = "" if o["level_measured"] in ([], [o["level_predicted"]]) else "  <-- level mismatch"
         print(
             f"{o['id']:>3}  {o['op']:<7} {o['len']:>6}  {o['level_predicted']:>5}  {measured:>8}  "
-            f"{fmt(o['max_error']):>9}  {', '.join(o['source'])}{mark}",
+            f"{fmt(o['max_error']):>9}  {timing:>13}  {', '.join(o['source'])}{mark}",
             file=out,
         )
     print(f"{'sample':>6}  {'label':>5}  {'plain':>5}  {'he':>5}  {'logit err':>9}  {'ciphertext':>10}  escaped", file=out)
@@ -420,6 +468,16 @@ def main(argv=None) -> int:
         help="samples packed into one ciphertext (default: all the circuit allows)",
     )
     ap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    ap.add_argument(
+        "--keys", choices=keystore.MODES, default=os.environ.get("PNNC_HE_KEYS", "auto"),
+        help="rotation keys all in memory, or per op from disk (default $PNNC_HE_KEYS, else auto: "
+        "all when they fit the memory budget)",
+    )
+    ap.add_argument(
+        "--memory-gb", type=float, default=float(os.environ.get("PNNC_HE_MEMORY_GB", "0")) or None,
+        help="memory budget for keys and cached plaintexts in GiB (default $PNNC_HE_MEMORY_GB, else "
+        "90%% of the available memory)",
+    )
     args = ap.parse_args(argv)
     try:
         circuit = load(args.circuit)
@@ -432,7 +490,8 @@ def main(argv=None) -> int:
             if not args.quiet:
                 print(f"[he-run {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
-        report = run(circuit, inputs, args.tolerance, args.per_ciphertext, progress)
+        memory = None if args.memory_gb is None else int(args.memory_gb * (1 << 30))
+        report = run(circuit, inputs, args.tolerance, args.per_ciphertext, progress, args.keys, memory)
     except CircuitError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -113,6 +113,61 @@ class PackingTest(unittest.TestCase):
         self.assertIn("do not fit", err)
 
 
+class KeysTest(unittest.TestCase):
+    def test_per_op_keys_give_the_same_result_as_all_keys(self):
+        doc = fixture.tiny_with_affine()
+        inputs = fixture.random_inputs(2, 10, seed=3)
+        code, every, out, _ = run_main(doc, inputs, ["--keys", "all"])
+        self.assertEqual(code, 0, out)
+        code, per_op, out, err = run_main(doc, inputs, ["--keys", "per-op"])
+        self.assertEqual(code, 0, out + err)
+        self.assertEqual(per_op["keys"]["mode"], "per-op")
+        self.assertTrue(per_op["passed"])
+        for a, b in zip(every["samples"], per_op["samples"]):
+            self.assertEqual(a["he_class"], b["he_class"])
+            self.assertLess(max(abs(x - y) for x, y in zip(a["he_logits"], b["he_logits"])), 1e-6)
+
+    def test_auto_takes_per_op_keys_when_all_do_not_fit(self):
+        from pnnc_he import keys
+
+        c = circuit_mod.Circuit(Path("c.json"), fixture.tiny_with_affine(), {})
+        est = keys.estimate(c)
+        self.assertLess(est["per-op"], est["all"])
+        self.assertEqual(keys.choose_mode(c, "auto", est["all"])[0], "all")
+        self.assertEqual(keys.choose_mode(c, "auto", est["per-op"])[0], "per-op")
+        # The estimate follows the key size: digits x 2 x (towers + special primes) x N words.
+        p = c.params
+        self.assertEqual(
+            est["key_bytes"],
+            p["key_switch_digits"] * 2 * (p["mult_depth"] + 1 + keys.special_towers(p)) * p["ring_dim"] * 8,
+        )
+
+    def test_keys_that_do_not_fit_are_refused_before_key_generation(self):
+        doc = fixture.tiny_with_affine()
+        code, report, _, err = run_main(doc, fixture.random_inputs(1, 10), ["--memory-gb", "0.0001"])
+        self.assertEqual(code, 1)
+        self.assertIsNone(report)
+        self.assertIn("the keys need about", err)
+        self.assertIn("fix:", err)
+        self.assertIn("fewer key-switching digits", err)
+        self.assertNotRegex(err, r"keys: \d+ rotation keys")
+
+    def test_the_key_size_estimate_matches_openfhe(self):
+        import openfhe as fhe
+        from pnnc_he import ckks, keys
+
+        params = {"ring_dim": 1 << 12, "mult_depth": 7, "scale_bits": 40, "first_mod_bits": 50, "key_switch_digits": 3}
+        cc, _ = ckks.make_context(1 << 12, 7, 40, 50, 0, 1 << 11, 3)
+        kp = cc.KeyGen()
+        cc.EvalRotateKeyGen(kp.secretKey, [1])
+        with tempfile.TemporaryDirectory() as d:
+            path = str(Path(d) / "k")
+            self.assertTrue(cc.SerializeEvalAutomorphismKey(path, fhe.BINARY))
+            size = os.path.getsize(path)
+        cc.ClearEvalAutomorphismKeys()
+        self.assertLess(abs(size - keys.key_bytes(params)) / size, 0.05, (size, keys.key_bytes(params)))
+
+
 class BadInputTest(unittest.TestCase):
     def test_other_version_is_rejected(self):
         doc = fixture.tiny_with_affine()
