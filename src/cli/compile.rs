@@ -164,8 +164,13 @@ fn print_summary(out: &Path, side: Option<&Path>, compiled: &Compiled) {
     );
     if let Some(plan) = &p.bootstrapping {
         println!(
-            "bootstrapping: after values {:?} ({} levels per segment, {} per bootstrap)",
-            plan.after_values, plan.levels_per_segment, plan.bootstrap_levels
+            "bootstrapping: {} bootstraps (level budget {:?}, {:?} secret), each leaves {} of the {} levels consumed: {} levels between bootstraps",
+            plan.bootstraps,
+            plan.level_budget,
+            p.secret_key,
+            plan.bootstrap_levels,
+            p.mult_depth,
+            p.mult_depth - plan.bootstrap_levels
         );
     }
 }

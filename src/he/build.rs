@@ -3,12 +3,14 @@
 
 use super::HeError;
 use super::affine::AffineMap;
+use super::bootstrap::{self, Placement, node_cost};
 use super::circuit::{
     BootstrapPlan, Circuit, CircuitOp, CkksParams, FORMAT, InputSpec, OpKind as COp, Packing,
     TensorData, TensorStore, VERSION,
 };
 use super::layout::{self, SlotLayout};
 use super::lower::{Lowered, Node, NodeKind, lower};
+use super::params::SecretKey;
 use super::reference::{CheckpointParams, normalization_map};
 use super::{params, poly};
 use crate::ir::{Checkpoint, Model, Op, OpKind, levels};
@@ -55,16 +57,6 @@ pub fn ir_depth(model: &Model) -> u32 {
         }
     }
     seq(&model.net, 0)
-}
-
-/// Levels an emitted node consumes (rules from `ir::levels` only).
-fn node_cost(kind: &NodeKind) -> u32 {
-    match kind {
-        NodeKind::Input | NodeKind::Add => levels::FREE,
-        NodeKind::Linear(_) => levels::LINEAR,
-        NodeKind::Affine { .. } => levels::UNFOLDED_BATCHNORM,
-        NodeKind::Poly { coeffs, .. } => levels::poly(coeffs.len().saturating_sub(1) as u32),
-    }
 }
 
 /// Baby step g and rotation steps for the signed diagonals `diags`
@@ -125,6 +117,27 @@ pub fn signed_diagonals(entries: impl Iterator<Item = (i64, i64)>) -> Vec<i64> {
 }
 
 pub fn compile(model: &Model, ck: &Checkpoint, opts: &CompileOptions) -> Result<Compiled, HeError> {
+    compile_with(model, ck, opts, &Tuning::default())
+}
+
+/// Parameter limits for tests and experiments; the default is the real thing
+/// (the model's security, rings up to 2^16).
+#[derive(Debug, Clone, Default)]
+pub struct Tuning {
+    /// Overrides the model's security; 0 = toy parameters, NOT secure (tests).
+    pub security: Option<u32>,
+    /// Largest ring dimension (the bootstrapping ring).
+    pub max_ring_dim: Option<u64>,
+    /// Most levels a chain may have (forces bootstrapping on small models).
+    pub max_levels: Option<u32>,
+}
+
+pub fn compile_with(
+    model: &Model,
+    ck: &Checkpoint,
+    opts: &CompileOptions,
+    tuning: &Tuning,
+) -> Result<Compiled, HeError> {
     let [lo, hi] = opts.input_range;
     if !(lo.is_finite() && hi.is_finite() && lo <= hi) {
         return Err(HeError::Data(format!(
@@ -133,21 +146,25 @@ pub fn compile(model: &Model, ck: &Checkpoint, opts: &CompileOptions) -> Result<
     }
     let source = CheckpointParams(ck);
     let lowered = lower(model, &source, normalization_map(model, ck)?)?;
-    let level = node_levels(&lowered.nodes);
-    let depth = level[lowered.output];
+    let plain_depth = node_levels(&lowered.nodes)[lowered.output];
     let ir_depth = ir_depth(model);
     let mut warnings = Vec::new();
-    if depth != ir_depth {
+    if plain_depth != ir_depth {
         warnings.push(format!(
-            "circuit depth {depth} differs from the model's depth {ir_depth} by the level rules (a BatchNorm or pooling could not fold)"
+            "circuit depth {plain_depth} differs from the model's depth {ir_depth} by the level rules (a BatchNorm or pooling could not fold)"
         ));
     }
     let bounds = interval_bounds(&lowered, (lo, hi))?;
     let packed = Packed::new(&lowered.nodes);
+    let dim = packed.dim;
+    let (params, placement) = choose_params(model.he.security, plain_depth, dim, &lowered, tuning)?;
     let mut emitter = Emitter::new(&packed);
     let input = emitter.input_spec(model, &lowered, [lo, hi]);
     for (id, n) in lowered.nodes.iter().enumerate().skip(1) {
-        emitter.node(id, n, &lowered.nodes, &level, bounds[id])?;
+        if placement.refresh.contains(&id) {
+            emitter.bootstrap(n.inputs[0], &lowered.nodes, &placement, &params);
+        }
+        emitter.node(id, n, &lowered.nodes, &placement, bounds[id])?;
     }
     let Emitter {
         tensors,
@@ -157,11 +174,7 @@ pub fn compile(model: &Model, ck: &Checkpoint, opts: &CompileOptions) -> Result<
         ..
     } = emitter;
     check_finite(&tensors)?;
-    let dim = packed.dim;
-    let mut params = choose_params(model.he.security, depth, dim, &lowered, &level)?;
-    if let Some(plan) = params.bootstrapping.as_mut() {
-        plan.after_values = plan.after_values.iter().map(|&v| value_of[v]).collect();
-    }
+    let depth = placement.level_out[lowered.output];
     let samples_per_ciphertext = params.slots / dim;
     let circuit = Circuit {
         format: FORMAT.into(),
@@ -199,7 +212,7 @@ pub fn compile(model: &Model, ck: &Checkpoint, opts: &CompileOptions) -> Result<
     })
 }
 
-/// Levels consumed after each node (the input is fresh: 0).
+/// Levels consumed after each node without bootstrapping (the input is fresh: 0).
 fn node_levels(nodes: &[Node]) -> Vec<u32> {
     let mut level = vec![0u32; nodes.len()];
     for (i, n) in nodes.iter().enumerate().skip(1) {
@@ -393,7 +406,7 @@ impl Emitter<'_> {
         node: usize,
         n: &Node,
         nodes: &[Node],
-        level: &[u32],
+        placement: &Placement,
         bound: f64,
     ) -> Result<(), HeError> {
         let inputs: Vec<usize> = n.inputs.iter().map(|&j| self.value_of[j]).collect();
@@ -404,8 +417,8 @@ impl Emitter<'_> {
             in_shape: nodes[n.inputs[0]].shape.clone(),
             out_shape: n.shape.clone(),
             layout: self.packed.layouts[node],
-            level_in: n.inputs.iter().map(|&j| level[j]).max().unwrap_or(0),
-            level_out: level[node],
+            level_in: placement.level_in[node],
+            level_out: placement.level_out[node],
             kind: COp::Add { len: 0 },
         };
         let kind = match &n.kind {
@@ -432,6 +445,36 @@ impl Emitter<'_> {
         self.push(CircuitOp { kind, ..base });
         self.value_of.push(self.ops.len());
         Ok(())
+    }
+
+    /// A bootstrap of node `input`'s value; later readers read the refreshed one.
+    fn bootstrap(
+        &mut self,
+        input: usize,
+        nodes: &[Node],
+        placement: &Placement,
+        params: &CkksParams,
+    ) {
+        let boot_levels = params
+            .bootstrapping
+            .as_ref()
+            .map_or(0, |b| b.bootstrap_levels);
+        let value = self.value_of[input];
+        let shape = nodes[input].shape.clone();
+        self.push(CircuitOp {
+            id: self.next_id(),
+            inputs: vec![value],
+            source: vec![format!("bootstrap({})", nodes[input].source.join(", "))],
+            in_shape: shape.clone(),
+            out_shape: shape,
+            layout: self.packed.layouts[input],
+            level_in: placement.level_before[input],
+            level_out: boot_levels,
+            kind: COp::Bootstrap {
+                len: self.packed.lens[input],
+            },
+        });
+        self.value_of[input] = self.ops.len();
     }
 
     fn slot_matrix(&self, node: usize, input: usize, m: &AffineMap) -> SlotMatrix {
@@ -670,34 +713,55 @@ fn affine_iv(s: f64, b: f64, (l, h): (f64, f64)) -> (f64, f64) {
 
 fn choose_params(
     security: u32,
-    depth: u32,
+    plain_depth: u32,
     dim: u64,
     lowered: &Lowered,
-    level: &[u32],
-) -> Result<CkksParams, HeError> {
-    if dim > params::MAX_RING_DIM / 2 {
+    tuning: &Tuning,
+) -> Result<(CkksParams, Placement), HeError> {
+    let security = tuning.security.unwrap_or(security);
+    let max_ring = tuning.max_ring_dim.unwrap_or(params::MAX_RING_DIM);
+    if dim > max_ring / 2 {
         return Err(HeError::Params(format!(
-            "a tensor of {dim} values does not fit one ciphertext at N = {} (the flat packing needs a smaller model)",
-            params::MAX_RING_DIM
+            "a tensor of {dim} values does not fit one ciphertext at N = {max_ring} (the flat packing needs a smaller model)"
         )));
     }
-    let (ring_dim, chain, bootstrapping) = match params::ring_dim_for(depth, dim, security)? {
-        Some((n, chain)) => (n, chain, None),
+    let max_levels = tuning.max_levels.unwrap_or(u32::MAX);
+    let plain = if plain_depth <= max_levels {
+        params::ring_dim_for(plain_depth, dim, security)?.filter(|(n, _)| *n <= max_ring)
+    } else {
+        None
+    };
+    let (ring_dim, chain, placement, bootstrapping, secret) = match plain {
+        Some((n, chain)) => {
+            let placement = bootstrap::place(&lowered.nodes, lowered.output, chain.levels, None)?;
+            (n, chain, placement, None, SecretKey::UniformTernary)
+        }
         None => {
-            let max = params::max_levels(security)?;
-            let segment = max.saturating_sub(params::BOOTSTRAP_LEVELS);
-            if segment == 0 {
-                return Err(HeError::Params(format!(
-                    "no room for bootstrapping at security {security}"
-                )));
-            }
-            let plan = bootstrap_plan(lowered, level, segment)?;
-            let chain = params::chain_for(max, params::MAX_RING_DIM, security)?
-                .ok_or_else(|| HeError::Params(format!("no chain of {max} levels at N = 2^16")))?;
-            (params::MAX_RING_DIM, chain, Some(plan))
+            let setting = bootstrap::DEFAULT_SETTING;
+            let plan = bootstrap::choose(
+                &lowered.nodes,
+                lowered.output,
+                max_ring,
+                security,
+                max_levels.min(BOOT_MAX_LEVELS),
+                setting,
+            )?;
+            let boot = BootstrapPlan {
+                bootstrap_levels: plan.boot_levels,
+                level_budget: setting.level_budget,
+                slots: max_ring / 2,
+                bootstraps: plan.placement.refresh.len() as u32,
+            };
+            (
+                max_ring,
+                plan.chain,
+                plan.placement,
+                Some(boot),
+                setting.secret,
+            )
         }
     };
-    Ok(CkksParams {
+    let params = CkksParams {
         scheme: "ckks".into(),
         security,
         ring_dim,
@@ -708,42 +772,14 @@ fn choose_params(
         key_switch_digits: chain.digits,
         log_q: chain.log_q(),
         log_qp: chain.log_qp().unwrap_or(0),
-        max_log_q: params::max_log_qp(ring_dim, security)?,
+        max_log_q: params::max_log_qp(ring_dim, security)?.min(MAX_LOG_Q_REPORTED),
+        secret_key: secret,
         bootstrapping,
-    })
+    };
+    Ok((params, placement))
 }
 
-/// Greedy: refresh a value just before an op would take it past `segment`
-/// levels since its last refresh.
-fn bootstrap_plan(
-    lowered: &Lowered,
-    level: &[u32],
-    segment: u32,
-) -> Result<BootstrapPlan, HeError> {
-    let mut since = vec![0u32; lowered.nodes.len()];
-    let mut after = BTreeSet::new();
-    for (i, n) in lowered.nodes.iter().enumerate().skip(1) {
-        let cost = level[i] - n.inputs.iter().map(|&j| level[j]).max().unwrap_or(0);
-        if cost > segment {
-            return Err(HeError::Params(format!(
-                "one op needs {cost} levels, more than the {segment} left between bootstraps"
-            )));
-        }
-        let mut s = n.inputs.iter().map(|&j| since[j]).max().unwrap_or(0);
-        if s + cost > segment {
-            for &j in &n.inputs {
-                if since[j] > 0 {
-                    after.insert(j);
-                    since[j] = 0;
-                }
-            }
-            s = 0;
-        }
-        since[i] = s + cost;
-    }
-    Ok(BootstrapPlan {
-        bootstrap_levels: params::BOOTSTRAP_LEVELS,
-        levels_per_segment: segment,
-        after_values: after.into_iter().collect(),
-    })
-}
+/// Chains longer than this are never tried for bootstrapping.
+const BOOT_MAX_LEVELS: u32 = 64;
+/// `max_log_q` of toy (security 0) circuits: no bound, written as this.
+const MAX_LOG_Q_REPORTED: u32 = 1 << 20;

@@ -6,6 +6,7 @@
 //! each value in its op's slot layout (`super::layout`).
 
 use super::layout::SlotLayout;
+pub use super::params::SecretKey;
 use crate::ir::{DataSpec, Normalization};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -83,21 +84,26 @@ pub struct CkksParams {
     pub log_qp: u32,
     /// The HE-standard maximum log2(Q*P) for `ring_dim` at `security`.
     pub max_log_q: u32,
-    /// Present when `depth` exceeds what N = 2^16 allows; then `mult_depth`
-    /// is the depth between bootstraps, not the circuit's depth.
+    /// Secret key distribution (sparse only for bootstrapped circuits).
+    pub secret_key: SecretKey,
+    /// Present when the circuit bootstraps (explicit `bootstrap` ops); then
+    /// `mult_depth` = `bootstrap_levels` + the levels left between bootstraps.
     pub bootstrapping: Option<BootstrapPlan>,
 }
 
-/// Where to refresh ciphertexts when the circuit is deeper than one modulus chain.
+/// How the circuit's `bootstrap` ops run (OpenFHE `EvalBootstrapSetup`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BootstrapPlan {
-    /// Levels a bootstrap itself consumes (assumed; library dependent).
+    /// Levels a bootstrap leaves consumed (OpenFHE `GetBootstrapDepth` for
+    /// the budget and secret): a bootstrap's output is at this level.
     pub bootstrap_levels: u32,
-    /// Levels usable by the circuit between two bootstraps.
-    pub levels_per_segment: u32,
-    /// Values (op outputs) to bootstrap right after they are produced.
-    pub after_values: Vec<usize>,
+    /// Levels of CoeffsToSlots and SlotsToCoeffs.
+    pub level_budget: [u32; 2],
+    /// Slots bootstrapped (= `slots`: every block).
+    pub slots: u64,
+    /// Number of `bootstrap` ops.
+    pub bootstraps: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -188,6 +194,10 @@ pub enum OpKind {
     },
     /// y = a + b (residual join); the runner aligns levels (max).
     Add { len: usize },
+    /// A CKKS bootstrap (elementwise identity) that resets the level to
+    /// `params.bootstrapping.bootstrap_levels`; only activation inputs
+    /// (values in [-1, 1]) are bootstrapped.
+    Bootstrap { len: usize },
     /// y[s] = sum_{q < count} x[s + q * stride] for s < out_len, by rotations
     /// (the second half of a folded linear op; no level).
     Sum {

@@ -203,7 +203,7 @@ fn simulate_rejects_zero_classes_and_weights_without_a_model() {
 #[test]
 fn simulate_accepts_the_runner_fixtures() {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("runners/openfhe/tests/fixtures");
-    for name in ["tiny_mlp", "tiny_affine"] {
+    for name in ["tiny_mlp", "tiny_affine", "tiny_bootstrap"] {
         let circuit = fixtures.join(format!("{name}.circuit.json"));
         io::load(&circuit).unwrap_or_else(|e| panic!("{e}"));
         let inputs = fixtures.join(format!("{name}.inputs.json"));

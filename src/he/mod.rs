@@ -6,6 +6,7 @@
 //! circuit in plaintext, optionally with a CKKS noise model.
 
 pub mod affine;
+pub mod bootstrap;
 pub mod build;
 pub mod calibrate;
 pub mod circuit;
@@ -24,7 +25,7 @@ mod cli_tests;
 #[cfg(test)]
 mod tests;
 
-pub use build::{CompileOptions, Compiled, compile};
+pub use build::{CompileOptions, Compiled, Tuning, compile, compile_with};
 pub use circuit::{Circuit, CircuitError, LoadedCircuit};
 
 #[derive(Debug, thiserror::Error)]

@@ -14,6 +14,9 @@ pub struct NoiseModel {
     rng: StdRng,
     pub fresh_std: f64,
     pub rescale_std: f64,
+    /// A bootstrap's error: about 2^-(scale_bits - 41) on values in [-1, 1]
+    /// (OpenFHE 1.6, sparse secret, budget [3, 3], q0 = 2^60, measured).
+    pub bootstrap_std: f64,
 }
 
 impl NoiseModel {
@@ -24,6 +27,7 @@ impl NoiseModel {
             rng: StdRng::seed_from_u64(seed),
             fresh_std: 3.2 * n * (4.0f64 / 3.0).sqrt() / scale,
             rescale_std: n * (2.0f64 / 36.0).sqrt() / scale,
+            bootstrap_std: 2f64.powi(41 - lc.circuit.params.scale_bits as i32),
         }
     }
 
@@ -91,7 +95,10 @@ fn evaluate(
     for op in &c.ops {
         let mut y = eval_op(lc, &op.kind, &op.inputs, &values);
         if let Some(n) = noise.as_deref_mut() {
-            let std = n.rescale_std * f64::from(op.level_out - op.level_in).sqrt();
+            let std = match op.kind {
+                OpKind::Bootstrap { .. } => n.bootstrap_std,
+                _ => n.rescale_std * f64::from(op.level_out.saturating_sub(op.level_in)).sqrt(),
+            };
             n.perturb(&mut y, std);
         }
         if check {
@@ -141,6 +148,7 @@ fn eval_op(lc: &LoadedCircuit, kind: &OpKind, inputs: &[usize], values: &[Vec<f6
             .zip(&values[inputs[1]])
             .map(|(a, b)| a + b)
             .collect(),
+        OpKind::Bootstrap { .. } => x.clone(),
         OpKind::Sum {
             out_len,
             stride,

@@ -92,8 +92,7 @@ fn check_params(p: &CkksParams) -> Result<(), String> {
         ));
     }
     // Security 0: toy parameters for tests (OpenFHE HEStd_NotSet), no bound.
-    if p.bootstrapping.is_none()
-        && p.security != 0
+    if p.security != 0
         && p.log_qp > max_log_qp(p.ring_dim, p.security).map_err(|e| e.to_string())?
     {
         return Err(format!(
@@ -155,6 +154,14 @@ impl Values {
             }
             OpKind::Poly { .. } => check_poly(&op.kind, &what)?,
             OpKind::Sum { .. } => self.check_sum(op, &what)?,
+            OpKind::Bootstrap { len } => {
+                if lc.circuit.params.bootstrapping.is_none() {
+                    return Err(format!(
+                        "{what}: a bootstrap op needs `params.bootstrapping`"
+                    ));
+                }
+                KindShape::elementwise(*len, levels::FREE)
+            }
             OpKind::Add { len } => {
                 if self.lens[op.inputs[1]] != *len {
                     return Err(format!(
@@ -175,7 +182,31 @@ impl Values {
             return Err(format!("{what}: {out_len} values exceed packing.dim {dim}"));
         }
         let level_in = op.inputs.iter().map(|&j| self.level[j]).max().unwrap_or(0);
-        let level_out = level_in + shape.cost;
+        let p = &lc.circuit.params;
+        // A bootstrap's output is at the level the bootstrap leaves consumed.
+        let level_out = match (&op.kind, &p.bootstrapping) {
+            (OpKind::Bootstrap { .. }, Some(plan)) => plan.bootstrap_levels,
+            _ => level_in + shape.cost,
+        };
+        if let (OpKind::Bootstrap { .. }, true) = (&op.kind, level_in <= level_out) {
+            // OpenFHE returns a ciphertext with at least as many levels left
+            // as a bootstrap leaves unchanged: the plan would not hold.
+            return Err(format!(
+                "{what}: a bootstrap at level {level_in} does nothing (it leaves level {level_out}); bootstrap only values past that level"
+            ));
+        }
+        if matches!(op.kind, OpKind::Bootstrap { .. }) && level_in >= p.mult_depth {
+            return Err(format!(
+                "{what}: a bootstrap needs one level left (OpenFHE rescales its input first), its input is at level {level_in} of {}",
+                p.mult_depth
+            ));
+        }
+        if level_out > p.mult_depth {
+            return Err(format!(
+                "{what}: reaches level {level_out}, beyond params.mult_depth {}",
+                p.mult_depth
+            ));
+        }
         if op.level_in != level_in || op.level_out != level_out {
             return Err(format!(
                 "{what}: levels {} -> {} but the rules give {level_in} -> {level_out}",
@@ -396,11 +427,30 @@ fn check_output(c: &Circuit, values: &Values) -> Result<(), String> {
     if c.rotations != values.rotations.iter().copied().collect::<Vec<_>>() {
         return Err("`rotations` is not the union of the ops' rotations".into());
     }
-    if c.params.bootstrapping.is_none() && c.params.mult_depth < c.depth {
+    if c.params.mult_depth < c.depth {
         return Err(format!(
-            "params.mult_depth {} < depth {} without bootstrapping",
+            "params.mult_depth {} < depth {}",
             c.params.mult_depth, c.depth
         ));
+    }
+    let boots = c
+        .ops
+        .iter()
+        .filter(|o| matches!(o.kind, OpKind::Bootstrap { .. }))
+        .count();
+    if let Some(plan) = &c.params.bootstrapping {
+        if plan.bootstraps as usize != boots {
+            return Err(format!(
+                "params.bootstrapping.bootstraps is {} but the circuit has {boots} bootstrap ops",
+                plan.bootstraps
+            ));
+        }
+        if plan.slots != c.params.slots || plan.bootstrap_levels >= c.params.mult_depth {
+            return Err(
+                "params.bootstrapping: slots must equal params.slots and bootstrap_levels be below mult_depth"
+                    .into(),
+            );
+        }
     }
     Ok(())
 }
