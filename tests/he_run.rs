@@ -92,6 +92,50 @@ fn encrypted_run_matches_plaintext_with_predicted_levels() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// A compiled circuit whose depth needs a bootstrap (tests/fixtures/
+/// toy_bootstrap.circuit.json, written by the compiler's own test at toy,
+/// insecure parameters): OpenFHE's EvalBootstrap runs, the levels follow the
+/// plan (a bootstrap leaves 16 of 22 levels consumed) and the logits match
+/// the plaintext circuit.
+#[test]
+fn a_compiled_circuit_with_a_bootstrap_matches_plaintext() {
+    let Some(python) = runner_python() else {
+        return;
+    };
+    let dir = temp_dir("bootstrap");
+    let report_path = dir.join("report.json");
+    let circuit = root().join("tests/fixtures/toy_bootstrap.circuit.json");
+    let samples = root().join("tests/fixtures/toy_bootstrap.samples.json");
+    let out = he_run(&circuit, &samples, &python, &report_path);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("encrypted check: PASSED"), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report_path).expect("report"))
+            .expect("json");
+    let ops = report["ops"].as_array().expect("ops");
+    let boots: Vec<_> = ops.iter().filter(|o| o["op"] == "bootstrap").collect();
+    assert_eq!(boots.len(), 1, "{report}");
+    assert_eq!(boots[0]["level_measured"], serde_json::json!([16]));
+    for op in ops {
+        assert_eq!(
+            op["level_measured"],
+            serde_json::json!([op["level_predicted"]]),
+            "{op}"
+        );
+    }
+    for s in report["samples"].as_array().expect("samples") {
+        assert_eq!(s["he_class"], s["plain_class"], "{s}");
+    }
+    assert!(report["max_logit_error"].as_f64().expect("error") < 1e-3);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// A circuit edited to hold fewer levels than it needs is refused before
 /// key generation (the runner's own failure at the op that runs out is
 /// tested in runners/openfhe/tests).

@@ -16,7 +16,7 @@ import numpy as np
 
 FORMAT = "pnnc-circuit"
 VERSION = 4
-OP_KINDS = ("linear", "affine", "poly", "add", "sum")
+OP_KINDS = ("linear", "affine", "poly", "add", "sum", "bootstrap")
 
 
 class CircuitError(Exception):

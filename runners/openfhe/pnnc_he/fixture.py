@@ -4,7 +4,7 @@ The real circuits come from `pnnc compile`; these follow the same format
 (docs/circuit-format.md), including its normative diagonal/baby-step rules, so
 that the runner can be tested without the compiler.
 
-    python -m pnnc_he.fixture OUT.json [--security 128] [--seed 0]
+    python -m pnnc_he.fixture OUT.json [--kind mlp|affine|bootstrap] [--seed 0] [--inputs IN.json -n 4]
 """
 
 from __future__ import annotations
@@ -150,12 +150,19 @@ class Builder:
         }
         return self._push([src], kind, n, self.levels[src] + 1, f"{name}.batchnorm")
 
+    def bootstrap(self, src: int, levels: int) -> int:
+        kind = {"op": "bootstrap", "len": self.lengths[src]}
+        return self._push([src], kind, self.lengths[src], levels, f"op{len(self.ops) + 1}.bootstrap")
+
     def add(self, a: int, b: int) -> int:
         kind = {"op": "add", "len": self.lengths[a]}
         return self._push([a, b], kind, self.lengths[a], max(self.levels[a], self.levels[b]), f"op{len(self.ops) + 1}.join")
 
-    def circuit(self, name: str, classes: int, ring_dim: int, security: int, scale_bits: int, first_mod_bits: int) -> dict:
-        depth = max(self.levels)
+    def circuit(
+        self, name: str, classes: int, ring_dim: int, security: int, scale_bits: int, first_mod_bits: int,
+        mult_depth: int | None = None, bootstrapping: dict | None = None,
+    ) -> dict:
+        depth = max(self.levels) if mult_depth is None else mult_depth
         max_log_qp = 438 if ring_dim == 16384 and security == 128 else 0
         digits, log_qp = key_switch_digits(first_mod_bits, scale_bits, depth, max_log_qp)
         rotations = sorted({r for op in self.ops for r in op["kind"].get("rotations", [])})
@@ -183,13 +190,14 @@ class Builder:
                 "log_q": first_mod_bits + depth * scale_bits,
                 "log_qp": log_qp,
                 "max_log_q": max_log_qp,
-                "bootstrapping": None,
+                "secret_key": "sparse_ternary" if bootstrapping else "uniform_ternary",
+                "bootstrapping": bootstrapping,
             },
             "packing": {"layout": "blocked", "dim": self.dim, "samples_per_ciphertext": ring_dim // 2 // self.dim},
             "input": {"shape": [self.lengths[0]], "scale": None, "shift": None, "range": [-1.0, 1.0]},
             "ops": self.ops,
             "output": len(self.ops),
-            "depth": depth,
+            "depth": self.levels[-1],
             "rotations": rotations,
             "tensors": {"storage": "inline", "tensors": self.tensors},
         }
@@ -216,22 +224,45 @@ def tiny_with_affine(seed: int = 1) -> dict:
     return b.circuit("tiny_affine", 4, 1 << 12, 0, 50, 60)
 
 
+def tiny_bootstrap(seed: int = 2) -> dict:
+    """One bootstrap where the plan needs it, at toy insecure parameters
+    (N = 2^12, security 0, sparse secret, level budget [3, 3]: a bootstrap
+    leaves 16 of the 20 levels consumed): six dense -> poly 3 layers and a
+    dense reach level 19, the next poly would need 21 > 20, so its input is
+    bootstrapped (19 -> 16) -> poly 3 -> dense. A bootstrap's input must be
+    past level 16: OpenFHE returns a ciphertext with more towers unchanged.
+    The bootstrapped value is an activation input, small."""
+    b = Builder(8, 8, np.random.default_rng(seed))
+    h = 0
+    for _ in range(6):
+        h = b.poly(b.linear(h, 8, gain=0.5), 3)
+    h = b.linear(h, 8, gain=0.5)
+    h = b.linear(b.poly(b.bootstrap(h, 16), 3), 3)
+    plan = {"bootstrap_levels": 16, "level_budget": [3, 3], "slots": 2048, "bootstraps": 1}
+    return b.circuit("tiny_bootstrap", 3, 1 << 12, 0, 55, 60, mult_depth=20, bootstrapping=plan)
+
+
 def random_inputs(n: int, length: int, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     return {"samples": rng.uniform(-1, 1, size=(n, length)).tolist(), "labels": [None] * n}
 
 
+KINDS = {"mlp": tiny_mlp, "affine": tiny_with_affine, "bootstrap": tiny_bootstrap}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description="write a small random pnnc circuit")
     ap.add_argument("out", type=Path)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=None, help="default: the kind's own (the committed fixtures)")
     ap.add_argument("--inputs", type=Path, help="also write N random input samples here")
     ap.add_argument("-n", type=int, default=4)
+    ap.add_argument("--kind", choices=sorted(KINDS), default="mlp")
     args = ap.parse_args()
-    doc = tiny_mlp(args.seed)
+    doc = KINDS[args.kind]() if args.seed is None else KINDS[args.kind](args.seed)
     args.out.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     if args.inputs:
-        args.inputs.write_text(json.dumps(random_inputs(args.n, 12, args.seed)) + "\n")
+        length = doc["input"]["shape"][0]
+        args.inputs.write_text(json.dumps(random_inputs(args.n, length, args.seed or 0)) + "\n")
 
 
 if __name__ == "__main__":

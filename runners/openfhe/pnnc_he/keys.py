@@ -14,6 +14,11 @@ with a hundred rotations does not fit a laptop. Two modes:
 `auto` takes `all` when it fits the budget, else `per-op`. When even `per-op`
 does not fit, the run is refused before any key is generated, with the
 estimate and the fix.
+
+Bootstrapping keys (CoeffsToSlots / SlotsToCoeffs rotations and the
+conjugation) stay in memory in both modes: a circuit bootstraps many times.
+In `per-op` mode their key map is kept aside and put back
+(`InsertEvalAutomorphismKey`, no copy) before each bootstrap.
 """
 
 from __future__ import annotations
@@ -69,19 +74,38 @@ def available_memory() -> int:
     return 8 << 30
 
 
+# Rotation keys OpenFHE 1.6's EvalBootstrapKeyGen makes per level budget
+# (measured at N = 2^16 with 2^15 slots; a little fewer at smaller rings),
+# plus the conjugation key; its precomputed CoeffsToSlots / SlotsToCoeffs
+# plaintexts take about as much again (measured: 7.1 GB resident for 49 keys
+# of 69 MB at 18 towers).
+BOOTSTRAP_KEYS = {(3, 3): 52, (4, 4): 76, (2, 2): 90, (1, 1): 256}
+
+
+def bootstrap_bytes(params: dict) -> int:
+    """Bytes of the bootstrapping keys and precomputations (0 without bootstrapping)."""
+    plan = params.get("bootstrapping")
+    if not plan:
+        return 0
+    keys = BOOTSTRAP_KEYS.get(tuple(int(b) for b in plan["level_budget"]), 128)
+    return 2 * keys * key_bytes(params)
+
+
 def estimate(circuit: Circuit) -> dict:
     """Bytes the keys and working ciphertexts need in each mode."""
     p = circuit.params
     key, ct = key_bytes(p), ciphertext_bytes(p)
     per_op = max((len(op_rotations(op)) for op in circuit.ops), default=0)
     # A linear op keeps its rotated inputs (baby steps) and a few partial sums.
-    working = (max((len(op_rotations(op)) for op in circuit.ops), default=0) + 8) * ct
+    working = (per_op + 8) * ct
+    boot = bootstrap_bytes(p)
     return {
         "key_bytes": key,
         "rotation_keys": len(circuit.doc["rotations"]),
         "largest_op_keys": per_op,
-        "all": (len(circuit.doc["rotations"]) + 1) * key + working,
-        "per-op": (per_op + 1) * key + working,
+        "bootstrap_bytes": boot,
+        "all": (len(circuit.doc["rotations"]) + 1) * key + working + boot,
+        "per-op": (per_op + 1) * key + working + boot,
     }
 
 
@@ -106,9 +130,10 @@ def choose_mode(circuit: Circuit, mode: str, budget: int) -> tuple[str, dict]:
             f"{est['key_bytes'] / (1 << 20):.0f} MiB at N = {p['ring_dim']} with {int(p['mult_depth']) + 1} towers)"
         )
         fixes.append("raise the budget (--memory-gb) on a machine with more memory")
+        boot = f", bootstrapping {gib(est['bootstrap_bytes'])}" if est["bootstrap_bytes"] else ""
         raise KeyBudgetError(
             f"the keys need about {gib(est[mode])} in mode {mode} ({est['rotation_keys']} rotation keys, "
-            f"at most {est['largest_op_keys']} for one op, {est['key_bytes'] / (1 << 20):.0f} MiB each), "
+            f"at most {est['largest_op_keys']} for one op, {est['key_bytes'] / (1 << 20):.0f} MiB each{boot}), "
             f"more than the {gib(budget)} budget; fix: " + "; or ".join(fixes)
         )
     return mode, est
@@ -121,15 +146,25 @@ class KeyStore:
         self.cc, self.circuit, self.mode = cc, circuit, mode
         self.folder = tempfile.mkdtemp(prefix="pnnc-he-keys-") if mode == "per-op" else None
         self.files: dict[int, str] = {}
-        self.loaded: int | None = None
+        self.loaded: int | str | None = None
+        self.boot_map = None
+        self.tag = ""
 
     def generate(self, secret_key) -> None:
         self.cc.EvalMultKeyGen(secret_key)
+        plan = self.circuit.params.get("bootstrapping")
+        if plan:
+            self.cc.EvalBootstrapKeyGen(secret_key, int(plan["slots"]))
         if self.mode == "all":
             steps = sorted({int(s) for s in self.circuit.doc["rotations"]})
             if steps:
                 self.cc.EvalRotateKeyGen(secret_key, steps)
             return
+        if plan:
+            # Kept by reference; cleared from the context until a bootstrap.
+            self.tag = secret_key.GetKeyTag()
+            self.boot_map = self.cc.GetEvalAutomorphismKeyMap(self.tag)
+            self.cc.ClearEvalAutomorphismKeys()
         for op in self.circuit.ops:
             steps = op_rotations(op)
             if not steps:
@@ -142,6 +177,13 @@ class KeyStore:
             self.files[op["id"]] = path
 
     def before(self, op: dict) -> None:
+        if op["kind"]["op"] == "bootstrap" and self.boot_map is not None:
+            if self.loaded != "bootstrap":
+                # Clear first: deserializing into a live map would add to it.
+                self.cc.ClearEvalAutomorphismKeys()
+                self.cc.InsertEvalAutomorphismKey(self.boot_map, self.tag)
+                self.loaded = "bootstrap"
+            return
         path = self.files.get(op["id"])
         if path is None or self.loaded == op["id"]:
             return
@@ -151,7 +193,9 @@ class KeyStore:
         self.loaded = op["id"]
 
     def after(self, op: dict) -> None:
-        if self.mode == "per-op" and self.loaded is not None:
+        # An op's own keys are freed at once; the bootstrapping map stays
+        # referenced here (clearing the context does not free it).
+        if self.mode == "per-op" and self.loaded is not None and self.loaded != "bootstrap":
             self.cc.ClearEvalAutomorphismKeys()
             self.loaded = None
 

@@ -105,6 +105,8 @@ def eval_op(cc, circuit: Circuit, op: dict, values: list, cache: ckks.PlaintextC
         return add_plain(cc, circuit, cc.EvalMult(a, scale), circuit.tensors[k["shift"]])
     if k["op"] == "poly":
         return ckks.eval_chebyshev(cc, a, k["coeffs"])
+    if k["op"] == "bootstrap":
+        return ckks.bootstrap(cc, a)
     if k["op"] == "sum":
         declared = set(int(r) for r in circuit.doc["rotations"])
         return ckks.rotate_sum(cc, a, int(k["stride"]), int(k["count"]), declared)
@@ -197,11 +199,6 @@ def run(
 ) -> dict:
     progress = progress or (lambda _msg: None)
     params = circuit.params
-    if params.get("bootstrapping"):
-        raise ckks.HeError(
-            "the circuit needs bootstrapping (depth "
-            f"{circuit.doc['depth']} > mult_depth {params['mult_depth']}); this runner does not bootstrap"
-        )
     for op in circuit.ops:
         if op["kind"]["op"] == "linear":
             linear_diagonals(circuit, op)
@@ -228,6 +225,8 @@ def run(
         int(params["security"]),
         circuit.slots,
         int(params.get("key_switch_digits", 3)),
+        params.get("secret_key", "uniform_ternary"),
+        params.get("bootstrapping"),
     )
     store = keystore.KeyStore(cc, circuit, mode)
     try:
@@ -394,14 +393,14 @@ def print_table(report: dict, out=None) -> None:
         file=out,
     )
     last = {t["id"]: t for t in report["ciphertexts"][-1]["ops"]} if report["ciphertexts"] else {}
-    print(f"{'op':>3}  {'kind':<7} {'len':>6}  {'level':>5}  {'measured':>8}  {'max error':>9}  {'time (CPU) s':>13}  source", file=out)
+    print(f"{'op':>3}  {'kind':<9} {'len':>6}  {'level':>5}  {'measured':>8}  {'max error':>9}  {'time (CPU) s':>13}  source", file=out)
     for o in report["ops"]:
         t = last.get(o["id"])
         timing = "-" if t is None else f"{t['seconds']:.2f} ({t['cpu_seconds']:.2f})"
         measured = ",".join(str(v) for v in o["level_measured"]) or "-"
         mark = "" if o["level_measured"] in ([], [o["level_predicted"]]) else "  <-- level mismatch"
         print(
-            f"{o['id']:>3}  {o['op']:<7} {o['len']:>6}  {o['level_predicted']:>5}  {measured:>8}  "
+            f"{o['id']:>3}  {o['op']:<9} {o['len']:>6}  {o['level_predicted']:>5}  {measured:>8}  "
             f"{fmt(o['max_error']):>9}  {timing:>13}  {', '.join(o['source'])}{mark}",
             file=out,
         )

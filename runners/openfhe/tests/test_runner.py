@@ -127,6 +127,33 @@ class KeysTest(unittest.TestCase):
             self.assertEqual(a["he_class"], b["he_class"])
             self.assertLess(max(abs(x - y) for x, y in zip(a["he_logits"], b["he_logits"])), 1e-6)
 
+    def test_a_bootstrap_refreshes_levels_and_matches_plaintext(self):
+        # Toy insecure parameters (N = 2^12, security 0): a real OpenFHE bootstrap.
+        doc = fixture.tiny_bootstrap()
+        inputs = fixture.random_inputs(2, 8, seed=5)
+        code, report, out, err = run_main(doc, inputs, ["--keys", "all"])
+        self.assertEqual(code, 0, out + err)
+        self.assertTrue(report["passed"], out)
+        boot = next(o for o in report["ops"] if o["op"] == "bootstrap")
+        self.assertEqual(boot["level_measured"], [16])
+        before = next(o for o in report["ops"] if o["id"] == doc["ops"][boot["id"] - 1]["inputs"][0])
+        self.assertEqual(before["level_measured"], [19])
+        self.assertLess(report["max_logit_error"], 1e-3)
+        # Per-op keys keep the bootstrapping keys aside: the same result.
+        code, per_op, out, err = run_main(doc, inputs, ["--keys", "per-op"])
+        self.assertEqual(code, 0, out + err)
+        self.assertEqual(per_op["keys"]["mode"], "per-op")
+        for a, b in zip(report["samples"], per_op["samples"]):
+            self.assertEqual(a["he_class"], b["he_class"])
+            self.assertLess(max(abs(x - y) for x, y in zip(a["he_logits"], b["he_logits"])), 1e-3)
+
+    def test_a_bootstrap_depth_other_than_openfhes_is_refused(self):
+        doc = fixture.tiny_bootstrap()
+        doc["params"]["bootstrapping"]["bootstrap_levels"] = 15
+        code, report, out, err = run_main(doc, fixture.random_inputs(1, 8))
+        self.assertEqual(code, 1, out + err)
+        self.assertIn("consumes 16 levels, the circuit planned 15", out + err)
+
     def test_auto_takes_per_op_keys_when_all_do_not_fit(self):
         from pnnc_he import keys
 
