@@ -164,13 +164,109 @@ fn print_summary(out: &Path, side: Option<&Path>, compiled: &Compiled) {
     );
     if let Some(plan) = &p.bootstrapping {
         println!(
-            "bootstrapping: {} bootstraps (level budget {:?}, {:?} secret), each leaves {} of the {} levels consumed: {} levels between bootstraps",
+            "bootstrapping: {} bootstraps (level budget {:?}, {} secret), each leaves {} of the {} levels consumed: {} levels between bootstraps",
             plan.bootstraps,
             plan.level_budget,
-            p.secret_key,
+            secret_name(p.secret_key),
             plan.bootstrap_levels,
             p.mult_depth,
             p.mult_depth - plan.bootstrap_levels
         );
     }
+}
+
+/// `pnnc info CIRCUIT.json`: the circuit's parameters and level table, with
+/// the levels its bootstraps consume.
+pub fn circuit_info(path: &Path, format: super::Format) -> ExitCode {
+    let loaded = match io::load(path) {
+        Ok(l) => l,
+        Err(e) => return fail(e, "give a circuit written by `pnnc compile`"),
+    };
+    let c = &loaded.circuit;
+    let account = c.level_account();
+    let kind = |op: &crate::he::circuit::CircuitOp| {
+        serde_json::to_value(&op.kind)
+            .ok()
+            .and_then(|v| v["op"].as_str().map(String::from))
+            .unwrap_or_default()
+    };
+    if format == super::Format::Json {
+        let ops: Vec<_> = c
+            .ops
+            .iter()
+            .map(|op| {
+                serde_json::json!({"id": op.id, "op": kind(op), "source": op.source,
+                    "level_in": op.level_in, "level_out": op.level_out})
+            })
+            .collect();
+        let doc = serde_json::json!({
+            "schema": 1,
+            "model": c.model.name,
+            "params": c.params,
+            "depth": c.depth,
+            "levels": account,
+            "ops": ops,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        return ExitCode::SUCCESS;
+    }
+    let p = &c.params;
+    println!(
+        "circuit {}  N = {}  levels {}  scale 2^{}  {} digits  security {}  {} ops\n",
+        c.model.name,
+        p.ring_dim,
+        p.mult_depth,
+        p.scale_bits,
+        p.key_switch_digits,
+        p.security,
+        c.ops.len()
+    );
+    let src_w = c
+        .ops
+        .iter()
+        .map(|o| o.source.join(", ").len())
+        .max()
+        .unwrap_or(6)
+        .clamp(6, 48);
+    println!(
+        "{:>4}  {:<9}  {:<src_w$}  {:>5}  {:>5}",
+        "op", "kind", "source", "in", "out"
+    );
+    for op in &c.ops {
+        println!(
+            "{:>4}  {:<9}  {:<src_w$}  {:>5}  {:>5}",
+            op.id,
+            kind(op),
+            op.source.join(", "),
+            op.level_in,
+            op.level_out
+        );
+    }
+    match &p.bootstrapping {
+        Some(plan) => println!(
+            "\nlevels: the ops consume {} on the longest path, {} bootstraps on it consume {} each ({} in all; level budget {:?}, {} secret): {} levels through a chain of {}, {} left after each bootstrap; {} bootstraps in the circuit",
+            account.op_levels,
+            account.bootstraps_on_path,
+            account.bootstrap_levels,
+            account.bootstraps_on_path * account.bootstrap_levels,
+            plan.level_budget,
+            secret_name(p.secret_key),
+            account.total_levels,
+            p.mult_depth,
+            p.mult_depth - plan.bootstrap_levels,
+            plan.bootstraps
+        ),
+        None => println!(
+            "\nlevels: the ops consume {} of a chain of {}; no bootstrapping",
+            account.op_levels, p.mult_depth
+        ),
+    }
+    ExitCode::SUCCESS
+}
+
+fn secret_name(s: crate::he::circuit::SecretKey) -> String {
+    serde_json::to_value(s)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
 }

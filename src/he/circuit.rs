@@ -328,3 +328,50 @@ pub fn parse(text: &str, path: &Path) -> Result<Circuit, CircuitError> {
         message: e.to_string(),
     })
 }
+
+/// Where a circuit's levels go: the ops' own levels and the bootstraps'.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LevelAccount {
+    /// Levels the network's ops consume on the longest path to the output
+    /// (bootstraps excluded: the model's depth when nothing else folded).
+    pub op_levels: u32,
+    /// Bootstraps on that path.
+    pub bootstraps_on_path: u32,
+    /// Levels each bootstrap consumes (0 without bootstrapping).
+    pub bootstrap_levels: u32,
+    /// `op_levels + bootstraps_on_path x bootstrap_levels`: the levels the
+    /// circuit spends in all, through a chain of `params.mult_depth`.
+    pub total_levels: u32,
+}
+
+impl Circuit {
+    /// The level accounting with bootstraps (`pnnc info CIRCUIT`).
+    pub fn level_account(&self) -> LevelAccount {
+        // Per value: (ops' levels, bootstraps) along its longest path.
+        let mut path = vec![(0u32, 0u32); self.ops.len() + 1];
+        for (i, op) in self.ops.iter().enumerate() {
+            let (levels, boots) = op
+                .inputs
+                .iter()
+                .map(|&j| path.get(j).copied().unwrap_or_default())
+                .max()
+                .unwrap_or_default();
+            path[i + 1] = match op.kind {
+                OpKind::Bootstrap { .. } => (levels, boots + 1),
+                _ => (levels + op.level_out.saturating_sub(op.level_in), boots),
+            };
+        }
+        let (op_levels, bootstraps_on_path) = path.get(self.output).copied().unwrap_or_default();
+        let bootstrap_levels = self
+            .params
+            .bootstrapping
+            .as_ref()
+            .map_or(0, |b| b.bootstrap_levels);
+        LevelAccount {
+            op_levels,
+            bootstraps_on_path,
+            bootstrap_levels,
+            total_levels: op_levels + bootstraps_on_path * bootstrap_levels,
+        }
+    }
+}

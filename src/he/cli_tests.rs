@@ -331,3 +331,42 @@ fn escapes_are_found_per_sample_in_the_circuit() {
     }
     std::fs::remove_dir_all(path.parent().unwrap()).ok();
 }
+
+/// `pnnc info CIRCUIT` counts the levels bootstraps consume; a file that is
+/// not a circuit is a usage error.
+#[test]
+fn info_on_a_circuit_accounts_for_bootstrap_levels() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let boot = io::load(&fixtures.join("toy_bootstrap.circuit.json")).unwrap();
+    let a = boot.circuit.level_account();
+    // 8 x (linear 1 + degree-3 poly 2) + head 1 = 25 levels of ops, one
+    // bootstrap of 16 on the way: 41 levels through a chain of 22.
+    assert_eq!(
+        (
+            a.op_levels,
+            a.bootstraps_on_path,
+            a.bootstrap_levels,
+            a.total_levels
+        ),
+        (25, 1, 16, 41)
+    );
+    assert!(a.total_levels > boot.circuit.params.mult_depth);
+    let plain = io::load(&fixtures.join("tiny.circuit.json")).unwrap();
+    let a = plain.circuit.level_account();
+    assert_eq!(
+        (a.op_levels, a.total_levels),
+        (plain.circuit.depth, plain.circuit.depth)
+    );
+    for format in [crate::cli::Format::Text, crate::cli::Format::Json] {
+        assert_eq!(
+            cc::circuit_info(&fixtures.join("toy_bootstrap.circuit.json"), format),
+            ExitCode::SUCCESS
+        );
+    }
+    let not_circuit = tmp("not_a_circuit").with_extension("json");
+    std::fs::write(&not_circuit, "{\"x\": 1}").unwrap();
+    assert_eq!(
+        cc::circuit_info(&not_circuit, crate::cli::Format::Text),
+        ExitCode::from(2)
+    );
+}
