@@ -168,6 +168,25 @@ fn train_then_eval_on_a_fixture_data_set() {
     let out = text(&e);
     assert!(out.contains("test accuracy"), "{out}");
     assert!(out.contains("confusion matrix"), "{out}");
+    // summary.json's best_test_acc is the accuracy of best.safetensors.
+    let e = pnnc(
+        &dir,
+        &[
+            "eval",
+            "model.pnn",
+            "--weights",
+            "run/best.safetensors",
+            "--data",
+            "data",
+            "--json",
+        ],
+    );
+    assert!(e.status.success(), "{}", text(&e));
+    let eval: serde_json::Value = serde_json::from_slice(&e.stdout).unwrap();
+    assert_eq!(
+        summary["best_test_acc"], eval["accuracy"],
+        "{summary} {eval}"
+    );
 
     // Weights of another model are refused.
     std::fs::write(
@@ -281,9 +300,17 @@ fn a_diverged_sweep_cell_keeps_its_step_and_reason() {
         "{why}"
     );
     let csv = std::fs::read_to_string(dir.join("sw/results.csv")).unwrap();
+    // The row names the basis, the site that escaped, and how far it went
+    // against its fit range B = 47.
+    let row = csv
+        .lines()
+        .find(|l| l.starts_with(&format!("22,chebyshev,plain,1,diverged,,,{step},poly1,")))
+        .unwrap_or_else(|| panic!("{csv}"));
+    let fields: Vec<&str> = row.split(',').collect();
+    let max_abs: f64 = fields[9].parse().unwrap();
     assert!(
-        csv.contains(&format!("22,plain,1,diverged,,,{step},")),
-        "{csv}"
+        max_abs > 47.0 && fields[10] == "poly1" && fields[11] == "47",
+        "{row}"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

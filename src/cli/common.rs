@@ -27,7 +27,7 @@ pub fn load_model(path: &Path) -> Result<Model, String> {
 /// Trained weights for `model`, refused when they cannot run under HE
 /// (a `--baseline relu` checkpoint: ReLU has no CKKS evaluation).
 pub fn load_weights(model: &Model, path: &Path) -> Result<Checkpoint, String> {
-    let ck = Checkpoint::load(path).map_err(|e| e.to_string())?;
+    let ck = crate::pipeline::evaluate::load_checkpoint(model, path).map_err(|f| f.message)?;
     if ck.metadata.get("he_compatible").map(String::as_str) == Some("false") {
         let baseline = ck
             .metadata
@@ -38,7 +38,6 @@ pub fn load_weights(model: &Model, path: &Path) -> Result<Checkpoint, String> {
             path.display()
         ));
     }
-    ck.check_matches(model, path).map_err(|e| e.to_string())?;
     Ok(ck)
 }
 
@@ -58,11 +57,4 @@ pub fn sample_source(
     }
 }
 
-pub fn argmax(v: &[f64]) -> usize {
-    v.iter()
-        .enumerate()
-        .fold((0, f64::NEG_INFINITY), |(bi, bv), (i, &x)| {
-            if x > bv { (i, x) } else { (bi, bv) }
-        })
-        .0
-}
+pub use crate::pipeline::evaluate::argmax;

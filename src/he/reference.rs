@@ -148,7 +148,7 @@ impl<'a> Reference<'a> {
                 observe(&op.name, &v);
                 let coeffs = self.coeffs.get(&op.name).ok_or_else(missing)?;
                 Ok(v.iter()
-                    .map(|&x| poly::eval_basis(act.basis, coeffs, x / act.range))
+                    .map(|&x| poly::eval_activation(act.basis, coeffs, act.range, x))
                     .collect())
             }
             OpKind::Residual { body, shortcut } => {

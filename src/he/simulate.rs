@@ -184,6 +184,11 @@ pub fn checked_logits(
     Ok(out)
 }
 
+/// [`checked_logits`] without noise, the error as text (`pnnc run`'s check).
+pub fn finite_logits(lc: &LoadedCircuit, x: &[f64]) -> Result<Vec<f64>, String> {
+    checked_logits(lc, x, None).map_err(|e| e.to_string())
+}
+
 /// An activation whose (1/B-scaled) input left [-1, 1] for one sample: the
 /// circuit then extrapolates the polynomial.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
