@@ -147,6 +147,17 @@ class KeysTest(unittest.TestCase):
             self.assertEqual(a["he_class"], b["he_class"])
             self.assertLess(max(abs(x - y) for x, y in zip(a["he_logits"], b["he_logits"])), 1e-3)
 
+    def test_the_bootstrap_bench_measures_the_planned_level(self):
+        from pnnc_he import bootstrap_bench
+
+        c = circuit_mod.Circuit(Path("c.json"), fixture.tiny_bootstrap(), {})
+        out = io.StringIO()
+        rows = bootstrap_bench.bench(c, 1, out)
+        self.assertEqual([r["level_out"] for r in rows], [16])
+        self.assertEqual(rows[0]["level_in"], 19)
+        self.assertLess(rows[0]["max_error"], 1e-2)
+        self.assertIn("keygen", out.getvalue())
+
     def test_a_bootstrap_depth_other_than_openfhes_is_refused(self):
         doc = fixture.tiny_bootstrap()
         doc["params"]["bootstrapping"]["bootstrap_levels"] = 15
