@@ -158,6 +158,18 @@ class KeysTest(unittest.TestCase):
         self.assertLess(rows[0]["max_error"], 1e-2)
         self.assertIn("keygen", out.getvalue())
 
+    def test_bootstrapping_keys_count_in_the_estimate_and_the_refusal(self):
+        from pnnc_he import keys
+
+        c = circuit_mod.Circuit(Path("c.json"), fixture.tiny_bootstrap(), {})
+        est = keys.estimate(c)
+        self.assertGreater(est["bootstrap_bytes"], 0)
+        self.assertGreaterEqual(est["per-op"], est["bootstrap_bytes"])
+        with self.assertRaises(keys.KeyBudgetError) as e:
+            keys.choose_mode(c, "auto", est["bootstrap_bytes"])
+        self.assertIn("bootstrapping", str(e.exception))
+        self.assertIn("fix:", str(e.exception))
+
     def test_a_bootstrap_depth_other_than_openfhes_is_refused(self):
         doc = fixture.tiny_bootstrap()
         doc["params"]["bootstrapping"]["bootstrap_levels"] = 15
