@@ -22,7 +22,8 @@ pub struct CheckArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct InfoArgs {
-    /// The model file.
+    /// The model file, or a circuit (`.json`, from `pnnc compile`): then its
+    /// level table with the levels its bootstraps consume.
     pub file: PathBuf,
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
@@ -209,6 +210,9 @@ fn rows(ops: &[Op], depth: usize, out: &mut Vec<Row>) {
 
 /// Print the per-layer table.
 pub fn info(args: &InfoArgs) -> ExitCode {
+    if args.file.extension().is_some_and(|e| e == "json") {
+        return super::compile::circuit_info(&args.file, args.format);
+    }
     let checked = match check::check_path(&args.file) {
         Ok(c) => c,
         Err(e) => return io_error(&e, "give the path of a UTF-8 .pnn model file"),

@@ -6,24 +6,24 @@
 //! creates the runner's virtual environment, writes the samples, runs the
 //! runner and passes its report and exit status through (docs/encrypted.md).
 
+use super::common::sample_source;
+use crate::he::samples;
+use crate::he::simulate::{self, run_checked};
+use crate::he::{CircuitError, io};
 use clap::Args;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Pick {
-    Spread,
-    First,
-}
+pub use crate::he::samples::Pick;
 
 #[derive(Debug, Args)]
 pub struct HeRunArgs {
     /// The circuit written by `pnnc compile`.
     pub circuit: PathBuf,
-    /// Raw input samples: a JSON array of vectors, or {"samples": [...],
-    /// "labels": [...]} (values as the model reads them, before normalisation).
-    #[arg(long, required_unless_present = "data", conflicts_with = "data")]
+    /// Raw samples as JSON: `[{"x": [...], "label": 3}, ...]`, also an array
+    /// of vectors or {"samples": [...], "labels": [...]} (docs/cli.md, "Samples").
+    #[arg(long, value_name = "FILE")]
     pub inputs: Option<PathBuf>,
     /// Run on the test split of the circuit's own data set (the model's
     /// `train { data: ... }`), raw as the circuit expects; an optional folder
@@ -71,6 +71,9 @@ pub enum HeRunError {
         message: String,
         help: String,
     },
+    /// Samples that cannot be read (the message names the file or data set).
+    #[error("{message}")]
+    Samples { message: String, help: String },
     #[error("the encrypted runner is not set up: {message}")]
     Setup { message: String, help: String },
 }
@@ -79,7 +82,9 @@ impl HeRunError {
     fn help(&self) -> Option<&str> {
         match self {
             HeRunError::Io { .. } => None,
-            HeRunError::Invalid { help, .. } | HeRunError::Setup { help, .. } => Some(help),
+            HeRunError::Invalid { help, .. }
+            | HeRunError::Setup { help, .. }
+            | HeRunError::Samples { help, .. } => Some(help.as_str()).filter(|h| !h.is_empty()),
         }
     }
 }
@@ -98,18 +103,12 @@ pub fn run(args: &HeRunArgs) -> ExitCode {
 }
 
 fn execute(args: &HeRunArgs) -> Result<ExitCode, HeRunError> {
-    let input_len = circuit_input_len(&args.circuit)?;
-    let runner_inputs = match (&args.inputs, &args.data) {
-        (Some(inputs), _) => read_inputs(inputs, input_len, args.samples)?,
-        (None, Some(dir)) => {
-            dataset_inputs(&args.circuit, dir.as_deref(), args.samples, args.pick)?
-        }
-        (None, None) => {
-            return Err(HeRunError::Invalid {
-                path: args.circuit.clone(),
-                message: "no samples to run".into(),
-                help: "pass --inputs FILE or --data".into(),
-            });
+    let runner_inputs = match inputs_document(args) {
+        Ok(doc) => doc,
+        Err(Prepared::Usage(e)) => return Err(e),
+        Err(Prepared::NonFinite(message)) => {
+            eprintln!("error: {}: {message}", args.circuit.display());
+            return Ok(ExitCode::from(1));
         }
     };
     let runner_dir = runner_dir()?;
@@ -169,173 +168,71 @@ fn execute(args: &HeRunArgs) -> Result<ExitCode, HeRunError> {
     }
 }
 
-/// Number of values one input sample has, from the circuit's `input.shape`.
-fn circuit_input_len(path: &Path) -> Result<usize, HeRunError> {
-    let doc = read_json(path)?;
-    let invalid = |message: &str| HeRunError::Invalid {
-        path: path.to_path_buf(),
-        message: message.to_string(),
-        help: "produce the circuit with `pnnc compile`".into(),
-    };
-    if doc.get("format").and_then(Value::as_str) != Some("pnnc-circuit") {
-        return Err(invalid(
-            "not a pnnc circuit (field `format` is not \"pnnc-circuit\")",
-        ));
-    }
-    let shape = doc
-        .pointer("/input/shape")
-        .and_then(Value::as_array)
-        .ok_or_else(|| invalid("field `input.shape` is missing"))?;
-    shape.iter().try_fold(1usize, |acc, d| {
-        d.as_u64()
-            .map(|d| acc * d as usize)
-            .ok_or_else(|| invalid("`input.shape` must hold non-negative integers"))
-    })
+/// Why the runner's inputs could not be prepared.
+enum Prepared {
+    /// Bad circuit or samples: exit 2.
+    Usage(HeRunError),
+    /// The plaintext circuit overflows on a sample: exit 1.
+    NonFinite(String),
 }
 
-/// The runner's input document: the first `n` samples, checked for length.
-fn read_inputs(path: &Path, input_len: usize, n: usize) -> Result<Value, HeRunError> {
-    let doc = read_json(path)?;
-    let invalid = |message: String| HeRunError::Invalid {
-        path: path.to_path_buf(),
-        message,
-        help: "write a JSON array of sample vectors, or {\"samples\": [[...], ...], \
-               \"labels\": [...]}"
-            .into(),
-    };
-    let (samples, labels) = match &doc {
-        Value::Array(samples) => (samples.clone(), None),
-        Value::Object(map) => match map.get("samples") {
-            Some(Value::Array(samples)) => (samples.clone(), map.get("labels").cloned()),
-            _ => return Err(invalid("no `samples` array".into())),
-        },
-        _ => return Err(invalid("expected an array or an object".into())),
-    };
-    if samples.is_empty() || n == 0 {
-        return Err(invalid(
-            "no samples to run (need at least one, and -n >= 1)".into(),
-        ));
-    }
-    let take = n.min(samples.len());
-    let mut out = Vec::with_capacity(take);
-    for (i, sample) in samples.iter().take(take).enumerate() {
-        let values = flatten_numbers(sample)
-            .ok_or_else(|| invalid(format!("sample {i} is not an array of finite numbers")))?;
-        if values.len() != input_len {
-            return Err(invalid(format!(
-                "sample {i} has {} values, the circuit's input needs {input_len}",
-                values.len()
-            )));
-        }
-        out.push(values);
-    }
-    let labels = match labels {
-        Some(Value::Array(l)) if l.len() >= take => Value::Array(l[..take].to_vec()),
-        Some(Value::Array(_)) => return Err(invalid("fewer `labels` than samples".into())),
-        _ => Value::Array(vec![Value::Null; take]),
-    };
-    Ok(json!({ "samples": out, "labels": labels }))
-}
-
-/// The runner's input document from the first `n` samples of the test split
-/// of the circuit's data set. Raw values: the circuit folds the
-/// normalisation in (docs/circuit-format.md).
-fn dataset_inputs(
-    circuit: &Path,
-    data_dir: Option<&Path>,
-    n: usize,
-    pick: Pick,
-) -> Result<Value, HeRunError> {
-    let loaded = crate::he::io::load(circuit).map_err(|e| HeRunError::Invalid {
-        path: circuit.to_path_buf(),
-        message: e.to_string(),
-        help: "produce the circuit with `pnnc compile`".into(),
-    })?;
-    let model = &loaded.circuit.model;
-    let spec = model.data.as_ref().ok_or_else(|| HeRunError::Invalid {
-        path: circuit.to_path_buf(),
-        message: "the circuit names no data set (its model has no `train { data: ... }`)".into(),
-        help: "pass the samples with --inputs FILE".into(),
-    })?;
-    let opts = crate::data::LoadOptions {
-        data_dir: data_dir.map(Path::to_path_buf),
-        model_dir: circuit.parent().map(Path::to_path_buf),
-        use_cache: true,
-        ..Default::default()
-    };
-    let raw = crate::data::load_raw(spec, &opts).map_err(|e| HeRunError::Invalid {
-        path: circuit.to_path_buf(),
-        message: format!("cannot load its data set: {e}"),
-        help: "pass --data DIR with the data folder, or --inputs FILE".into(),
-    })?;
-    samples_document(&raw.test, model.input_shape.iter().product(), n, pick).map_err(|message| {
-        HeRunError::Invalid {
-            path: circuit.to_path_buf(),
+/// The runner's input document: the samples (raw), their labels and
+/// test-split indices, and per sample the activations whose plaintext
+/// inputs left [-B, B] (the encrypted result may then be wrong too).
+fn inputs_document(args: &HeRunArgs) -> Result<Value, Prepared> {
+    let invalid = |path: &Path, message: String, help: &str| {
+        Prepared::Usage(HeRunError::Invalid {
+            path: path.to_path_buf(),
             message,
-            help: "compile the circuit from the model that names this data set".into(),
-        }
-    })
-}
-
-/// `n` samples of `test` (the first, or evenly spaced) with their labels and
-/// test-split indices, as the runner reads them.
-fn samples_document(
-    test: &crate::data::Dataset,
-    input_len: usize,
-    n: usize,
-    pick: Pick,
-) -> Result<Value, String> {
-    if test.sample_len() != input_len {
-        return Err(format!(
-            "its data set's samples have {} values, the circuit's input needs {input_len}",
-            test.sample_len()
-        ));
-    }
-    if test.is_empty() || n == 0 {
-        return Err("no test samples to run (need at least one, and -n >= 1)".into());
-    }
-    let take = n.min(test.len());
-    let indices: Vec<usize> = match pick {
-        Pick::First => (0..take).collect(),
-        Pick::Spread => (0..take).map(|i| i * test.len() / take).collect(),
+            help: help.into(),
+        })
     };
-    let samples: Vec<Vec<f64>> = indices
-        .iter()
-        .map(|&i| test.sample(i).iter().map(|&v| f64::from(v)).collect())
-        .collect();
-    let labels: Vec<u32> = indices.iter().map(|&i| test.y[i]).collect();
-    Ok(json!({ "samples": samples, "labels": labels, "test_indices": indices }))
-}
-
-/// A (possibly nested, e.g. [C][H][W]) array of finite numbers, flattened.
-fn flatten_numbers(v: &Value) -> Option<Vec<f64>> {
-    let mut out = Vec::new();
-    fn walk(v: &Value, out: &mut Vec<f64>) -> bool {
-        match v {
-            Value::Number(x) => match x.as_f64() {
-                Some(x) if x.is_finite() => {
-                    out.push(x);
-                    true
-                }
-                _ => false,
-            },
-            Value::Array(items) => items.iter().all(|item| walk(item, out)),
-            _ => false,
-        }
-    }
-    walk(v, &mut out).then_some(out)
-}
-
-fn read_json(path: &Path) -> Result<Value, HeRunError> {
-    let text = std::fs::read_to_string(path).map_err(|source| HeRunError::Io {
-        path: path.to_path_buf(),
-        source,
+    let lc = io::load(&args.circuit).map_err(|e| match e {
+        CircuitError::Io { path, source } => Prepared::Usage(HeRunError::Io { path, source }),
+        e => invalid(
+            &args.circuit,
+            strip_path(&e.to_string(), &args.circuit),
+            "produce the circuit with `pnnc compile`",
+        ),
     })?;
-    serde_json::from_str(&text).map_err(|e| HeRunError::Invalid {
-        path: path.to_path_buf(),
-        message: format!("not valid JSON: {e}"),
-        help: "check the file; circuits come from `pnnc compile`".into(),
-    })
+    let source = sample_source(&args.data, &args.inputs)
+        .map_err(|m| invalid(&args.circuit, m, "e.g. --data -n 4"))?;
+    let model = &lc.circuit.model;
+    let set = samples::load(
+        &source,
+        &samples::Request {
+            input_len: model.input_shape.iter().product(),
+            limit: Some(args.samples),
+            pick: args.pick,
+            spec: model.data.as_ref(),
+            model_dir: args.circuit.parent().map(PathBuf::from),
+            owner: &args.circuit,
+        },
+    )
+    .map_err(|m| {
+        let (message, help) = m.split_once("\n  help: ").unwrap_or((&m, ""));
+        Prepared::Usage(HeRunError::Samples {
+            message: message.to_string(),
+            help: help.to_string(),
+        })
+    })?;
+    let mut escapes = Vec::with_capacity(set.len());
+    for (i, x) in set.x.iter().enumerate() {
+        let values = run_checked(&lc, x, None)
+            .map_err(|e| Prepared::NonFinite(format!("sample {i}: the plaintext circuit: {e}")))?;
+        escapes.push(simulate::escapes(&lc, &values));
+    }
+    let mut doc = json!({ "samples": set.x, "labels": set.labels, "escapes": escapes });
+    if let Some(indices) = set.test_indices {
+        doc["test_indices"] = json!(indices);
+    }
+    Ok(doc)
+}
+
+/// A loader message without its leading `path: ` (the error adds it again).
+fn strip_path(message: &str, path: &Path) -> String {
+    let prefix = format!("{}: ", path.display());
+    message.strip_prefix(&prefix).unwrap_or(message).to_string()
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), HeRunError> {
@@ -448,61 +345,5 @@ mod tests {
             default_report_path(Path::new("x.json")),
             PathBuf::from("x.he-report.json")
         );
-    }
-
-    #[test]
-    fn test_split_samples_are_limited_labelled_and_length_checked() {
-        let test = crate::data::Dataset {
-            sample_shape: vec![2],
-            x: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
-            y: vec![2, 0, 1],
-            class_names: vec!["a".into(), "b".into(), "c".into()],
-        };
-        let doc = samples_document(&test, 2, 2, Pick::First).unwrap();
-        assert_eq!(doc["samples"], json!([[1.0, 2.0], [3.0, 4.0]]));
-        assert_eq!(doc["labels"], json!([2, 0]));
-        // Evenly spaced: 2 of 3 -> indices 0 and 1 (i * 3 / 2).
-        let spread = samples_document(&test, 2, 2, Pick::Spread).unwrap();
-        assert_eq!(spread["test_indices"], json!([0, 1]));
-        let one = samples_document(&test, 2, 1, Pick::Spread).unwrap();
-        assert_eq!(one["test_indices"], json!([0]));
-        let all = samples_document(&test, 2, 10, Pick::Spread).unwrap();
-        assert_eq!(all["labels"], json!([2, 0, 1]));
-        let err = samples_document(&test, 3, 2, Pick::First).unwrap_err();
-        assert!(
-            err.contains("have 2 values") && err.contains("needs 3"),
-            "{err}"
-        );
-        assert!(samples_document(&test, 2, 0, Pick::First).is_err());
-    }
-
-    #[test]
-    fn inputs_are_flattened_limited_and_length_checked() {
-        let dir = std::env::temp_dir().join(format!("pnnc-herun-unit-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("in.json");
-        std::fs::write(
-            &file,
-            r#"{"samples": [[[1, 2], [3, 4]], [[5, 6], [7, 8]], [[0, 0], [0, 0]]], "labels": [1, 0, 2]}"#,
-        )
-        .unwrap();
-        let doc = read_inputs(&file, 4, 2).unwrap();
-        assert_eq!(
-            doc["samples"],
-            json!([[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]])
-        );
-        assert_eq!(doc["labels"], json!([1, 0]));
-        let err = read_inputs(&file, 5, 2).unwrap_err().to_string();
-        assert!(
-            err.contains("sample 0 has 4 values") && err.contains("needs 5"),
-            "{err}"
-        );
-        std::fs::write(&file, "[[1, \"a\"]]").unwrap();
-        let err = read_inputs(&file, 2, 1).unwrap_err().to_string();
-        assert!(
-            err.contains("sample 0 is not an array of finite numbers"),
-            "{err}"
-        );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,29 +1,47 @@
-//! `pnnc simulate CIRCUIT --data SAMPLES [-n N] [--noise] [--model M --weights W]`
+//! `pnnc simulate CIRCUIT (--data [DIR] | --inputs FILE) [-n N] [--noise] [--model M --weights W]`
 
-use super::common::{argmax, fail, load_model, load_samples, load_weights};
-use crate::he::io;
+use super::common::{argmax, fail, load_model, load_weights, sample_source};
 use crate::he::reference::Reference;
-use crate::he::simulate::{NoiseModel, logits};
+use crate::he::samples::{self, Pick, SampleSet};
+use crate::he::simulate::{NoiseModel, checked_logits};
+use crate::he::{LoadedCircuit, io};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(clap::Args, Debug)]
 pub struct SimulateArgs {
     pub circuit: PathBuf,
-    /// Samples as JSON: `[{"x": [...], "label": 3}, ...]`.
-    #[arg(long)]
-    pub data: PathBuf,
-    /// Use only the first N samples.
-    #[arg(short = 'n', long)]
-    pub limit: Option<usize>,
+    /// The test split of the circuit's data set (the model's `train { data: ... }`),
+    /// raw as the circuit expects; DIR is searched first.
+    #[arg(long, num_args = 0..=1, value_name = "DIR")]
+    pub data: Option<Option<PathBuf>>,
+    /// Raw samples as JSON: `[{"x": [...], "label": 3}, ...]` (docs/cli.md, "Samples").
+    #[arg(long, value_name = "FILE")]
+    pub inputs: Option<PathBuf>,
+    /// Use N samples (default: all).
+    #[arg(short = 'n', long = "samples", alias = "limit")]
+    pub samples: Option<usize>,
+    /// Which test samples `--data` takes: N evenly spaced, or the first N.
+    #[arg(long, value_enum, default_value_t = Pick::Spread)]
+    pub pick: Pick,
     /// Also predict the encrypted error with the CKKS noise model.
     #[arg(long)]
     pub noise: bool,
     /// The unfolded model and weights, to report agreement with them.
     #[arg(long, requires = "weights")]
     pub model: Option<PathBuf>,
-    #[arg(long)]
+    #[arg(long, requires = "model")]
     pub weights: Option<PathBuf>,
+}
+
+/// What the run measured.
+#[derive(Default)]
+struct Tally {
+    correct: usize,
+    labelled: usize,
+    agree: usize,
+    max_diff: f64,
+    max_noise: f64,
 }
 
 pub fn run(args: &SimulateArgs) -> ExitCode {
@@ -31,13 +49,11 @@ pub fn run(args: &SimulateArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(e, ""),
     };
-    let numel = lc.circuit.model.input_shape.iter().product();
-    let mut samples = match load_samples(&args.data, numel) {
+    let samples = match load_samples(args, &lc) {
         Ok(s) => s,
-        Err(e) => return fail(e, "pass samples of the model's input shape"),
+        Err(e) => return fail(e, ""),
     };
-    samples.truncate(args.limit.unwrap_or(usize::MAX));
-    let reference = match (&args.model, &args.weights) {
+    let pair = match (&args.model, &args.weights) {
         (Some(m), Some(w)) => {
             match load_model(m).and_then(|m| load_weights(&m, w).map(|ck| (m, ck))) {
                 Ok(pair) => Some(pair),
@@ -51,7 +67,7 @@ pub fn run(args: &SimulateArgs) -> ExitCode {
         }
         _ => None,
     };
-    let reference = match &reference {
+    let reference = match &pair {
         Some((m, ck)) => match Reference::new(m, ck) {
             Ok(r) => Some(r),
             Err(e) => return fail(e, ""),
@@ -59,52 +75,93 @@ pub fn run(args: &SimulateArgs) -> ExitCode {
         None => None,
     };
     let mut noise = args.noise.then(|| NoiseModel::for_circuit(&lc, 1));
-    let (mut correct, mut labelled, mut agree, mut max_diff, mut max_noise) =
-        (0, 0, 0, 0.0f64, 0.0f64);
-    for s in &samples {
-        let y = logits(&lc, &s.x, None);
-        if let Some(label) = s.label {
-            labelled += 1;
-            correct += usize::from(argmax(&y) == label);
+    let tally = match evaluate(&lc, &samples, reference.as_ref(), noise.as_mut()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {}: {e}", args.circuit.display());
+            return ExitCode::from(1);
         }
-        if let Some(r) = &reference {
-            match r.logits(&s.x) {
-                Ok(want) => {
-                    agree += usize::from(argmax(&want) == argmax(&y));
-                    max_diff = want
-                        .iter()
-                        .zip(&y)
-                        .fold(max_diff, |m, (a, b)| m.max((a - b).abs()));
-                }
-                Err(e) => return fail(e, ""),
-            }
-        }
-        if let Some(n) = noise.as_mut() {
-            let noisy = logits(&lc, &s.x, Some(n));
-            max_noise = noisy
-                .iter()
-                .zip(&y)
-                .fold(max_noise, |m, (a, b)| m.max((a - b).abs()));
-        }
-    }
-    println!("samples {}", samples.len());
-    if labelled > 0 {
-        println!(
-            "accuracy {:.4} ({correct}/{labelled})",
-            correct as f64 / labelled as f64
-        );
-    }
-    if reference.is_some() {
-        println!(
-            "agreement with the unfolded network: {agree}/{} identical predictions, max logit difference {max_diff:.3e}",
-            samples.len()
-        );
-    }
-    if noise.is_some() {
-        println!("predicted CKKS error (noise model): max logit deviation {max_noise:.3e}");
-    }
-    if reference.is_some() && agree != samples.len() {
+    };
+    print_tally(&tally, samples.len(), reference.is_some(), noise.is_some());
+    if reference.is_some() && tally.agree != samples.len() {
         return ExitCode::from(1);
     }
     ExitCode::SUCCESS
+}
+
+fn load_samples(args: &SimulateArgs, lc: &LoadedCircuit) -> Result<SampleSet, String> {
+    let source = sample_source(&args.data, &args.inputs)?;
+    let model = &lc.circuit.model;
+    samples::load(
+        &source,
+        &samples::Request {
+            input_len: model.input_shape.iter().product(),
+            limit: args.samples,
+            pick: args.pick,
+            spec: model.data.as_ref(),
+            model_dir: args.circuit.parent().map(PathBuf::from),
+            owner: &args.circuit,
+        },
+    )
+}
+
+/// Every sample through the circuit (and the reference and noise model);
+/// a non-finite value is an error naming the sample and the op.
+fn evaluate(
+    lc: &LoadedCircuit,
+    samples: &SampleSet,
+    reference: Option<&Reference>,
+    mut noise: Option<&mut NoiseModel>,
+) -> Result<Tally, String> {
+    let mut t = Tally::default();
+    for (i, (x, label)) in samples.x.iter().zip(&samples.labels).enumerate() {
+        let at = |e: &dyn std::fmt::Display| format!("sample {i}: {e}");
+        let y = checked_logits(lc, x, None).map_err(|e| at(&e))?;
+        if let Some(label) = label {
+            t.labelled += 1;
+            t.correct += usize::from(argmax(&y) == *label);
+        }
+        if let Some(r) = reference {
+            let want = r
+                .logits(x)
+                .map_err(|e| at(&format!("the unfolded network: {e}")))?;
+            t.agree += usize::from(argmax(&want) == argmax(&y));
+            t.max_diff = want
+                .iter()
+                .zip(&y)
+                .fold(t.max_diff, |m, (a, b)| m.max((a - b).abs()));
+        }
+        if let Some(n) = noise.as_deref_mut() {
+            let noisy = checked_logits(lc, x, Some(n)).map_err(|e| at(&e))?;
+            t.max_noise = noisy
+                .iter()
+                .zip(&y)
+                .fold(t.max_noise, |m, (a, b)| m.max((a - b).abs()));
+        }
+    }
+    Ok(t)
+}
+
+fn print_tally(t: &Tally, samples: usize, reference: bool, noise: bool) {
+    println!("samples {samples}");
+    if t.labelled > 0 {
+        println!(
+            "accuracy {:.4} ({}/{})",
+            t.correct as f64 / t.labelled as f64,
+            t.correct,
+            t.labelled
+        );
+    }
+    if reference {
+        println!(
+            "agreement with the unfolded network: {}/{samples} identical predictions, max logit difference {:.3e}",
+            t.agree, t.max_diff
+        );
+    }
+    if noise {
+        println!(
+            "predicted CKKS error (noise model): max logit deviation {:.3e}",
+            t.max_noise
+        );
+    }
 }

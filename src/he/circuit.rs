@@ -6,6 +6,7 @@
 //! each value in its op's slot layout (`super::layout`).
 
 use super::layout::SlotLayout;
+pub use super::params::SecretKey;
 use crate::ir::{DataSpec, Normalization};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -14,7 +15,7 @@ use std::path::{Path, PathBuf};
 /// Value of the `format` field.
 pub const FORMAT: &str = "pnnc-circuit";
 /// Version of this format; readers reject any other.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -83,21 +84,26 @@ pub struct CkksParams {
     pub log_qp: u32,
     /// The HE-standard maximum log2(Q*P) for `ring_dim` at `security`.
     pub max_log_q: u32,
-    /// Present when `depth` exceeds what N = 2^16 allows; then `mult_depth`
-    /// is the depth between bootstraps, not the circuit's depth.
+    /// Secret key distribution (sparse only for bootstrapped circuits).
+    pub secret_key: SecretKey,
+    /// Present when the circuit bootstraps (explicit `bootstrap` ops); then
+    /// `mult_depth` = `bootstrap_levels` + the levels left between bootstraps.
     pub bootstrapping: Option<BootstrapPlan>,
 }
 
-/// Where to refresh ciphertexts when the circuit is deeper than one modulus chain.
+/// How the circuit's `bootstrap` ops run (OpenFHE `EvalBootstrapSetup`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BootstrapPlan {
-    /// Levels a bootstrap itself consumes (assumed; library dependent).
+    /// Levels a bootstrap leaves consumed (OpenFHE `GetBootstrapDepth` for
+    /// the budget and secret): a bootstrap's output is at this level.
     pub bootstrap_levels: u32,
-    /// Levels usable by the circuit between two bootstraps.
-    pub levels_per_segment: u32,
-    /// Values (op outputs) to bootstrap right after they are produced.
-    pub after_values: Vec<usize>,
+    /// Levels of CoeffsToSlots and SlotsToCoeffs.
+    pub level_budget: [u32; 2],
+    /// Slots bootstrapped (= `slots`: every block).
+    pub slots: u64,
+    /// Number of `bootstrap` ops.
+    pub bootstraps: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -188,6 +194,20 @@ pub enum OpKind {
     },
     /// y = a + b (residual join); the runner aligns levels (max).
     Add { len: usize },
+    /// A CKKS bootstrap (elementwise identity) that resets the level to
+    /// `params.bootstrapping.bootstrap_levels`; only activation inputs
+    /// (values in [-1, 1]) are bootstrapped.
+    Bootstrap { len: usize },
+    /// y[s] = sum_{q < count} x[s + q * stride] for s < out_len, by rotations
+    /// (the second half of a folded linear op; no level).
+    Sum {
+        in_len: usize,
+        out_len: usize,
+        stride: u64,
+        count: u64,
+        /// Rotation steps it uses (doublings, then offsets), sorted.
+        rotations: Vec<i64>,
+    },
 }
 
 /// The circuit's numeric arrays, inline or in a safetensors sidecar.
@@ -239,6 +259,11 @@ pub enum CircuitError {
         "{path}: invalid circuit: {message}\n  help: recompile with `pnnc compile`; do not edit circuits by hand"
     )]
     Invalid { path: PathBuf, message: String },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: weights sidecar `{file}`: {message}")]
     Sidecar {
         path: PathBuf,
@@ -302,4 +327,51 @@ pub fn parse(text: &str, path: &Path) -> Result<Circuit, CircuitError> {
         path: path.to_path_buf(),
         message: e.to_string(),
     })
+}
+
+/// Where a circuit's levels go: the ops' own levels and the bootstraps'.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LevelAccount {
+    /// Levels the network's ops consume on the longest path to the output
+    /// (bootstraps excluded: the model's depth when nothing else folded).
+    pub op_levels: u32,
+    /// Bootstraps on that path.
+    pub bootstraps_on_path: u32,
+    /// Levels each bootstrap consumes (0 without bootstrapping).
+    pub bootstrap_levels: u32,
+    /// `op_levels + bootstraps_on_path x bootstrap_levels`: the levels the
+    /// circuit spends in all, through a chain of `params.mult_depth`.
+    pub total_levels: u32,
+}
+
+impl Circuit {
+    /// The level accounting with bootstraps (`pnnc info CIRCUIT`).
+    pub fn level_account(&self) -> LevelAccount {
+        // Per value: (ops' levels, bootstraps) along its longest path.
+        let mut path = vec![(0u32, 0u32); self.ops.len() + 1];
+        for (i, op) in self.ops.iter().enumerate() {
+            let (levels, boots) = op
+                .inputs
+                .iter()
+                .map(|&j| path.get(j).copied().unwrap_or_default())
+                .max()
+                .unwrap_or_default();
+            path[i + 1] = match op.kind {
+                OpKind::Bootstrap { .. } => (levels, boots + 1),
+                _ => (levels + op.level_out.saturating_sub(op.level_in), boots),
+            };
+        }
+        let (op_levels, bootstraps_on_path) = path.get(self.output).copied().unwrap_or_default();
+        let bootstrap_levels = self
+            .params
+            .bootstrapping
+            .as_ref()
+            .map_or(0, |b| b.bootstrap_levels);
+        LevelAccount {
+            op_levels,
+            bootstraps_on_path,
+            bootstrap_levels,
+            total_levels: op_levels + bootstraps_on_path * bootstrap_levels,
+        }
+    }
 }

@@ -3,7 +3,6 @@
 
 use super::circuit::{self, Circuit, CircuitError, LoadedCircuit, TensorData, TensorStore};
 use super::validate;
-use crate::ir::weights::write_atomic;
 use safetensors::tensor::{Dtype, TensorView};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -25,14 +24,16 @@ pub fn to_json(circuit: &Circuit) -> Result<String, String> {
     Ok(s)
 }
 
-/// The sidecar path for a circuit path: `x.circuit.json` -> `x.circuit.safetensors`.
+/// The sidecar path for a circuit path: `x.circuit.json` ->
+/// `x.circuit.tensors.safetensors`. The `.tensors` part keeps it apart from
+/// checkpoints (`-o runs/x/best.json` must not replace `best.safetensors`).
 pub fn sidecar_path(path: &Path) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let stem = name.strip_suffix(".json").unwrap_or(&name);
-    path.with_file_name(format!("{stem}.safetensors"))
+    path.with_file_name(format!("{stem}.tensors.safetensors"))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -70,27 +71,36 @@ pub fn sidecar_bytes(tensors: &BTreeMap<String, TensorData>) -> Result<Vec<u8>, 
 }
 
 /// Write `circuit` with `tensors` to `path` (sidecar next to it when large).
-/// Returns the sidecar path when one was written.
+/// Returns the sidecar path when one was written. Both files are written to
+/// temporary files first and renamed into place only when both are complete,
+/// so a failure leaves neither a half-written circuit nor an orphan sidecar.
 pub fn write(
     path: &Path,
     circuit: &Circuit,
     tensors: &BTreeMap<String, TensorData>,
     inline_limit: usize,
 ) -> Result<Option<PathBuf>, CircuitError> {
+    let write_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| CircuitError::Write { path, source }
+    };
+    if path.is_dir() {
+        return Err(write_err(path)(std::io::Error::new(
+            std::io::ErrorKind::IsADirectory,
+            "is a folder, the circuit needs a file name (e.g. model.circuit.json)",
+        )));
+    }
     let total: usize = tensors.values().map(TensorData::len).sum();
     let mut c = circuit.clone();
-    let invalid = |message: String| CircuitError::Invalid {
-        path: path.to_path_buf(),
-        message,
-    };
-    let mut side = None;
+    let mut files: Vec<(PathBuf, Vec<u8>)> = Vec::new();
     if total <= inline_limit {
         c.tensors = TensorStore::Inline {
             tensors: tensors.clone(),
         };
     } else {
         let sp = sidecar_path(path);
-        let bytes = sidecar_bytes(tensors).map_err(invalid)?;
+        let bytes = sidecar_bytes(tensors)
+            .map_err(|m| write_err(&sp)(std::io::Error::new(std::io::ErrorKind::InvalidData, m)))?;
         c.tensors = TensorStore::Sidecar {
             file: sp
                 .file_name()
@@ -98,12 +108,60 @@ pub fn write(
                 .unwrap_or_default(),
             sha256: hex(&Sha256::digest(&bytes)),
         };
-        write_atomic(&sp, &bytes).map_err(|e| invalid(e.to_string()))?;
-        side = Some(sp);
+        files.push((sp, bytes));
     }
-    let json = to_json(&c).map_err(invalid)?;
-    write_atomic(path, json.as_bytes()).map_err(|e| invalid(e.to_string()))?;
-    Ok(side)
+    let json = to_json(&c)
+        .map_err(|m| write_err(path)(std::io::Error::new(std::io::ErrorKind::InvalidData, m)))?;
+    files.push((path.to_path_buf(), json.into_bytes()));
+    let mut staged = Vec::new();
+    for (target, bytes) in &files {
+        match stage(target, bytes) {
+            Ok(tmp) => staged.push((tmp, target.clone())),
+            Err(e) => {
+                staged.iter().for_each(|(tmp, _)| remove(tmp));
+                return Err(write_err(target)(e));
+            }
+        }
+    }
+    for (i, (tmp, target)) in staged.iter().enumerate() {
+        if let Err(e) = std::fs::rename(tmp, target) {
+            staged[i..].iter().for_each(|(tmp, _)| remove(tmp));
+            staged[..i].iter().for_each(|(_, done)| remove(done));
+            return Err(write_err(target)(e));
+        }
+    }
+    Ok((files.len() == 2).then(|| files.swap_remove(0).0))
+}
+
+fn remove(path: &Path) {
+    let _ = std::fs::remove_file(path);
+}
+
+/// Write `bytes` to a temporary file next to `target`; returns its path.
+fn stage(target: &Path, bytes: &[u8]) -> Result<PathBuf, std::io::Error> {
+    use std::io::Write;
+    let dir = target
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "circuit".into());
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    })();
+    match result {
+        Ok(()) => Ok(tmp),
+        Err(e) => {
+            remove(&tmp);
+            Err(e)
+        }
+    }
 }
 
 /// Load, resolve the tensors, and validate everything (never panics on bad files).

@@ -6,6 +6,7 @@
 //! circuit in plaintext, optionally with a CKKS noise model.
 
 pub mod affine;
+pub mod bootstrap;
 pub mod build;
 pub mod calibrate;
 pub mod circuit;
@@ -15,13 +16,16 @@ pub mod lower;
 pub mod params;
 pub mod poly;
 pub mod reference;
+pub mod samples;
 pub mod simulate;
 pub mod validate;
 
 #[cfg(test)]
+mod cli_tests;
+#[cfg(test)]
 mod tests;
 
-pub use build::{CompileOptions, Compiled, compile};
+pub use build::{CompileOptions, Compiled, Tuning, compile, compile_with};
 pub use circuit::{Circuit, CircuitError, LoadedCircuit};
 
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +38,10 @@ pub enum HeError {
     Data(String),
     #[error("activation `{op}`: {message}")]
     Range { op: String, message: String },
+    #[error(
+        "`{op}` produced a non-finite value (element {index}): the input is out of the range the network handles"
+    )]
+    NonFinite { op: String, index: usize },
     #[error("parameters: {0}")]
     Params(String),
     #[error(transparent)]

@@ -3,7 +3,10 @@
 use super::HeError;
 
 /// HomomorphicEncryption.org standard (2018), ternary secret, classical
-/// attacks: maximum log2(Q*P) per ring dimension; 2^16 from OpenFHE's table.
+/// attacks: maximum log2(Q*P) per ring dimension. At 2^16 and 128 bits
+/// OpenFHE 1.6 rejects log QP = 1750 (N = 2^16, q0 60, 22 levels of 55 bits,
+/// 3 digits: measured), so 1747, the bound of the standard's 2^16 row as
+/// other OpenFHE-targeting compilers use it, not 1761.
 const HE_STANDARD: &[(u64, [u32; 3])] = &[
     (1024, [27, 19, 14]),
     (2048, [54, 37, 29]),
@@ -11,7 +14,7 @@ const HE_STANDARD: &[(u64, [u32; 3])] = &[
     (8192, [218, 152, 118]),
     (16384, [438, 305, 237]),
     (32768, [881, 611, 476]),
-    (65536, [1761, 1197, 932]),
+    (65536, [1747, 1197, 932]),
 ];
 
 /// Largest ring dimension used without bootstrapping.
@@ -30,9 +33,11 @@ const SPECIAL_PRIME_BITS: u32 = 60;
 /// Fewest key-switching digits tried (OpenFHE's default); more digits mean a
 /// smaller P (and a chain that fits a smaller ring) but larger keys.
 const MIN_DIGITS: u32 = 3;
-/// Levels consumed by a CKKS bootstrap (OpenFHE, level budget {3, 3}); an
-/// assumption recorded in the plan, to be confirmed by the runner.
-pub const BOOTSTRAP_LEVELS: u32 = 14;
+/// First modulus of a bootstrapped chain: OpenFHE's bootstrapping wants q0
+/// as large as a 64-bit word allows.
+pub const BOOT_FIRST_MOD_BITS: u32 = 60;
+/// Largest scale of a bootstrapped chain (q0 - 1).
+pub const BOOT_MAX_SCALE_BITS: u32 = 59;
 
 /// A CKKS modulus chain: q0, `levels` scaling primes, and the HYBRID
 /// key-switching decomposition into `digits` digits.
@@ -82,6 +87,10 @@ impl Chain {
 }
 
 pub fn max_log_qp(ring_dim: u64, security: u32) -> Result<u32, HeError> {
+    if security == 0 {
+        // Toy parameters for tests (OpenFHE HEStd_NotSet): no bound.
+        return Ok(u32::MAX);
+    }
     let col = match security {
         128 => 0,
         192 => 1,
@@ -148,6 +157,70 @@ pub fn max_levels(security: u32) -> Result<u32, HeError> {
         l += 1;
     }
     Ok(l)
+}
+
+/// Secret key distribution of the CKKS context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretKey {
+    /// OpenFHE's default; the HE-standard tables assume it.
+    UniformTernary,
+    /// Hamming weight 64 (OpenFHE SPARSE_TERNARY): bootstrapping needs 4
+    /// levels fewer; a smaller security margin than the standard's tables.
+    SparseTernary,
+}
+
+/// Levels OpenFHE 1.6's `EvalBootstrap` consumes (`GetBootstrapDepth`,
+/// measured): level budget [CoeffsToSlots, SlotsToCoeffs] and secret.
+pub fn bootstrap_depth(level_budget: [u32; 2], secret: SecretKey) -> Option<u32> {
+    let uniform = match level_budget {
+        [1, 1] => 16,
+        [2, 2] => 18,
+        [3, 2] | [2, 3] => 19,
+        [3, 3] => 20,
+        [4, 3] => 21,
+        [4, 4] => 22,
+        _ => return None,
+    };
+    Some(match secret {
+        SecretKey::UniformTernary => uniform,
+        SecretKey::SparseTernary => uniform - 4,
+    })
+}
+
+/// OpenFHE's default bootstrapping correction factor for this ring and slot
+/// count; with FLEXIBLEAUTO it requires q0 - scale <= the factor.
+pub fn boot_correction(ring_dim: u64, slots: u64) -> u32 {
+    let x = -0.265 * (2.0 * (ring_dim as f64).log2() + (slots as f64).log2()) + 19.1;
+    (x.round() as i64).clamp(7, 13) as u32
+}
+
+/// Chains for bootstrapped circuits at `ring_dim`: q0 = 60 bits, scale from
+/// the largest correction-compatible down... each with the most levels that
+/// fit, for every digit count (at most `max_levels` levels).
+pub fn boot_chains(ring_dim: u64, security: u32, max_levels: u32) -> Result<Vec<Chain>, HeError> {
+    let max = max_log_qp(ring_dim, security)?;
+    let lowest = BOOT_FIRST_MOD_BITS - boot_correction(ring_dim, ring_dim / 2);
+    let mut out = Vec::new();
+    for scale in lowest..=BOOT_MAX_SCALE_BITS {
+        for digits in MIN_DIGITS..=12 {
+            let fits = |levels: u32| {
+                let chain = Chain {
+                    first_mod_bits: BOOT_FIRST_MOD_BITS,
+                    scale_bits: scale,
+                    levels,
+                    digits,
+                };
+                chain.log_qp().is_some_and(|qp| qp <= max).then_some(chain)
+            };
+            // The most levels that fit (towers must split into the digits).
+            let best = (digits.saturating_sub(1)..=max_levels).rev().find_map(fits);
+            if let Some(chain) = best {
+                out.push(chain);
+            }
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -3,9 +3,10 @@
 //! folding, the circuit simulator and calibration are checked against.
 
 use super::HeError;
-use super::affine::{self, ParamSource};
+use super::affine::{self, AffineMap, ParamSource};
 use super::poly;
 use crate::ir::{Checkpoint, Model, Op, OpKind};
+use std::collections::HashMap;
 
 /// Per-element (scale, shift).
 pub type Elementwise = (Vec<f64>, Vec<f64>);
@@ -44,18 +45,45 @@ impl ParamSource for CheckpointParams<'_> {
 /// Evaluates the IR sample by sample; `observe` sees every activation input.
 pub struct Reference<'a> {
     model: &'a Model,
-    params: CheckpointParams<'a>,
     /// Input normalisation as (scale, shift) per element of the input.
     norm: Option<Elementwise>,
+    /// Each linear op's affine map and each activation's coefficients, built
+    /// once (a conv's map is the costly part of a sample).
+    maps: HashMap<String, AffineMap>,
+    coeffs: HashMap<String, Vec<f64>>,
 }
 
 impl<'a> Reference<'a> {
     pub fn new(model: &'a Model, ck: &'a Checkpoint) -> Result<Self, HeError> {
         let norm = normalization_map(model, ck)?;
+        let params = CheckpointParams(ck);
+        let (mut maps, mut coeffs) = (HashMap::new(), HashMap::new());
+        for op in model.ops() {
+            let weights = |m: String| HeError::Weights {
+                op: op.name.clone(),
+                message: m,
+            };
+            match &op.kind {
+                OpKind::Poly(_) => {
+                    coeffs.insert(
+                        op.name.clone(),
+                        params.param(op, "coeffs").map_err(weights)?,
+                    );
+                }
+                OpKind::Residual { .. } => {}
+                _ => {
+                    let map = affine::op_map(op, &params)
+                        .map_err(weights)?
+                        .ok_or_else(|| HeError::Model(format!("{}: not a linear op", op.name)))?;
+                    maps.insert(op.name.clone(), map);
+                }
+            }
+        }
         Ok(Reference {
             model,
-            params: CheckpointParams(ck),
             norm,
+            maps,
+            coeffs,
         })
     }
 
@@ -98,6 +126,12 @@ impl<'a> Reference<'a> {
     ) -> Result<Vec<f64>, HeError> {
         for op in ops {
             v = self.op(op, v, observe)?;
+            if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                return Err(HeError::NonFinite {
+                    op: op.name.clone(),
+                    index: i,
+                });
+            }
         }
         Ok(v)
     }
@@ -108,16 +142,13 @@ impl<'a> Reference<'a> {
         v: Vec<f64>,
         observe: &mut dyn FnMut(&str, &[f64]),
     ) -> Result<Vec<f64>, HeError> {
-        let weights = |m: String| HeError::Weights {
-            op: op.name.clone(),
-            message: m,
-        };
+        let missing = || HeError::Model(format!("{}: not prepared", op.name));
         match &op.kind {
             OpKind::Poly(act) => {
                 observe(&op.name, &v);
-                let coeffs = self.params.param(op, "coeffs").map_err(weights)?;
+                let coeffs = self.coeffs.get(&op.name).ok_or_else(missing)?;
                 Ok(v.iter()
-                    .map(|&x| poly::eval_activation(act.basis, &coeffs, act.range, x))
+                    .map(|&x| poly::eval_activation(act.basis, coeffs, act.range, x))
                     .collect())
             }
             OpKind::Residual { body, shortcut } => {
@@ -134,9 +165,7 @@ impl<'a> Reference<'a> {
                 Ok(a.iter().zip(&b).map(|(x, y)| x + y).collect())
             }
             _ => {
-                let map = affine::op_map(op, &self.params)
-                    .map_err(weights)?
-                    .ok_or_else(|| HeError::Model(format!("{}: not a linear op", op.name)))?;
+                let map = self.maps.get(&op.name).ok_or_else(missing)?;
                 if map.in_len != v.len() {
                     return Err(HeError::Model(format!(
                         "{}: expects {} values, got {}",

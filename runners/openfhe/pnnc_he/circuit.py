@@ -1,4 +1,4 @@
-"""Load a pnnc HE circuit (docs/circuit-format.md, version 3) and check it.
+"""Load a pnnc HE circuit (docs/circuit-format.md, version 4) and check it.
 
 Every problem is a `CircuitError` naming the file and the place; the runner
 turns it into exit code 2.
@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 FORMAT = "pnnc-circuit"
-VERSION = 3
-OP_KINDS = ("linear", "affine", "poly", "add")
+VERSION = 4
+OP_KINDS = ("linear", "affine", "poly", "add", "sum", "bootstrap")
 
 
 class CircuitError(Exception):
@@ -67,7 +67,7 @@ class Circuit:
 
 def output_len(op: dict) -> int:
     kind = op["kind"]
-    return int(kind["out_len"] if kind["op"] == "linear" else kind["len"])
+    return int(kind["out_len"] if kind["op"] in ("linear", "sum") else kind["len"])
 
 
 def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
@@ -176,6 +176,11 @@ def _check(c: Circuit) -> None:
                 raise CircuitError(f"{c.path}: {where}: matrix or bias holds NaN/inf")
             if max(k["in_len"], k["out_len"]) > c.dim:
                 raise CircuitError(f"{c.path}: {where}: vector longer than packing.dim {c.dim}")
+        elif kind == "sum":
+            if k["in_len"] != in_len or k["stride"] < 1 or k["count"] < 1 or k["out_len"] < 1:
+                raise CircuitError(f"{c.path}: {where}: sum needs in_len = its input's {in_len} values and positive sizes")
+            if k["out_len"] - 1 + (k["count"] - 1) * k["stride"] >= in_len:
+                raise CircuitError(f"{c.path}: {where}: sum reads beyond its input")
         else:
             if k["len"] != in_len or any(lengths[v] != in_len for v in op["inputs"]):
                 raise CircuitError(f"{c.path}: {where}: len {k['len']} but its input has {in_len} values")

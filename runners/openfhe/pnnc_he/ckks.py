@@ -37,8 +37,15 @@ class Keys:
     secret: object
 
 
-def _params(ring_dim, mult_depth, scale_bits, first_mod_bits, security, batch_size, digits):
+SECRET_KEYS = {
+    "uniform_ternary": fhe.SecretKeyDist.UNIFORM_TERNARY,
+    "sparse_ternary": fhe.SecretKeyDist.SPARSE_TERNARY,
+}
+
+
+def _params(ring_dim, mult_depth, scale_bits, first_mod_bits, security, batch_size, digits, secret="uniform_ternary"):
     params = fhe.CCParamsCKKSRNS()
+    params.SetSecretKeyDist(SECRET_KEYS[secret])
     params.SetMultiplicativeDepth(mult_depth)
     params.SetScalingModSize(scale_bits)
     params.SetFirstModSize(first_mod_bits)
@@ -59,8 +66,11 @@ def make_context(
     security: int,
     batch_size: int,
     digits_hint: int = 3,
+    secret: str = "uniform_ternary",
+    bootstrapping: dict | None = None,
 ):
-    """Build a CKKS context with exactly these parameters (no key material).
+    """Build a CKKS context with exactly these parameters (no key material);
+    with `bootstrapping` ({level_budget, slots}) also its precomputations.
 
     The circuit fixes Q (first modulus + depth x scale) and names the number
     of HYBRID key-switching digits it sized P for; if OpenFHE rejects that
@@ -68,11 +78,13 @@ def make_context(
     """
     if security not in SECURITY_LEVELS:
         raise HeError(f"unsupported security level {security} (use 128, 192 or 256)")
+    if secret not in SECRET_KEYS:
+        raise HeError(f"unknown secret key distribution {secret!r} (use {', '.join(SECRET_KEYS)})")
     cc, digits, last_error = None, 0, None
     for digits in range(max(1, min(digits_hint, mult_depth + 1)), mult_depth + 2):
         try:
             cc = fhe.GenCryptoContext(
-                _params(ring_dim, mult_depth, scale_bits, first_mod_bits, security, batch_size, digits)
+                _params(ring_dim, mult_depth, scale_bits, first_mod_bits, security, batch_size, digits, secret)
             )
             break
         except Exception as e:  # OpenFHE raises plain RuntimeError
@@ -87,17 +99,30 @@ def make_context(
             f"scale_bits={scale_bits}, first_mod_bits={first_mod_bits}, security={security}): "
             f"{last_error}"
         )
-    for feature in (
-        fhe.PKESchemeFeature.PKE,
-        fhe.PKESchemeFeature.KEYSWITCH,
-        fhe.PKESchemeFeature.LEVELEDSHE,
-    ):
+    features = [fhe.PKESchemeFeature.PKE, fhe.PKESchemeFeature.KEYSWITCH, fhe.PKESchemeFeature.LEVELEDSHE]
+    if bootstrapping:
+        features += [fhe.PKESchemeFeature.ADVANCEDSHE, fhe.PKESchemeFeature.FHE]
+    for feature in features:
         cc.Enable(feature)
     if cc.GetRingDimension() != ring_dim:
         raise HeError(
             f"OpenFHE chose ring dimension {cc.GetRingDimension()} instead of {ring_dim}"
         )
+    if bootstrapping:
+        budget = [int(b) for b in bootstrapping["level_budget"]]
+        depth = cc.GetBootstrapDepth(budget, SECRET_KEYS[secret])
+        if depth != int(bootstrapping["bootstrap_levels"]):
+            raise HeError(
+                f"OpenFHE's bootstrapping with level budget {budget} consumes {depth} levels, "
+                f"the circuit planned {bootstrapping['bootstrap_levels']} (recompile with this OpenFHE)"
+            )
+        cc.EvalBootstrapSetup(budget, [0, 0], int(bootstrapping["slots"]))
     return cc, digits
+
+
+def bootstrap(cc, ct):
+    """A refreshed ciphertext: OpenFHE EvalBootstrap (levels: the plan's bootstrap_levels)."""
+    return cc.EvalBootstrap(ct)
 
 
 def generate_keys(cc, rotations) -> Keys:
@@ -252,12 +277,58 @@ def bsgs_matvec(
             else:
                 pt = cache.get((cache_key, k, level), level, encode)
             term = cc.EvalMult(rotated[k - giant], pt)
-            inner = term if inner is None else cc.EvalAdd(inner, term)
+            # Products are fresh ciphertexts: accumulate in place (no copies).
+            if inner is None:
+                inner = term
+            else:
+                cc.EvalAddInPlace(inner, term)
         if giant:
             inner = cc.EvalRotate(inner, giant)
-        result = inner if result is None else cc.EvalAdd(result, inner)
+        if result is None:
+            result = inner
+        else:
+            cc.EvalAddInPlace(result, inner)
     if result is None:  # an all-zero matrix: y = 0 at the expected level
         result = cc.EvalMult(ct, 0.0)
+    return result
+
+
+def sum_rotations(stride: int, count: int) -> set[int]:
+    """The rotation steps `rotate_sum` uses (docs/circuit-format.md, `sum`)."""
+    steps, h = set(), count.bit_length() - 1
+    for i in range(h):
+        steps.add((1 << i) * stride)
+    offset = 1 << h
+    for i in reversed(range(h)):
+        if count >> i & 1:
+            steps.add(offset * stride)
+            offset += 1 << i
+    return steps
+
+
+def rotate_sum(cc, ct, stride: int, count: int, available_rotations):
+    """sum_{q < count} rot(ct, q * stride), in at most 2 log2(count) rotations; no level.
+
+    P_i = sum_{q < 2^i} rot(x, q stride) by doubling up to h = floor(log2 count),
+    then rot(P_i, offset stride) for every lower set bit of count, highest first.
+    """
+    missing = sorted(sum_rotations(stride, count) - set(available_rotations))
+    if missing:
+        raise MissingRotationKey(
+            f"needs rotation steps {missing} that the circuit does not declare "
+            "(compiler bug: the circuit's rotation list is incomplete)"
+        )
+    if ct.GetNoiseScaleDeg() > 1:
+        ct = cc.Rescale(ct)
+    h = count.bit_length() - 1
+    powers = [ct]
+    for i in range(h):
+        powers.append(cc.EvalAdd(powers[i], cc.EvalRotate(powers[i], (1 << i) * stride)))
+    result, offset = powers[h], 1 << h
+    for i in reversed(range(h)):
+        if count >> i & 1:
+            result = cc.EvalAdd(result, cc.EvalRotate(powers[i], offset * stride))
+            offset += 1 << i
     return result
 
 

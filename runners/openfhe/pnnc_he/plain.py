@@ -41,6 +41,11 @@ def evaluate(circuit: Circuit, x: np.ndarray) -> list[np.ndarray]:
             y = a * circuit.tensors[k["scale"]] + circuit.tensors[k["shift"]]
         elif k["op"] == "poly":
             y = np.polynomial.chebyshev.chebval(a, k["coeffs"])
+        elif k["op"] == "bootstrap":
+            y = a.copy()
+        elif k["op"] == "sum":
+            stride, count, n = int(k["stride"]), int(k["count"]), int(k["out_len"])
+            y = sum(a[q * stride : q * stride + n] for q in range(count))
         else:
             y = a + values[op["inputs"][1]]
         values.append(y)

@@ -3,7 +3,10 @@
     python -m pnnc_he CIRCUIT --inputs INPUTS.json [--report REPORT.json] [--tolerance 1e-3]
 
 INPUTS.json: {"samples": [[raw values...], ...], "labels": [int or null, ...] (optional),
-"reference_logits": [[...], ...] (optional, e.g. from `pnnc simulate`)}.
+"reference_logits": [[...], ...] (optional, e.g. from `pnnc simulate`),
+"escapes": [[{"op", "source", "outside", "values", "max_ratio"}, ...], ...] (optional: per
+sample, the activations whose plaintext inputs left [-B, B], computed by `pnnc he-run`),
+"test_indices": [...] (optional)}.
 Exit codes: 0 all checks passed; 1 a check failed or OpenFHE failed (the op is
 named); 2 unreadable or invalid circuit/inputs.
 """
@@ -20,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import ckks, plain
+from . import ckks, keys as keystore, plain
 from .circuit import Circuit, CircuitError, load, output_len
 
 
@@ -52,9 +55,12 @@ def load_inputs(path: Path, circuit: Circuit) -> dict:
         out.append(x)
     labels = doc.get("labels") or [None] * len(out)
     refs = doc.get("reference_logits")
-    if len(labels) != len(out) or (refs is not None and len(refs) != len(out)):
-        raise InputError(f"{path}: `labels`/`reference_logits` must have one entry per sample")
-    return {"samples": out, "labels": labels, "reference_logits": refs}
+    escapes = doc.get("escapes")
+    indices = doc.get("test_indices")
+    for name, v in (("labels", labels), ("reference_logits", refs), ("escapes", escapes), ("test_indices", indices)):
+        if v is not None and (not isinstance(v, list) or len(v) != len(out)):
+            raise InputError(f"{path}: `{name}` must have one entry per sample")
+    return {"samples": out, "labels": labels, "reference_logits": refs, "escapes": escapes, "test_indices": indices}
 
 
 def linear_diagonals(circuit: Circuit, op: dict) -> dict[int, np.ndarray]:
@@ -99,10 +105,15 @@ def eval_op(cc, circuit: Circuit, op: dict, values: list, cache: ckks.PlaintextC
         return add_plain(cc, circuit, cc.EvalMult(a, scale), circuit.tensors[k["shift"]])
     if k["op"] == "poly":
         return ckks.eval_chebyshev(cc, a, k["coeffs"])
+    if k["op"] == "bootstrap":
+        return ckks.bootstrap(cc, a)
+    if k["op"] == "sum":
+        declared = set(int(r) for r in circuit.doc["rotations"])
+        return ckks.rotate_sum(cc, a, int(k["stride"]), int(k["count"]), declared)
     return cc.EvalAdd(a, values[op["inputs"][1]])
 
 
-def run_batch(cc, keys, circuit: Circuit, xs: list[np.ndarray], cache: ckks.PlaintextCache, progress) -> dict:
+def run_batch(cc, keys, circuit: Circuit, xs: list[np.ndarray], cache: ckks.PlaintextCache, progress, store=None) -> dict:
     """Encrypt up to samples_per_ciphertext prepared inputs into one ciphertext,
     evaluate every op once, decrypt each value for every sample."""
     count = len(xs)
@@ -114,17 +125,24 @@ def run_batch(cc, keys, circuit: Circuit, xs: list[np.ndarray], cache: ckks.Plai
     for op in circuit.ops:
         t, cpu = time.perf_counter(), time.process_time()
         try:
+            if store is not None:
+                store.before(op)
             ct = eval_op(cc, circuit, op, values, cache)
+            if store is not None:
+                store.after(op)
         except ckks.MissingRotationKey as e:
             failure = {"op": op["id"], "source": op["source"], "message": str(e)}
             break
         except Exception as e:  # OpenFHE raises RuntimeError for parameter/level problems
             failure = {"op": op["id"], "source": op["source"], "message": f"OpenFHE failed: {e}"}
             break
-        op_s = time.perf_counter() - t
+        op_s, op_cpu = time.perf_counter() - t, time.process_time() - cpu
         eval_s += op_s
-        eval_cpu_s += time.process_time() - cpu
-        progress(f"op {op['id']}/{len(circuit.ops)} {op['kind']['op']} ({', '.join(op['source'])}): {op_s:.1f}s")
+        eval_cpu_s += op_cpu
+        progress(
+            f"op {op['id']}/{len(circuit.ops)} {op['kind']['op']} ({', '.join(op['source'])}): "
+            f"{op_s:.1f}s (CPU {op_cpu:.1f}s)"
+        )
         values.append(ct)
         t = time.perf_counter()
         n = output_len(op)
@@ -141,6 +159,8 @@ def run_batch(cc, keys, circuit: Circuit, xs: list[np.ndarray], cache: ckks.Plai
                 "level_measured": ckks.levels_consumed(ct),
                 "max_error": [float(np.abs(g - r[op["id"]][:n]).max()) for g, r in zip(got, references)],
                 "decrypted": got,
+                "seconds": op_s,
+                "cpu_seconds": op_cpu,
             }
         )
     results = []
@@ -159,6 +179,7 @@ def run_batch(cc, keys, circuit: Circuit, xs: list[np.ndarray], cache: ckks.Plai
             r["he_logits"] = ops[out_index]["decrypted"][s][: circuit.classes] if out_index >= 0 else None
         results.append(r)
     return {
+        "op_seconds": [{"id": o["id"], "seconds": o["seconds"], "cpu_seconds": o["cpu_seconds"]} for o in ops],
         "encrypt_seconds": encrypt_s,
         "eval_seconds": eval_s,
         "eval_cpu_seconds": eval_cpu_s,
@@ -167,14 +188,17 @@ def run_batch(cc, keys, circuit: Circuit, xs: list[np.ndarray], cache: ckks.Plai
     }
 
 
-def run(circuit: Circuit, inputs: dict, tolerance: float, per_ciphertext: int | None = None, progress=None) -> dict:
+def run(
+    circuit: Circuit,
+    inputs: dict,
+    tolerance: float,
+    per_ciphertext: int | None = None,
+    progress=None,
+    keys_mode: str = "auto",
+    memory_bytes: int | None = None,
+) -> dict:
     progress = progress or (lambda _msg: None)
     params = circuit.params
-    if params.get("bootstrapping"):
-        raise ckks.HeError(
-            "the circuit needs bootstrapping (depth "
-            f"{circuit.doc['depth']} > mult_depth {params['mult_depth']}); this runner does not bootstrap"
-        )
     for op in circuit.ops:
         if op["kind"]["op"] == "linear":
             linear_diagonals(circuit, op)
@@ -183,6 +207,15 @@ def run(circuit: Circuit, inputs: dict, tolerance: float, per_ciphertext: int | 
         raise ckks.HeError(
             f"samples per ciphertext must be 1..{circuit.samples_per_ciphertext} for this circuit, not {batch}"
         )
+    budget = keystore.available_memory() * 9 // 10 if memory_bytes is None else memory_bytes
+    try:
+        mode, estimate = keystore.choose_mode(circuit, keys_mode, budget)
+    except keystore.KeyBudgetError as e:
+        raise ckks.HeError(str(e)) from e
+    progress(
+        f"keys: mode {mode}, about {keystore.gib(estimate[mode])} "
+        f"({estimate['key_bytes'] / (1 << 20):.0f} MiB per key; budget {keystore.gib(budget)})"
+    )
     t = time.perf_counter()
     cc, digits = ckks.make_context(
         int(params["ring_dim"]),
@@ -192,18 +225,39 @@ def run(circuit: Circuit, inputs: dict, tolerance: float, per_ciphertext: int | 
         int(params["security"]),
         circuit.slots,
         int(params.get("key_switch_digits", 3)),
+        params.get("secret_key", "uniform_ternary"),
+        params.get("bootstrapping"),
     )
-    keys = ckks.generate_keys(cc, circuit.doc["rotations"])
-    keygen_s = time.perf_counter() - t
-    progress(f"keys: {len(circuit.doc['rotations'])} rotation keys, {keygen_s:.1f}s")
-    budget_mb = int(os.environ.get("PNNC_HE_CACHE_MB", "2048"))
-    cache = ckks.PlaintextCache(budget_mb << 20, int(params["ring_dim"]), int(params["mult_depth"]))
+    store = keystore.KeyStore(cc, circuit, mode)
+    try:
+        kp = cc.KeyGen()
+        store.generate(kp.secretKey)
+        keys = ckks.Keys(public=kp.publicKey, secret=kp.secretKey)
+        keygen_s = time.perf_counter() - t
+        progress(f"keys: {len(circuit.doc['rotations'])} rotation keys, {keygen_s:.1f}s")
+        # Encoded diagonals are cached (reused by later ciphertexts) in at most
+        # 2 GiB of what the keys leave of the budget (less 1 GiB for Python and
+        # the plaintext reference); PNNC_HE_CACHE_MB sets it.
+        default_mb = min(2048, max(0, budget - estimate[mode] - (1 << 30)) >> 20)
+        budget_mb = int(os.environ.get("PNNC_HE_CACHE_MB", str(default_mb)))
+        cache = ckks.PlaintextCache(budget_mb << 20, int(params["ring_dim"]), int(params["mult_depth"]))
+        samples, batches = run_batches(cc, keys, circuit, inputs, batch, cache, progress, store)
+    finally:
+        store.close()
+    report = summarise(circuit, samples, batches, keygen_s, tolerance)
+    report["params"]["key_switching_digits"] = digits
+    report["keys"] = {"mode": mode, "estimate_bytes": estimate[mode], "budget_bytes": budget, "cache_mb": budget_mb}
+    return report
+
+
+def run_batches(cc, keys, circuit: Circuit, inputs: dict, batch: int, cache, progress, store) -> tuple[list, list]:
+    """Every ciphertext of `batch` samples: its report entries and timings."""
     samples, batches = [], []
     raw = inputs["samples"]
     for start in range(0, len(raw), batch):
         xs = [plain.prepare_input(circuit, x) for x in raw[start : start + batch]]
         progress(f"ciphertext {len(batches) + 1}: samples {start}..{start + len(xs) - 1}")
-        b = run_batch(cc, keys, circuit, xs, cache, progress)
+        b = run_batch(cc, keys, circuit, xs, cache, progress, store)
         batches.append(
             {
                 "first_sample": start,
@@ -212,6 +266,7 @@ def run(circuit: Circuit, inputs: dict, tolerance: float, per_ciphertext: int | 
                 "latency_cpu_seconds": b["eval_cpu_seconds"],
                 "encrypt_seconds": b["encrypt_seconds"],
                 "decrypt_seconds": b["decrypt_seconds"],
+                "ops": b["op_seconds"],
             }
         )
         for offset, r in enumerate(b["samples"]):
@@ -220,6 +275,8 @@ def run(circuit: Circuit, inputs: dict, tolerance: float, per_ciphertext: int | 
                 "index": i,
                 "ciphertext": len(batches) - 1,
                 "label": inputs["labels"][i],
+                "test_index": None if inputs.get("test_indices") is None else inputs["test_indices"][i],
+                "escapes": None if inputs.get("escapes") is None else inputs["escapes"][i],
                 "plain_class": int(np.argmax(r["plain_logits"])),
                 "he_class": None,
                 "max_logit_error": None,
@@ -236,9 +293,7 @@ def run(circuit: Circuit, inputs: dict, tolerance: float, per_ciphertext: int | 
             if refs is not None:
                 entry["reference_vs_plain"] = float(np.abs(np.asarray(refs[i])[: circuit.classes] - r["plain_logits"]).max())
             samples.append(entry)
-    report = summarise(circuit, samples, batches, keygen_s, tolerance)
-    report["params"]["key_switching_digits"] = digits
-    return report
+    return samples, batches
 
 
 def summarise(circuit: Circuit, samples: list[dict], batches: list[dict], keygen_s: float, tolerance: float) -> dict:
@@ -264,6 +319,9 @@ def summarise(circuit: Circuit, samples: list[dict], batches: list[dict], keygen
         if o["level_measured"] and o["level_measured"] != [o["level_predicted"]]
     ]
     prediction_mismatches = [s["index"] for s in ok_samples if s["he_class"] != s["plain_class"]]
+    # Samples whose plaintext activation inputs left [-B, B] (None: not measured).
+    measured = all(s.get("escapes") is not None for s in samples)
+    escaped = [s["index"] for s in samples if s.get("escapes")] if measured else None
     max_err = max((s["max_logit_error"] for s in ok_samples), default=None)
     # One evaluation per ciphertext; a ciphertext carries up to
     # samples_per_ciphertext samples at the cost of one. The first also
@@ -313,6 +371,7 @@ def summarise(circuit: Circuit, samples: list[dict], batches: list[dict], keygen
         "failures": failures,
         "level_mismatches": level_mismatches,
         "prediction_mismatches": prediction_mismatches,
+        "escaped_samples": escaped,
         "ops": ops,
         "samples": samples,
     }
@@ -333,22 +392,30 @@ def print_table(report: dict, out=None) -> None:
         f"{p['samples_per_ciphertext']} samples per ciphertext (dim {p['packing_dim']})",
         file=out,
     )
-    print(f"{'op':>3}  {'kind':<7} {'len':>6}  {'level':>5}  {'measured':>8}  {'max error':>9}  source", file=out)
+    last = {t["id"]: t for t in report["ciphertexts"][-1]["ops"]} if report["ciphertexts"] else {}
+    print(f"{'op':>3}  {'kind':<9} {'len':>6}  {'level':>5}  {'measured':>8}  {'max error':>9}  {'time (CPU) s':>13}  source", file=out)
     for o in report["ops"]:
+        t = last.get(o["id"])
+        timing = "-" if t is None else f"{t['seconds']:.2f} ({t['cpu_seconds']:.2f})"
         measured = ",".join(str(v) for v in o["level_measured"]) or "-"
         mark = "" if o["level_measured"] in ([], [o["level_predicted"]]) else "  <-- level mismatch"
         print(
-            f"{o['id']:>3}  {o['op']:<7} {o['len']:>6}  {o['level_predicted']:>5}  {measured:>8}  "
-            f"{fmt(o['max_error']):>9}  {', '.join(o['source'])}{mark}",
+            f"{o['id']:>3}  {o['op']:<9} {o['len']:>6}  {o['level_predicted']:>5}  {measured:>8}  "
+            f"{fmt(o['max_error']):>9}  {timing:>13}  {', '.join(o['source'])}{mark}",
             file=out,
         )
-    print(f"{'sample':>6}  {'label':>5}  {'plain':>5}  {'he':>5}  {'logit err':>9}  ciphertext", file=out)
+    print(f"{'sample':>6}  {'label':>5}  {'plain':>5}  {'he':>5}  {'logit err':>9}  {'ciphertext':>10}  escaped", file=out)
     for s in report["samples"]:
         label = "-" if s["label"] is None else s["label"]
         he = "FAIL" if s["he_class"] is None else s["he_class"]
+        escapes = s.get("escapes")
+        escaped = "-" if escapes is None else (
+            ", ".join(f"op {e['op']} ({e['outside']}/{e['values']}, max |x|/B {e['max_ratio']:.2f})" for e in escapes)
+            or "no"
+        )
         print(
             f"{s['index']:>6}  {label:>5}  {s['plain_class']:>5}  {he:>5}  {fmt(s['max_logit_error']):>9}  "
-            f"{s['ciphertext']}",
+            f"{s['ciphertext']:>10}  {escaped}",
             file=out,
         )
     for i, b in enumerate(report["ciphertexts"]):
@@ -364,6 +431,12 @@ def print_table(report: dict, out=None) -> None:
         print(f"level mismatch: op {m['op']} ({', '.join(m['source'])}): predicted {m['predicted']}, OpenFHE {m['measured']}", file=out)
     if report["prediction_mismatches"]:
         print(f"prediction mismatch on samples {report['prediction_mismatches']}", file=out)
+    if report.get("escaped_samples"):
+        print(
+            f"warning: plaintext activation inputs left [-B, B] on samples {report['escaped_samples']}: "
+            "the polynomial was extrapolated there, so their results (plaintext and encrypted) may be wrong",
+            file=out,
+        )
     print(
         f"keygen {report['keygen_seconds']:.2f}s, latency per inference (one ciphertext) "
         f"{fmt(report['mean_latency_seconds'], '.3f')}s "
@@ -394,6 +467,16 @@ def main(argv=None) -> int:
         help="samples packed into one ciphertext (default: all the circuit allows)",
     )
     ap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    ap.add_argument(
+        "--keys", choices=keystore.MODES, default=os.environ.get("PNNC_HE_KEYS", "auto"),
+        help="rotation keys all in memory, or per op from disk (default $PNNC_HE_KEYS, else auto: "
+        "all when they fit the memory budget)",
+    )
+    ap.add_argument(
+        "--memory-gb", type=float, default=float(os.environ.get("PNNC_HE_MEMORY_GB", "0")) or None,
+        help="memory budget for keys and cached plaintexts in GiB (default $PNNC_HE_MEMORY_GB, else "
+        "90%% of the available memory)",
+    )
     args = ap.parse_args(argv)
     try:
         circuit = load(args.circuit)
@@ -406,7 +489,8 @@ def main(argv=None) -> int:
             if not args.quiet:
                 print(f"[he-run {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
-        report = run(circuit, inputs, args.tolerance, args.per_ciphertext, progress)
+        memory = None if args.memory_gb is None else int(args.memory_gb * (1 << 30))
+        report = run(circuit, inputs, args.tolerance, args.per_ciphertext, progress, args.keys, memory)
     except CircuitError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

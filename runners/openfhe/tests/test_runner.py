@@ -43,7 +43,7 @@ class EndToEndTest(unittest.TestCase):
         self.assertEqual(
             [o["level_measured"] for o in report["ops"]], [[op["level_out"]] for op in doc["ops"]]
         )
-        self.assertEqual({o["op"] for o in report["ops"]}, {"linear", "poly", "affine", "add"})
+        self.assertEqual({o["op"] for o in report["ops"]}, {"linear", "poly", "affine", "add", "sum"})
         self.assertLess(report["max_logit_error"], 1e-6)
         for s in report["samples"]:
             self.assertEqual(s["he_class"], s["plain_class"])
@@ -111,6 +111,111 @@ class PackingTest(unittest.TestCase):
         code, _, _, err = run_main(doc, fixture.random_inputs(1, 10))
         self.assertEqual(code, 2)
         self.assertIn("do not fit", err)
+
+
+class KeysTest(unittest.TestCase):
+    def test_per_op_keys_give_the_same_result_as_all_keys(self):
+        doc = fixture.tiny_with_affine()
+        inputs = fixture.random_inputs(2, 10, seed=3)
+        code, every, out, _ = run_main(doc, inputs, ["--keys", "all"])
+        self.assertEqual(code, 0, out)
+        code, per_op, out, err = run_main(doc, inputs, ["--keys", "per-op"])
+        self.assertEqual(code, 0, out + err)
+        self.assertEqual(per_op["keys"]["mode"], "per-op")
+        self.assertTrue(per_op["passed"])
+        for a, b in zip(every["samples"], per_op["samples"]):
+            self.assertEqual(a["he_class"], b["he_class"])
+            self.assertLess(max(abs(x - y) for x, y in zip(a["he_logits"], b["he_logits"])), 1e-6)
+
+    def test_a_bootstrap_refreshes_levels_and_matches_plaintext(self):
+        # Toy insecure parameters (N = 2^12, security 0): a real OpenFHE bootstrap.
+        doc = fixture.tiny_bootstrap()
+        inputs = fixture.random_inputs(2, 8, seed=5)
+        code, report, out, err = run_main(doc, inputs, ["--keys", "all"])
+        self.assertEqual(code, 0, out + err)
+        self.assertTrue(report["passed"], out)
+        boot = next(o for o in report["ops"] if o["op"] == "bootstrap")
+        self.assertEqual(boot["level_measured"], [16])
+        before = next(o for o in report["ops"] if o["id"] == doc["ops"][boot["id"] - 1]["inputs"][0])
+        self.assertEqual(before["level_measured"], [19])
+        self.assertLess(report["max_logit_error"], 1e-3)
+        # Per-op keys keep the bootstrapping keys aside: the same result.
+        code, per_op, out, err = run_main(doc, inputs, ["--keys", "per-op"])
+        self.assertEqual(code, 0, out + err)
+        self.assertEqual(per_op["keys"]["mode"], "per-op")
+        for a, b in zip(report["samples"], per_op["samples"]):
+            self.assertEqual(a["he_class"], b["he_class"])
+            self.assertLess(max(abs(x - y) for x, y in zip(a["he_logits"], b["he_logits"])), 1e-3)
+
+    def test_the_bootstrap_bench_measures_the_planned_level(self):
+        from pnnc_he import bootstrap_bench
+
+        c = circuit_mod.Circuit(Path("c.json"), fixture.tiny_bootstrap(), {})
+        out = io.StringIO()
+        rows = bootstrap_bench.bench(c, 1, out)
+        self.assertEqual([r["level_out"] for r in rows], [16])
+        self.assertEqual(rows[0]["level_in"], 19)
+        self.assertLess(rows[0]["max_error"], 1e-2)
+        self.assertIn("keygen", out.getvalue())
+
+    def test_bootstrapping_keys_count_in_the_estimate_and_the_refusal(self):
+        from pnnc_he import keys
+
+        c = circuit_mod.Circuit(Path("c.json"), fixture.tiny_bootstrap(), {})
+        est = keys.estimate(c)
+        self.assertGreater(est["bootstrap_bytes"], 0)
+        self.assertGreaterEqual(est["per-op"], est["bootstrap_bytes"])
+        with self.assertRaises(keys.KeyBudgetError) as e:
+            keys.choose_mode(c, "auto", est["bootstrap_bytes"])
+        self.assertIn("bootstrapping", str(e.exception))
+        self.assertIn("fix:", str(e.exception))
+
+    def test_a_bootstrap_depth_other_than_openfhes_is_refused(self):
+        doc = fixture.tiny_bootstrap()
+        doc["params"]["bootstrapping"]["bootstrap_levels"] = 15
+        code, report, out, err = run_main(doc, fixture.random_inputs(1, 8))
+        self.assertEqual(code, 1, out + err)
+        self.assertIn("consumes 16 levels, the circuit planned 15", out + err)
+
+    def test_auto_takes_per_op_keys_when_all_do_not_fit(self):
+        from pnnc_he import keys
+
+        c = circuit_mod.Circuit(Path("c.json"), fixture.tiny_with_affine(), {})
+        est = keys.estimate(c)
+        self.assertLess(est["per-op"], est["all"])
+        self.assertEqual(keys.choose_mode(c, "auto", est["all"])[0], "all")
+        self.assertEqual(keys.choose_mode(c, "auto", est["per-op"])[0], "per-op")
+        # The estimate follows the key size: digits x 2 x (towers + special primes) x N words.
+        p = c.params
+        self.assertEqual(
+            est["key_bytes"],
+            p["key_switch_digits"] * 2 * (p["mult_depth"] + 1 + keys.special_towers(p)) * p["ring_dim"] * 8,
+        )
+
+    def test_keys_that_do_not_fit_are_refused_before_key_generation(self):
+        doc = fixture.tiny_with_affine()
+        code, report, _, err = run_main(doc, fixture.random_inputs(1, 10), ["--memory-gb", "0.0001"])
+        self.assertEqual(code, 1)
+        self.assertIsNone(report)
+        self.assertIn("the keys need about", err)
+        self.assertIn("fix:", err)
+        self.assertIn("fewer key-switching digits", err)
+        self.assertNotRegex(err, r"keys: \d+ rotation keys")
+
+    def test_the_key_size_estimate_matches_openfhe(self):
+        import openfhe as fhe
+        from pnnc_he import ckks, keys
+
+        params = {"ring_dim": 1 << 12, "mult_depth": 7, "scale_bits": 40, "first_mod_bits": 50, "key_switch_digits": 3}
+        cc, _ = ckks.make_context(1 << 12, 7, 40, 50, 0, 1 << 11, 3)
+        kp = cc.KeyGen()
+        cc.EvalRotateKeyGen(kp.secretKey, [1])
+        with tempfile.TemporaryDirectory() as d:
+            path = str(Path(d) / "k")
+            self.assertTrue(cc.SerializeEvalAutomorphismKey(path, fhe.BINARY))
+            size = os.path.getsize(path)
+        cc.ClearEvalAutomorphismKeys()
+        self.assertLess(abs(size - keys.key_bytes(params)) / size, 0.05, (size, keys.key_bytes(params)))
 
 
 class BadInputTest(unittest.TestCase):
