@@ -265,121 +265,58 @@ impl Loader<'_> {
     }
 }
 
-/// The main file's single-occurrence items.
+/// The main file's single-occurrence items, each with the span where it was written.
 #[derive(Default)]
 struct Header<'a> {
     model: Option<(&'a syntax::Ident, Span)>,
     input: Option<(&'a Expr, Span)>,
     classes: Option<(&'a Expr, Span)>,
     net: Option<(&'a [syntax::Stmt], Span)>,
-    train: Option<&'a syntax::Section>,
-    he: Option<&'a syntax::Section>,
+    train: Option<(&'a syntax::Section, Span)>,
+    he: Option<(&'a syntax::Section, Span)>,
 }
 
+/// Fill `slot` with `value`, or report E0005 when it was already given.
 fn once<T>(
-    slot: &mut Option<T>,
+    slot: &mut Option<(T, Span)>,
     value: T,
     what: &str,
     span: Span,
-    first: Option<Span>,
     file: FileId,
     diags: &mut Vec<Diagnostic>,
 ) {
-    if slot.is_some() {
-        let mut d = Diagnostic::new(
-            Code::Duplicate,
-            format!("`{what}` is given twice"),
-            Label::new(file, span, "given again here"),
-        )
-        .help(format!("keep one `{what}`"));
-        if let Some(f) = first {
-            d = d.with(Label::new(file, f, "first given here"));
-        }
-        diags.push(d);
-    } else {
-        *slot = Some(value);
+    match slot {
+        Some((_, first)) => diags.push(
+            Diagnostic::new(
+                Code::Duplicate,
+                format!("`{what}` is given twice"),
+                Label::new(file, span, "given again here"),
+            )
+            .help(format!("keep one `{what}`"))
+            .with(Label::new(file, *first, "first given here")),
+        ),
+        None => *slot = Some((value, span)),
     }
 }
 
-fn check_files(
-    sources: &Sources,
-    files: &[(FileId, File)],
-    diags: &mut Vec<Diagnostic>,
-) -> (Option<Model>, HashMap<String, Origin>) {
-    let main = files[0].0;
+/// Collect the main file's header items, reporting duplicates and missing ones.
+fn header<'a>(ast: &'a File, main: FileId, end: Span, diags: &mut Vec<Diagnostic>) -> Header<'a> {
     let mut h = Header::default();
-    let mut firsts: HashMap<&str, Span> = HashMap::new();
-    for item in &files[0].1.items {
+    for item in &ast.items {
         let span = item.span();
         match item {
-            Item::Model { name, span } => once(
-                &mut h.model,
-                (name, *span),
-                "model",
-                *span,
-                firsts.get("model").copied(),
-                main,
-                diags,
-            ),
-            Item::Input { shape, span } => once(
-                &mut h.input,
-                (shape, *span),
-                "input",
-                *span,
-                firsts.get("input").copied(),
-                main,
-                diags,
-            ),
-            Item::Classes { value, span } => once(
-                &mut h.classes,
-                (value, *span),
-                "classes",
-                *span,
-                firsts.get("classes").copied(),
-                main,
-                diags,
-            ),
-            Item::Net { body, span } => once(
-                &mut h.net,
-                (body.as_slice(), *span),
-                "net",
-                *span,
-                firsts.get("net").copied(),
-                main,
-                diags,
-            ),
-            Item::Train(s) => once(
-                &mut h.train,
-                s,
-                "train",
-                s.span,
-                firsts.get("train").copied(),
-                main,
-                diags,
-            ),
-            Item::He(s) => once(
-                &mut h.he,
-                s,
-                "he",
-                s.span,
-                firsts.get("he").copied(),
-                main,
-                diags,
-            ),
-            _ => continue,
+            Item::Model { name, .. } => once(&mut h.model, name, "model", span, main, diags),
+            Item::Input { shape, .. } => once(&mut h.input, shape, "input", span, main, diags),
+            Item::Classes { value, .. } => {
+                once(&mut h.classes, value, "classes", span, main, diags)
+            }
+            Item::Net { body, .. } => once(&mut h.net, body.as_slice(), "net", span, main, diags),
+            Item::Train(s) => once(&mut h.train, s, "train", span, main, diags),
+            Item::He(s) => once(&mut h.he, s, "he", span, main, diags),
+            _ => {}
         }
-        let key = match item {
-            Item::Model { .. } => "model",
-            Item::Input { .. } => "input",
-            Item::Classes { .. } => "classes",
-            Item::Net { .. } => "net",
-            Item::Train(_) => "train",
-            _ => "he",
-        };
-        firsts.entry(key).or_insert(span);
     }
-    let end = Span::new(sources.text(main).len(), sources.text(main).len());
-    let missing = |what: &str, example: &str, diags: &mut Vec<Diagnostic>| {
+    let mut missing = |what: &str, example: &str| {
         diags.push(
             Diagnostic::new(
                 Code::MissingSection,
@@ -390,19 +327,22 @@ fn check_files(
         );
     };
     if h.model.is_none() {
-        missing("model", "model my_model", diags);
+        missing("model", "model my_model");
     }
     if h.input.is_none() {
-        missing("input", "input [1, 28, 28]", diags);
+        missing("input", "input [1, 28, 28]");
     }
     if h.classes.is_none() {
-        missing("classes", "classes 10", diags);
+        missing("classes", "classes 10");
     }
     if h.net.is_none() {
-        missing("net", "net { flatten; dense(classes) }", diags);
+        missing("net", "net { flatten; dense(classes) }");
     }
+    h
+}
 
-    // Definitions from every file.
+/// The `act` and `block` definitions of every file; a name defined twice is E0005.
+fn definitions<'a>(files: &'a [(FileId, File)], diags: &mut Vec<Diagnostic>) -> Defs<'a> {
     let mut defs = Defs {
         acts: HashMap::new(),
         blocks: HashMap::new(),
@@ -431,21 +371,8 @@ fn check_files(
             def_spans.insert(name.name.clone(), (*file, name.span));
             match item {
                 Item::Act(a) => {
-                    let arg_span = |key: &str| {
-                        a.call
-                            .args
-                            .iter()
-                            .find(|x| x.name.as_ref().is_some_and(|n| n.name == key))
-                            .map_or(a.call.span, |x| x.span)
-                    };
-                    let info = ActInfo {
-                        act: config::act(a, *file, diags),
-                        file: *file,
-                        span: a.name.span,
-                        degree_span: arg_span("degree"),
-                        range_span: arg_span("range"),
-                    };
-                    defs.acts.insert(a.name.name.clone(), info);
+                    defs.acts
+                        .insert(a.name.name.clone(), act_info(a, *file, diags));
                 }
                 Item::Block(b) => {
                     defs.blocks.insert(
@@ -460,33 +387,51 @@ fn check_files(
             }
         }
     }
+    defs
+}
 
-    // Header values.
-    let input = h.input.and_then(|(e, _)| input_shape(e, main, diags));
-    let (classes, class_names) = h
-        .classes
-        .map_or((None, Vec::new()), |(e, _)| classes(e, main, diags));
-    if let Some(c) = classes {
-        defs.globals.insert("classes".into(), Value::Int(c as i64));
+fn act_info(a: &syntax::ActDef, file: FileId, diags: &mut Vec<Diagnostic>) -> ActInfo {
+    let arg_span = |key: &str| {
+        a.call
+            .args
+            .iter()
+            .find(|x| x.name.as_ref().is_some_and(|n| n.name == key))
+            .map_or(a.call.span, |x| x.span)
+    };
+    ActInfo {
+        act: config::act(a, file, diags),
+        file,
+        span: a.name.span,
+        degree_span: arg_span("degree"),
+        range_span: arg_span("range"),
     }
-    let train = config::train(h.train, main, diags);
-    if let Some(spec) = &train.config.data {
-        data_fit(
-            spec,
-            h.input.map(|(_, s)| s),
-            input.as_ref(),
-            h.classes,
-            classes,
-            main,
-            diags,
-        );
-    }
-    let (he, depth_span) = config::he(h.he, main, diags);
+}
 
-    // The network.
-    let mut builder = Builder::new(&defs, sources);
+/// The expanded network with levels assigned, and what later checks need of it.
+struct Net {
+    ops: Vec<crate::ir::Op>,
+    params: u64,
+    depth: u32,
+    used_acts: Vec<String>,
+    origins: HashMap<String, Origin>,
+}
+
+/// Expand `net`, check its output against `classes`, place activations,
+/// fold batchnorms and assign levels.
+#[allow(clippy::too_many_arguments)]
+fn build_net(
+    h: &Header<'_>,
+    defs: &Defs<'_>,
+    sources: &Sources,
+    input: Option<Shape>,
+    classes: Option<usize>,
+    placement: config::Placement,
+    main: FileId,
+    diags: &mut Vec<Diagnostic>,
+) -> Net {
+    let mut builder = Builder::new(defs, sources);
     let (mut ops, out_shape) = match h.net {
-        Some((body, _)) => builder.build(body, main, input.clone()),
+        Some((body, _)) => builder.build(body, main, input),
         None => (Vec::new(), None),
     };
     if let (Some(out), Some(c), Some((body, net_span))) = (&out_shape, classes, h.net)
@@ -507,43 +452,112 @@ fn check_files(
     let origins = std::mem::take(&mut builder.origins);
     diags.append(&mut builder.diags);
 
-    depth::apply_placement(&mut ops, train.placement);
+    depth::apply_placement(&mut ops, placement);
     depth::mark_foldable(&mut ops);
     let depth = depth::assign_levels(&mut ops, 0);
-
-    lints(&ops, &origins, &defs, &used_acts, &train, main, diags);
-    if let (Some(budget), Some(dspan)) = (he.depth_budget, depth_span)
-        && depth > budget
-    {
-        budget_error(&ops, &origins, budget, depth, main, dspan, diags);
+    Net {
+        ops,
+        params,
+        depth,
+        used_acts,
+        origins,
     }
+}
 
+/// SHA-256 of every source file's text, in the order read (hex).
+fn source_hash(sources: &Sources) -> String {
     let mut hasher = Sha256::new();
     for f in &sources.files {
         hasher.update(f.text.as_bytes());
     }
-    let source_hash = hasher
+    hasher
         .finalize()
         .iter()
         .map(|b| format!("{b:02x}"))
-        .collect::<String>();
+        .collect::<String>()
+}
+
+fn check_files(
+    sources: &Sources,
+    files: &[(FileId, File)],
+    diags: &mut Vec<Diagnostic>,
+) -> (Option<Model>, HashMap<String, Origin>) {
+    let main = files[0].0;
+    let end = Span::new(sources.text(main).len(), sources.text(main).len());
+    let h = header(&files[0].1, main, end, diags);
+    let mut defs = definitions(files, diags);
+
+    // Header values.
+    let input = h.input.and_then(|(e, _)| input_shape(e, main, diags));
+    let (classes, class_names) = h
+        .classes
+        .map_or((None, Vec::new()), |(e, _)| classes(e, main, diags));
+    if let Some(c) = classes {
+        defs.globals.insert("classes".into(), Value::Int(c as i64));
+    }
+    let train = config::train(h.train.map(|(s, _)| s), main, diags);
+    if let Some(spec) = &train.config.data {
+        data_fit(
+            spec,
+            h.input.map(|(_, s)| s),
+            input.as_ref(),
+            h.classes,
+            classes,
+            main,
+            diags,
+        );
+    }
+    let (he, depth_span) = config::he(h.he.map(|(s, _)| s), main, diags);
+
+    let net = build_net(
+        &h,
+        &defs,
+        sources,
+        input.clone(),
+        classes,
+        train.placement,
+        main,
+        diags,
+    );
+    lints(
+        &net.ops,
+        &net.origins,
+        &defs,
+        &net.used_acts,
+        &train,
+        main,
+        diags,
+    );
+    if let (Some(budget), Some(dspan)) = (he.depth_budget, depth_span)
+        && net.depth > budget
+    {
+        budget_error(
+            &net.ops,
+            &net.origins,
+            budget,
+            net.depth,
+            main,
+            dspan,
+            diags,
+        );
+    }
 
     let model = match (h.model, input, classes) {
         (Some((name, _)), Some(input), Some(classes)) => Some(Model {
             name: name.name.clone(),
-            source_hash,
+            source_hash: source_hash(sources),
             input,
             classes,
             class_names,
-            net: ops,
+            net: net.ops,
             train: train.config,
             he,
-            params,
-            depth,
+            params: net.params,
+            depth: net.depth,
         }),
         _ => None,
     };
-    (model, origins)
+    (model, net.origins)
 }
 
 fn input_shape(e: &Expr, file: FileId, diags: &mut Vec<Diagnostic>) -> Option<Shape> {

@@ -3,7 +3,7 @@
 //! [`super::levels`].
 
 use super::diag::{Code, Diagnostic, FileId, Label, Sources};
-use super::eval::{Env, ParamSpec, bind, closest, eval, opt, req, type_error};
+use super::eval::{Bound, Env, ParamSpec, bind, closest, eval, opt, req, type_error};
 use crate::ir::{Op, OpKind, PolyAct, Shape, SrcLoc, Value};
 use crate::syntax::{BlockDef, Call, ShortcutKind, Span, Stmt};
 use std::collections::HashMap;
@@ -94,6 +94,52 @@ impl Scope {
         let n = self.counters.entry(kind.to_string()).or_insert(0);
         *n += 1;
         format!("{}{kind}{n}", self.prefix)
+    }
+}
+
+/// The parameters each built-in layer takes, in positional order.
+fn builtin_params(name: &str) -> &'static [ParamSpec<'static>] {
+    const DENSE: &[ParamSpec] = &[req("out"), opt("bias")];
+    const CONV: &[ParamSpec] = &[
+        req("out"),
+        req("kernel"),
+        opt("stride"),
+        opt("padding"),
+        opt("bias"),
+    ];
+    const BN: &[ParamSpec] = &[opt("eps"), opt("momentum")];
+    const POOL: &[ParamSpec] = &[req("kernel"), opt("stride")];
+    const DROPOUT: &[ParamSpec] = &[req("p")];
+    const SCALE: &[ParamSpec] = &[req("factor")];
+    match name {
+        "dense" => DENSE,
+        "conv" => CONV,
+        "batchnorm" => BN,
+        "avgpool" => POOL,
+        "dropout" => DROPOUT,
+        "scale" => SCALE,
+        _ => &[],
+    }
+}
+
+/// One built-in layer after its arguments were checked. `params` is None
+/// when the input shape is unknown, u64::MAX when the count overflows.
+struct Layer {
+    kind: OpKind,
+    output: Flow,
+    params: Option<u64>,
+}
+
+/// The call a layer was written as, for labels.
+#[derive(Clone, Copy)]
+struct LayerAt<'c> {
+    call: &'c Call,
+    file: FileId,
+}
+
+impl LayerAt<'_> {
+    fn label(self, msg: String) -> Label {
+        Label::new(self.file, self.call.span, msg)
     }
 }
 
@@ -473,6 +519,8 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// A built-in layer: bind its arguments, infer its output shape and
+    /// parameter count (one function per layer kind), then push the op.
     #[allow(clippy::too_many_arguments)]
     fn builtin(
         &mut self,
@@ -484,248 +532,31 @@ impl<'a> Builder<'a> {
         flow: &mut Flow,
         out: &mut Vec<Op>,
     ) {
-        const DENSE: &[ParamSpec] = &[req("out"), opt("bias")];
-        const CONV: &[ParamSpec] = &[
-            req("out"),
-            req("kernel"),
-            opt("stride"),
-            opt("padding"),
-            opt("bias"),
-        ];
-        const BN: &[ParamSpec] = &[opt("eps"), opt("momentum")];
-        const POOL: &[ParamSpec] = &[req("kernel"), opt("stride")];
-        const DROPOUT: &[ParamSpec] = &[req("p")];
-        const SCALE: &[ParamSpec] = &[req("factor")];
-        let spec = match name {
-            "dense" => DENSE,
-            "conv" => CONV,
-            "batchnorm" => BN,
-            "avgpool" => POOL,
-            "dropout" => DROPOUT,
-            "scale" => SCALE,
-            _ => &[],
-        };
-        let b = bind(call, spec, env, file, &mut self.diags);
-        let d = &mut self.diags;
+        let b = bind(call, builtin_params(name), env, file, &mut self.diags);
         let input = flow.clone();
-        let at = |msg: String| Label::new(file, call.span, msg);
-        let (kind, output, params): (OpKind, Flow, Option<u64>) = match name {
-            "dense" => {
-                let outf = b.usize("out", None, 1, i64::MAX as usize, d);
-                let bias = b.bool("bias", true, d);
-                let (Some(outf), Some(bias)) = (outf, bias) else {
-                    *flow = None;
-                    return;
-                };
-                let inf = match input.as_ref().map(|s| s.dims().to_vec()) {
-                    Some(dims) if dims.len() == 1 => Some(dims[0]),
-                    Some(dims) => {
-                        let s = Shape(dims);
-                        self.diags.push(
-                            Diagnostic::new(
-                                Code::ShapeMismatch,
-                                format!("`dense` needs a flat input, but its input has shape {s}"),
-                                at(format!("input is {s}")),
-                            )
-                            .help("add `flatten` (or `global_avgpool` for images) before `dense`"),
-                        );
-                        None
-                    }
-                    None => None,
-                };
-                let params = inf.and_then(|i| {
-                    (i as u64).checked_mul(outf as u64)?.checked_add(if bias {
-                        outf as u64
-                    } else {
-                        0
-                    })
-                });
-                let kind = OpKind::Dense {
-                    in_features: inf.unwrap_or(0),
-                    out_features: outf,
-                    bias,
-                };
-                (
-                    kind,
-                    inf.map(|_| Shape(vec![outf])),
-                    params.or(inf.map(|_| u64::MAX)),
-                )
-            }
-            "conv" => {
-                let cout = b.usize("out", None, 1, i64::MAX as usize, d);
-                let kernel = b.pair("kernel", None, 1, 1 << 16, d);
-                let stride = b.pair("stride", Some([1, 1]), 1, 1 << 16, d);
-                let padding = b.pair("padding", Some([0, 0]), 0, 1 << 16, d);
-                let bias = b.bool("bias", false, d);
-                let (Some(cout), Some(kernel), Some(stride), Some(padding), Some(bias)) =
-                    (cout, kernel, stride, padding, bias)
-                else {
-                    *flow = None;
-                    return;
-                };
-                let mut output = None;
-                let mut cin = 0;
-                if let Some(s) = &input {
-                    match s.dims() {
-                        [c, h, w] => {
-                            cin = *c;
-                            let oh = conv_out(*h, kernel[0], stride[0], padding[0]);
-                            let ow = conv_out(*w, kernel[1], stride[1], padding[1]);
-                            match (oh, ow) {
-                                (Some(oh), Some(ow)) => output = Some(Shape(vec![cout, oh, ow])),
-                                _ => self.diags.push(
-                                    Diagnostic::new(
-                                        Code::ShapeMismatch,
-                                        format!(
-                                            "kernel {}x{} does not fit the {h}x{w} input (padding {}x{})",
-                                            kernel[0], kernel[1], padding[0], padding[1]
-                                        ),
-                                        Label::new(file, b.span("kernel"), "kernel larger than the padded input"),
-                                    )
-                                    .with(Label::new(file, call.span, format!("input is {s}")))
-                                    .help("use a smaller kernel or more padding, or remove a downsampling layer before this one"),
-                                ),
-                            }
-                        }
-                        _ => self.diags.push(
-                            Diagnostic::new(
-                                Code::ShapeMismatch,
-                                format!("`conv` needs an image input [channels, height, width], but its input has shape {s}"),
-                                at(format!("input is {s}")),
-                            )
-                            .help("give the model a 3-D input such as `input [1, 28, 28]`, or use `dense` on flat inputs"),
-                        ),
-                    }
-                }
-                let params = output.as_ref().and_then(|_| {
-                    (cout as u64)
-                        .checked_mul(cin as u64)?
-                        .checked_mul(kernel[0] as u64)?
-                        .checked_mul(kernel[1] as u64)?
-                        .checked_add(if bias { cout as u64 } else { 0 })
-                });
-                let kind = OpKind::Conv {
-                    in_channels: cin,
-                    out_channels: cout,
-                    kernel,
-                    stride,
-                    padding,
-                    bias,
-                };
-                let p = params.or(output.as_ref().map(|_| u64::MAX));
-                (kind, output, p)
-            }
-            "batchnorm" => {
-                let eps = b.float("eps", Some(1e-5), |x| x > 0.0, "positive", d);
-                let momentum = b.float(
-                    "momentum",
-                    Some(0.1),
-                    |x| x > 0.0 && x <= 1.0,
-                    "in (0, 1]",
-                    d,
-                );
-                let (Some(eps), Some(momentum)) = (eps, momentum) else {
-                    *flow = None;
-                    return;
-                };
-                let channels = input
-                    .as_ref()
-                    .and_then(|s| s.dims().first().copied())
-                    .unwrap_or(0);
-                let kind = OpKind::BatchNorm {
-                    channels,
-                    eps,
-                    momentum,
-                    foldable: true,
-                };
-                (kind, input.clone(), Some(2 * channels as u64))
-            }
-            "avgpool" => {
-                let kernel = b.pair("kernel", None, 1, 1 << 16, d);
-                let stride = b.pair("stride", kernel, 1, 1 << 16, d);
-                let (Some(kernel), Some(stride)) = (kernel, stride) else {
-                    *flow = None;
-                    return;
-                };
-                let output = match input.as_ref().map(|s| s.dims().to_vec()) {
-                    Some(dims) => match dims.as_slice() {
-                        [c, h, w] => match (
-                            conv_out(*h, kernel[0], stride[0], 0),
-                            conv_out(*w, kernel[1], stride[1], 0),
-                        ) {
-                            (Some(oh), Some(ow)) => Some(Shape(vec![*c, oh, ow])),
-                            _ => {
-                                self.diags.push(
-                                    Diagnostic::new(
-                                        Code::ShapeMismatch,
-                                        format!("pooling window {}x{} is larger than the {h}x{w} input", kernel[0], kernel[1]),
-                                        at(format!("input is {}", Shape(dims.clone()))),
-                                    )
-                                    .help("use a smaller window, or `global_avgpool` to average everything"),
-                                );
-                                None
-                            }
-                        },
-                        _ => {
-                            self.diags.push(
-                                Diagnostic::new(
-                                    Code::ShapeMismatch,
-                                    format!("`avgpool` needs an image input [channels, height, width], found {}", Shape(dims.clone())),
-                                    at("not an image".into()),
-                                )
-                                .help("pool before `flatten`, or remove the pooling"),
-                            );
-                            None
-                        }
-                    },
-                    None => None,
-                };
-                (OpKind::AvgPool { kernel, stride }, output, Some(0))
-            }
-            "global_avgpool" => {
-                let output = match input.as_ref().map(|s| s.dims().to_vec()) {
-                    Some(dims) if dims.len() >= 2 => Some(Shape(vec![dims[0]])),
-                    Some(dims) => {
-                        self.diags.push(
-                            Diagnostic::new(
-                                Code::ShapeMismatch,
-                                format!(
-                                    "`global_avgpool` needs [channels, ...positions], found {}",
-                                    Shape(dims)
-                                ),
-                                at("input is already flat".into()),
-                            )
-                            .help(
-                                "remove `global_avgpool`: the input has no spatial positions left",
-                            ),
-                        );
-                        None
-                    }
-                    None => None,
-                };
-                (OpKind::GlobalAvgPool, output, Some(0))
-            }
-            "flatten" => (
-                OpKind::Flatten,
-                input.as_ref().map(|s| Shape(vec![s.numel() as usize])),
-                Some(0),
-            ),
-            "dropout" => {
-                let Some(p) = b.float("p", None, |x| (0.0..1.0).contains(&x), "in [0, 1)", d)
-                else {
-                    *flow = None;
-                    return;
-                };
-                (OpKind::Dropout { p }, input.clone(), Some(0))
-            }
-            _ => {
-                let Some(factor) = b.float("factor", None, |x| x != 0.0, "a non-zero number", d)
-                else {
-                    *flow = None;
-                    return;
-                };
-                (OpKind::Scale { factor }, input.clone(), Some(0))
-            }
+        let at = LayerAt { call, file };
+        let layer = match name {
+            "dense" => self.dense(&b, &input, at),
+            "conv" => self.conv(&b, &input, at),
+            "batchnorm" => self.batchnorm(&b, &input),
+            "avgpool" => self.avgpool(&b, &input, at),
+            "global_avgpool" => Some(self.global_avgpool(&input, at)),
+            "flatten" => Some(Layer {
+                kind: OpKind::Flatten,
+                output: input.as_ref().map(|s| Shape(vec![s.numel() as usize])),
+                params: Some(0),
+            }),
+            "dropout" => self.dropout(&b, &input),
+            _ => self.scale(&b, &input),
+        };
+        let Some(Layer {
+            kind,
+            output,
+            params,
+        }) = layer
+        else {
+            *flow = None;
+            return;
         };
         let op_name = scope.next(match name {
             "batchnorm" => "bn",
@@ -745,6 +576,243 @@ impl<'a> Builder<'a> {
             call.span,
         );
         *flow = if failed { None } else { output };
+    }
+
+    fn dense(&mut self, b: &Bound, input: &Flow, at: LayerAt<'_>) -> Option<Layer> {
+        let d = &mut self.diags;
+        let outf = b.usize("out", None, 1, i64::MAX as usize, d);
+        let bias = b.bool("bias", true, d);
+        let (outf, bias) = (outf?, bias?);
+        let inf = match input.as_ref().map(|s| s.dims().to_vec()) {
+            Some(dims) if dims.len() == 1 => Some(dims[0]),
+            Some(dims) => {
+                let s = Shape(dims);
+                self.diags.push(
+                    Diagnostic::new(
+                        Code::ShapeMismatch,
+                        format!("`dense` needs a flat input, but its input has shape {s}"),
+                        at.label(format!("input is {s}")),
+                    )
+                    .help("add `flatten` (or `global_avgpool` for images) before `dense`"),
+                );
+                None
+            }
+            None => None,
+        };
+        let params = inf.and_then(|i| {
+            (i as u64)
+                .checked_mul(outf as u64)?
+                .checked_add(if bias { outf as u64 } else { 0 })
+        });
+        Some(Layer {
+            kind: OpKind::Dense {
+                in_features: inf.unwrap_or(0),
+                out_features: outf,
+                bias,
+            },
+            output: inf.map(|_| Shape(vec![outf])),
+            params: params.or(inf.map(|_| u64::MAX)),
+        })
+    }
+
+    fn conv(&mut self, b: &Bound, input: &Flow, at: LayerAt<'_>) -> Option<Layer> {
+        let d = &mut self.diags;
+        let cout = b.usize("out", None, 1, i64::MAX as usize, d);
+        let kernel = b.pair("kernel", None, 1, 1 << 16, d);
+        let stride = b.pair("stride", Some([1, 1]), 1, 1 << 16, d);
+        let padding = b.pair("padding", Some([0, 0]), 0, 1 << 16, d);
+        let bias = b.bool("bias", false, d);
+        let (cout, kernel, stride, padding, bias) = (cout?, kernel?, stride?, padding?, bias?);
+        let mut output = None;
+        let mut cin = 0;
+        if let Some(s) = input {
+            match s.dims() {
+                [c, h, w] => {
+                    cin = *c;
+                    let oh = conv_out(*h, kernel[0], stride[0], padding[0]);
+                    let ow = conv_out(*w, kernel[1], stride[1], padding[1]);
+                    match (oh, ow) {
+                        (Some(oh), Some(ow)) => output = Some(Shape(vec![cout, oh, ow])),
+                        _ => self.diags.push(
+                            Diagnostic::new(
+                                Code::ShapeMismatch,
+                                format!(
+                                    "kernel {}x{} does not fit the {h}x{w} input (padding {}x{})",
+                                    kernel[0], kernel[1], padding[0], padding[1]
+                                ),
+                                Label::new(at.file, b.span("kernel"), "kernel larger than the padded input"),
+                            )
+                            .with(at.label(format!("input is {s}")))
+                            .help("use a smaller kernel or more padding, or remove a downsampling layer before this one"),
+                        ),
+                    }
+                }
+                _ => self.diags.push(
+                    Diagnostic::new(
+                        Code::ShapeMismatch,
+                        format!("`conv` needs an image input [channels, height, width], but its input has shape {s}"),
+                        at.label(format!("input is {s}")),
+                    )
+                    .help("give the model a 3-D input such as `input [1, 28, 28]`, or use `dense` on flat inputs"),
+                ),
+            }
+        }
+        let params = output.as_ref().and_then(|_| {
+            (cout as u64)
+                .checked_mul(cin as u64)?
+                .checked_mul(kernel[0] as u64)?
+                .checked_mul(kernel[1] as u64)?
+                .checked_add(if bias { cout as u64 } else { 0 })
+        });
+        let params = params.or(output.as_ref().map(|_| u64::MAX));
+        Some(Layer {
+            kind: OpKind::Conv {
+                in_channels: cin,
+                out_channels: cout,
+                kernel,
+                stride,
+                padding,
+                bias,
+            },
+            output,
+            params,
+        })
+    }
+
+    fn batchnorm(&mut self, b: &Bound, input: &Flow) -> Option<Layer> {
+        let d = &mut self.diags;
+        let eps = b.float("eps", Some(1e-5), |x| x > 0.0, "positive", d);
+        let momentum = b.float(
+            "momentum",
+            Some(0.1),
+            |x| x > 0.0 && x <= 1.0,
+            "in (0, 1]",
+            d,
+        );
+        let (eps, momentum) = (eps?, momentum?);
+        let channels = input
+            .as_ref()
+            .and_then(|s| s.dims().first().copied())
+            .unwrap_or(0);
+        Some(Layer {
+            kind: OpKind::BatchNorm {
+                channels,
+                eps,
+                momentum,
+                foldable: true,
+            },
+            output: input.clone(),
+            params: Some(2 * channels as u64),
+        })
+    }
+
+    fn avgpool(&mut self, b: &Bound, input: &Flow, at: LayerAt<'_>) -> Option<Layer> {
+        let d = &mut self.diags;
+        let kernel = b.pair("kernel", None, 1, 1 << 16, d);
+        let stride = b.pair("stride", kernel, 1, 1 << 16, d);
+        let (kernel, stride) = (kernel?, stride?);
+        let output = match input.as_ref().map(|s| s.dims().to_vec()) {
+            Some(dims) => {
+                match dims.as_slice() {
+                    [c, h, w] => match (
+                        conv_out(*h, kernel[0], stride[0], 0),
+                        conv_out(*w, kernel[1], stride[1], 0),
+                    ) {
+                        (Some(oh), Some(ow)) => Some(Shape(vec![*c, oh, ow])),
+                        _ => {
+                            self.diags.push(
+                            Diagnostic::new(
+                                Code::ShapeMismatch,
+                                format!(
+                                    "pooling window {}x{} is larger than the {h}x{w} input",
+                                    kernel[0], kernel[1]
+                                ),
+                                at.label(format!("input is {}", Shape(dims.clone()))),
+                            )
+                            .help("use a smaller window, or `global_avgpool` to average everything"),
+                        );
+                            None
+                        }
+                    },
+                    _ => {
+                        self.diags.push(
+                        Diagnostic::new(
+                            Code::ShapeMismatch,
+                            format!(
+                                "`avgpool` needs an image input [channels, height, width], found {}",
+                                Shape(dims.clone())
+                            ),
+                            at.label("not an image".into()),
+                        )
+                        .help("pool before `flatten`, or remove the pooling"),
+                    );
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        Some(Layer {
+            kind: OpKind::AvgPool { kernel, stride },
+            output,
+            params: Some(0),
+        })
+    }
+
+    fn global_avgpool(&mut self, input: &Flow, at: LayerAt<'_>) -> Layer {
+        let output = match input.as_ref().map(|s| s.dims().to_vec()) {
+            Some(dims) if dims.len() >= 2 => Some(Shape(vec![dims[0]])),
+            Some(dims) => {
+                self.diags.push(
+                    Diagnostic::new(
+                        Code::ShapeMismatch,
+                        format!(
+                            "`global_avgpool` needs [channels, ...positions], found {}",
+                            Shape(dims)
+                        ),
+                        at.label("input is already flat".into()),
+                    )
+                    .help("remove `global_avgpool`: the input has no spatial positions left"),
+                );
+                None
+            }
+            None => None,
+        };
+        Layer {
+            kind: OpKind::GlobalAvgPool,
+            output,
+            params: Some(0),
+        }
+    }
+
+    fn dropout(&mut self, b: &Bound, input: &Flow) -> Option<Layer> {
+        let p = b.float(
+            "p",
+            None,
+            |x| (0.0..1.0).contains(&x),
+            "in [0, 1)",
+            &mut self.diags,
+        )?;
+        Some(Layer {
+            kind: OpKind::Dropout { p },
+            output: input.clone(),
+            params: Some(0),
+        })
+    }
+
+    fn scale(&mut self, b: &Bound, input: &Flow) -> Option<Layer> {
+        let factor = b.float(
+            "factor",
+            None,
+            |x| x != 0.0,
+            "a non-zero number",
+            &mut self.diags,
+        )?;
+        Some(Layer {
+            kind: OpKind::Scale { factor },
+            output: input.clone(),
+            params: Some(0),
+        })
     }
 
     /// Reject absurd layer sizes (params or activation values); reported once.
