@@ -105,6 +105,9 @@ pub fn act(def: &ActDef, file: FileId, diags: &mut Vec<Diagnostic>) -> Option<Po
     if b.failed {
         return None;
     }
+    if !fit_is_determined(&b, degree?, method?, points?, file, diags) {
+        return None;
+    }
     Some(PolyAct {
         def: def.name.name.clone(),
         degree: degree? as u32,
@@ -124,6 +127,49 @@ pub fn act(def: &ActDef, file: FileId, diags: &mut Vec<Diagnostic>) -> Option<Po
         },
         learnable: learnable?,
     })
+}
+
+/// A least-squares fit of degree d has d + 1 coefficients and needs more
+/// points than its degree; minimax chooses its own points.
+fn fit_is_determined(
+    b: &Bound,
+    degree: i64,
+    method: &str,
+    points: usize,
+    file: FileId,
+    diags: &mut Vec<Diagnostic>,
+) -> bool {
+    if method == "minimax" {
+        if b.has("points") {
+            diags.push(
+                Diagnostic::new(
+                    Code::UnknownArgument,
+                    "`points` applies only to `method: lstsq`",
+                    Label::new(file, b.span("points"), "ignored by a minimax fit"),
+                )
+                .help("remove `points`: the minimax (Remez) fit chooses its own points"),
+            );
+            return false;
+        }
+        return true;
+    }
+    if points as i64 <= degree {
+        let coefficients = degree + 1;
+        diags.push(
+            Diagnostic::new(
+                Code::OutOfRange,
+                format!(
+                    "{points} fit points cannot determine the {coefficients} coefficients of a degree-{degree} polynomial"
+                ),
+                Label::new(file, b.span("points"), format!("needs at least {coefficients}")),
+            )
+            .help(format!(
+                "use at least `points: {coefficients}` (the default 100 suits every degree), or lower the degree"
+            )),
+        );
+        return false;
+    }
+    true
 }
 
 const TRAIN_KEYS: &[&str] = &[
@@ -221,7 +267,9 @@ pub fn train(section: Option<&Section>, file: FileId, diags: &mut Vec<Diagnostic
     };
     let env = Env::new();
     let mut seen = Vec::new();
-    let mut poly_lr_scale_in_optimizer = None;
+    // `poly_lr_scale` may be given in `train` or in the optimizer, not both.
+    let mut scale_in_train: Option<Span> = None;
+    let mut scale_in_optimizer: Option<(f64, Span)> = None;
     for entry in &section.entries {
         if duplicate(&mut seen, &entry.key, "train", file, diags) {
             continue;
@@ -266,6 +314,7 @@ pub fn train(section: Option<&Section>, file: FileId, diags: &mut Vec<Diagnostic
                 ) {
                     cfg.poly_lr_scale = v;
                 }
+                scale_in_train = Some(entry.key.span);
             }
             "activation" => {
                 if let Some(w) = single("activation", diags).word(
@@ -285,7 +334,7 @@ pub fn train(section: Option<&Section>, file: FileId, diags: &mut Vec<Diagnostic
             "optimizer" => {
                 if let Some((opt, scale)) = optimizer(entry, &env, file, diags) {
                     cfg.optimizer = opt;
-                    poly_lr_scale_in_optimizer = scale;
+                    scale_in_optimizer = scale;
                 }
             }
             "schedule" => {
@@ -315,8 +364,18 @@ pub fn train(section: Option<&Section>, file: FileId, diags: &mut Vec<Diagnostic
             ),
         }
     }
-    if let Some(scale) = poly_lr_scale_in_optimizer {
-        info.config.poly_lr_scale = scale;
+    match (scale_in_train, scale_in_optimizer) {
+        (Some(first), Some((_, again))) => diags.push(
+            Diagnostic::new(
+                Code::Duplicate,
+                "`poly_lr_scale` is set twice in `train`: as a setting and in the optimizer",
+                Label::new(file, again, "set again in the optimizer"),
+            )
+            .with(Label::new(file, first, "first set here"))
+            .help("keep one of the two: `poly_lr_scale: X` in `train` or `poly_lr_scale: X` in the optimizer"),
+        ),
+        (None, Some((scale, _))) => info.config.poly_lr_scale = scale,
+        _ => {}
     }
     info
 }
@@ -388,12 +447,13 @@ fn data(
     }
 }
 
+/// The optimizer, and its `poly_lr_scale` with the span where it was written.
 fn optimizer(
     entry: &Entry,
     env: &Env,
     file: FileId,
     diags: &mut Vec<Diagnostic>,
-) -> Option<(Optimizer, Option<f64>)> {
+) -> Option<(Optimizer, Option<(f64, Span)>)> {
     let call = expect_call(entry, &["adamw", "sgd"], file, diags)?;
     let pos = |x: f64| x > 0.0;
     let nonneg = |x: f64| x >= 0.0;
@@ -431,7 +491,7 @@ fn optimizer(
                 beta2: b2?,
                 eps: eps?,
             },
-            scale,
+            scale.map(|x| (x, b.span("poly_lr_scale"))),
         ))
     } else {
         let spec = [
@@ -463,7 +523,7 @@ fn optimizer(
                 weight_decay: wd?,
                 nesterov: nesterov?,
             },
-            scale,
+            scale.map(|x| (x, b.span("poly_lr_scale"))),
         ))
     }
 }
@@ -619,6 +679,9 @@ fn clip(
 
 const HE_KEYS: &[&str] = &["scheme", "security", "depth"];
 
+/// Largest `depth` budget in `he` (far above what CKKS parameters reach).
+pub const MAX_DEPTH_BUDGET: i64 = 10_000;
+
 /// `he { scheme: ckks  security: 128  depth: 40 }`; returns the config and
 /// the span of `depth` when a budget is set.
 pub fn he(
@@ -674,7 +737,7 @@ pub fn he(
             }
             "depth" => {
                 let b = bind(&call, &[req("depth")], &Env::new(), file, diags);
-                if let Some(d) = b.int("depth", None, 1, 10_000, diags) {
+                if let Some(d) = b.int("depth", None, 1, MAX_DEPTH_BUDGET, diags) {
                     cfg.depth_budget = Some(d as u32);
                     depth_span = Some(entry.span);
                 }

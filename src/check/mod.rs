@@ -59,7 +59,30 @@ pub enum LoadError {
     },
     #[error("{path}: not UTF-8 text (invalid byte at offset {offset})")]
     NotUtf8 { path: String, offset: usize },
+    #[error("{path}: not a regular file")]
+    NotAFile { path: String },
+    #[error("{path}: {size} bytes, over the limit of {MAX_FILE_BYTES} bytes for a model file")]
+    TooLarge { path: String, size: u64 },
 }
+
+impl LoadError {
+    /// What to do about it, for the `help:` line.
+    pub fn help(&self) -> &'static str {
+        match self {
+            LoadError::Io { .. } => "give the path of a readable .pnn file",
+            LoadError::NotUtf8 { .. } => "save the file as UTF-8 text",
+            LoadError::NotAFile { .. } => "give a .pnn file, not a folder, a device or a pipe",
+            LoadError::TooLarge { .. } => {
+                "a model file is a few kilobytes; generate repeated layers with `for` loops and blocks"
+            }
+        }
+    }
+}
+
+/// Largest model or imported file read, in bytes. The largest model the
+/// checker accepts (100000 layers written out) is about 1 MiB; the cap keeps
+/// an import of a huge file from exhausting memory.
+pub const MAX_FILE_BYTES: u64 = 8 << 20;
 
 /// Loading a model for a later stage failed.
 #[derive(Debug, thiserror::Error)]
@@ -87,12 +110,34 @@ pub fn load_model(path: &Path) -> Result<Model, ModelError> {
     }
 }
 
+/// Read a model file: a regular file of at most [`MAX_FILE_BYTES`] of UTF-8.
+/// Devices, pipes and folders are refused before they are opened.
 fn read_text(path: &Path) -> Result<String, LoadError> {
+    use std::io::Read;
     let display = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
+    let io = |source| LoadError::Io {
         path: display.clone(),
         source,
-    })?;
+    };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if !meta.is_file() {
+        return Err(LoadError::NotAFile { path: display });
+    }
+    let too_large = |size| LoadError::TooLarge {
+        path: display.clone(),
+        size,
+    };
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(too_large(meta.len()));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(io)?;
+    // The file may have grown since `metadata`.
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_large(bytes.len() as u64));
+    }
     String::from_utf8(bytes).map_err(|e| LoadError::NotUtf8 {
         path: display,
         offset: e.utf8_error().valid_up_to(),
@@ -123,6 +168,7 @@ pub fn check_source(path: &str, text: &str) -> Checked {
         files: &mut files,
         diags: &mut diags,
         loaded: Vec::new(),
+        failed: false,
     };
     let main_dir = Path::new(path)
         .parent()
@@ -130,7 +176,8 @@ pub fn check_source(path: &str, text: &str) -> Checked {
         .unwrap_or_default();
     let mut stack = vec![std::fs::canonicalize(path).unwrap_or_else(|_| PathBuf::from(path))];
     loader.imports(0, &main_dir, &mut stack);
-    let (model, origins) = check_files(&sources, &files, &mut diags);
+    let imports_failed = loader.failed;
+    let (model, origins) = check_files(&sources, &files, imports_failed, &mut diags);
     finish(sources, model, diags, origins)
 }
 
@@ -155,7 +202,15 @@ fn finish(
             d.message.clone(),
         ))
     });
-    diags.sort_by_key(|d| (d.primary.file, d.primary.span.start, d.primary.span.end));
+    // Root causes first, then by place.
+    diags.sort_by_key(|d| {
+        (
+            !d.root_cause,
+            d.primary.file,
+            d.primary.span.start,
+            d.primary.span.end,
+        )
+    });
     let has_errors = diags.iter().any(|d| d.severity() == Severity::Error);
     Checked {
         sources,
@@ -171,6 +226,9 @@ struct Loader<'a> {
     files: &'a mut Vec<(FileId, File)>,
     diags: &'a mut Vec<Diagnostic>,
     loaded: Vec<PathBuf>,
+    /// Whether an import could not be read or parsed: names it would have
+    /// defined are then unknown, and not reported again as such.
+    failed: bool,
 }
 
 impl Loader<'_> {
@@ -192,13 +250,15 @@ impl Loader<'_> {
             let canonical = match std::fs::canonicalize(&joined) {
                 Ok(c) => c,
                 Err(e) => {
+                    self.failed = true;
                     self.diags.push(
                         Diagnostic::new(
                             Code::ImportFailed,
                             format!("cannot import `{rel}`: {e}"),
                             Label::new(file, span, format!("looked for {}", joined.display())),
                         )
-                        .help("import paths are relative to the importing file's folder"),
+                        .help("import paths are relative to the importing file's folder")
+                        .root_cause(),
                     );
                     continue;
                 }
@@ -221,13 +281,15 @@ impl Loader<'_> {
             let text = match read_text(&joined) {
                 Ok(t) => t,
                 Err(e) => {
+                    self.failed = true;
                     self.diags.push(
                         Diagnostic::new(
                             Code::ImportFailed,
                             format!("cannot import `{rel}`"),
                             Label::new(file, span, e.to_string()),
                         )
-                        .help("import only UTF-8 .pnn files"),
+                        .help(e.help())
+                        .root_cause(),
                     );
                     continue;
                 }
@@ -255,11 +317,14 @@ impl Loader<'_> {
                     self.imports(next, &sub_dir, stack);
                     stack.pop();
                 }
-                Err(e) => self.diags.push(syntax_diag(id, e).with(Label::new(
-                    file,
-                    span,
-                    "imported here",
-                ))),
+                Err(e) => {
+                    self.failed = true;
+                    self.diags.push(
+                        syntax_diag(id, e)
+                            .with(Label::new(file, span, "imported here"))
+                            .root_cause(),
+                    );
+                }
             }
         }
     }
@@ -323,7 +388,8 @@ fn header<'a>(ast: &'a File, main: FileId, end: Span, diags: &mut Vec<Diagnostic
                 format!("the model has no `{what}`"),
                 Label::new(main, end, format!("`{what}` expected")),
             )
-            .help(format!("add `{example}`")),
+            .help(format!("add `{example}`"))
+            .root_cause(),
         );
     };
     if h.model.is_none() {
@@ -368,6 +434,10 @@ fn definitions<'a>(files: &'a [(FileId, File)], diags: &mut Vec<Diagnostic>) -> 
                 );
                 continue;
             }
+            if net::BUILTINS.contains(&name.name.as_str()) {
+                diags.push(builtin_name(item, name, *file));
+                continue;
+            }
             def_spans.insert(name.name.clone(), (*file, name.span));
             match item {
                 Item::Act(a) => {
@@ -390,6 +460,26 @@ fn definitions<'a>(files: &'a [(FileId, File)], diags: &mut Vec<Diagnostic>) -> 
     defs
 }
 
+/// A user definition may not take a built-in layer's name: the layer would
+/// silently win at every use.
+fn builtin_name(item: &Item, name: &syntax::Ident, file: FileId) -> Diagnostic {
+    let what = if matches!(item, Item::Act(_)) {
+        "an activation"
+    } else {
+        "a block"
+    };
+    Diagnostic::new(
+        Code::Duplicate,
+        format!("`{}` is a built-in layer and cannot name {what}", name.name),
+        Label::new(file, name.span, "built-in layer name"),
+    )
+    .help(format!(
+        "rename it, e.g. `my_{}`: built-in layer names ({}) are reserved",
+        name.name,
+        net::BUILTINS.join(", ")
+    ))
+}
+
 fn act_info(a: &syntax::ActDef, file: FileId, diags: &mut Vec<Diagnostic>) -> ActInfo {
     let arg_span = |key: &str| {
         a.call
@@ -407,8 +497,17 @@ fn act_info(a: &syntax::ActDef, file: FileId, diags: &mut Vec<Diagnostic>) -> Ac
     }
 }
 
+/// What the network is built from besides its definitions.
+struct NetInput {
+    shape: Option<Shape>,
+    classes: Option<usize>,
+    imports_failed: bool,
+}
+
 /// The expanded network with levels assigned, and what later checks need of it.
 struct Net {
+    /// Expansion stopped at the layer limit.
+    truncated: bool,
     ops: Vec<crate::ir::Op>,
     params: u64,
     depth: u32,
@@ -418,23 +517,22 @@ struct Net {
 
 /// Expand `net`, check its output against `classes`, place activations,
 /// fold batchnorms and assign levels.
-#[allow(clippy::too_many_arguments)]
 fn build_net(
     h: &Header<'_>,
     defs: &Defs<'_>,
     sources: &Sources,
-    input: Option<Shape>,
-    classes: Option<usize>,
+    input: NetInput,
     placement: config::Placement,
     main: FileId,
     diags: &mut Vec<Diagnostic>,
 ) -> Net {
     let mut builder = Builder::new(defs, sources);
+    builder.imports_failed = input.imports_failed;
     let (mut ops, out_shape) = match h.net {
-        Some((body, _)) => builder.build(body, main, input),
+        Some((body, _)) => builder.build(body, main, input.shape),
         None => (Vec::new(), None),
     };
-    if let (Some(out), Some(c), Some((body, net_span))) = (&out_shape, classes, h.net)
+    if let (Some(out), Some(c), Some((body, net_span))) = (&out_shape, input.classes, h.net)
         && out.dims() != [c]
     {
         let at = body.last().map_or(net_span, |s| s.span());
@@ -456,6 +554,7 @@ fn build_net(
     depth::mark_foldable(&mut ops);
     let depth = depth::assign_levels(&mut ops, 0);
     Net {
+        truncated: builder.limit_crossed(),
         ops,
         params,
         depth,
@@ -480,6 +579,7 @@ fn source_hash(sources: &Sources) -> String {
 fn check_files(
     sources: &Sources,
     files: &[(FileId, File)],
+    imports_failed: bool,
     diags: &mut Vec<Diagnostic>,
 ) -> (Option<Model>, HashMap<String, Origin>) {
     let main = files[0].0;
@@ -492,9 +592,9 @@ fn check_files(
     let (classes, class_names) = h
         .classes
         .map_or((None, Vec::new()), |(e, _)| classes(e, main, diags));
-    if let Some(c) = classes {
-        defs.globals.insert("classes".into(), Value::Int(c as i64));
-    }
+    // Without a valid `classes`, uses of the name stay silent: the cause is reported.
+    let classes_value = classes.map_or_else(eval::unknown, |c| Value::Int(c as i64));
+    defs.globals.insert("classes".into(), classes_value);
     let train = config::train(h.train.map(|(s, _)| s), main, diags);
     if let Some(spec) = &train.config.data {
         data_fit(
@@ -513,8 +613,11 @@ fn check_files(
         &h,
         &defs,
         sources,
-        input.clone(),
-        classes,
+        NetInput {
+            shape: input.clone(),
+            classes,
+            imports_failed,
+        },
         train.placement,
         main,
         diags,
@@ -528,7 +631,8 @@ fn check_files(
         main,
         diags,
     );
-    if let (Some(budget), Some(dspan)) = (he.depth_budget, depth_span)
+    // A truncated network's depth says nothing: the layer limit is the cause.
+    if let (Some(budget), Some(dspan), false) = (he.depth_budget, depth_span, net.truncated)
         && net.depth > budget
     {
         budget_error(
@@ -569,16 +673,35 @@ fn input_shape(e: &Expr, file: FileId, diags: &mut Vec<Diagnostic>) -> Option<Sh
             .collect(),
         _ => None,
     };
-    if dims.is_none() {
+    let Some(dims) = dims else {
         diags.push(
             Diagnostic::new(Code::OutOfRange, format!("invalid input shape `{v}`"), Label::new(file, e.span, "expected 1 to 3 positive sizes"))
                 .help(format!(
                     "write [features], [channels, length] or [channels, height, width], each from 1 to {}",
                     net::MAX_DIM
-                )),
+                ))
+                .root_cause(),
         );
+        return None;
+    };
+    let shape = Shape(dims);
+    if shape.numel() > net::MAX_NUMEL {
+        diags.push(
+            Diagnostic::new(
+                Code::TooLarge,
+                format!(
+                    "the input {shape} has {} values, over the limit of {}",
+                    net::value_count(shape.numel()),
+                    net::MAX_NUMEL
+                ),
+                Label::new(file, e.span, "input too large"),
+            )
+            .help("check the sizes: an HE input is one ciphertext's worth of values or a few, not billions")
+            .root_cause(),
+        );
+        return None;
     }
-    dims.map(Shape)
+    Some(shape)
 }
 
 fn classes(e: &Expr, file: FileId, diags: &mut Vec<Diagnostic>) -> (Option<usize>, Vec<String>) {
@@ -603,7 +726,8 @@ fn classes(e: &Expr, file: FileId, diags: &mut Vec<Diagnostic>) -> (Option<usize
                     format!("invalid number of classes `{v}`"),
                     Label::new(file, e.span, "expected 2 to 1000000, or a list of names"),
                 )
-                .help("write `classes 10` or `classes [\"cat\", \"dog\"]`"),
+                .help("write `classes 10` or `classes [\"cat\", \"dog\"]`")
+                .root_cause(),
             );
             (None, Vec::new())
         }

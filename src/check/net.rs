@@ -13,14 +13,25 @@ use std::collections::HashMap;
 pub const MAX_PARAMS: u64 = 4_000_000_000;
 /// Most ops after expansion (guards nested loops).
 pub const MAX_OPS: usize = 100_000;
+/// Most loop iterations in one expansion, counted over all loops (guards
+/// nested loops with empty bodies, which add no layers). A network within
+/// [`MAX_OPS`] needs at most a few iterations per layer.
+pub const MAX_LOOP_STEPS: usize = 1_000_000;
 /// Most values in one activation tensor.
 pub const MAX_NUMEL: u64 = 1 << 34;
 /// Deepest chain of block uses.
 pub const MAX_BLOCK_DEPTH: usize = 32;
-/// Largest channel count, feature count or kernel size.
+/// Largest input size along one axis.
 pub const MAX_DIM: usize = 1 << 24;
+/// Largest kernel, stride or padding of `conv` and `avgpool`, per axis.
+pub const MAX_WINDOW: usize = 1 << 16;
 
-const BUILTINS: &[&str] = &[
+/// Unknown names that get a "did you mean" suggestion; later ones get the
+/// list of layers only.
+const MAX_SUGGESTIONS: usize = 20;
+
+/// The built-in layers, in the order the docs list them.
+pub const BUILTINS: &[&str] = &[
     "dense",
     "conv",
     "batchnorm",
@@ -68,12 +79,20 @@ pub struct Builder<'a> {
     sources: &'a Sources,
     pub diags: Vec<Diagnostic>,
     pub origins: HashMap<String, Origin>,
-    /// Names of acts actually used, for lints.
+    /// Names of acts actually used, for lints, in order of first use.
     pub used_acts: Vec<String>,
+    used_set: std::collections::HashSet<String>,
     op_count: usize,
+    /// Loop iterations so far, for [`MAX_LOOP_STEPS`].
+    loop_steps: usize,
+    /// Unknown names that got a "did you mean" (each search is linear in the
+    /// definitions, so it is bounded).
+    suggestions: usize,
     total_params: u64,
     stack: Vec<(String, Label)>,
     size_reported: bool,
+    /// An import failed: unknown names may be its definitions (not reported).
+    pub imports_failed: bool,
 }
 
 /// Per-scope counters that make op names unique (`conv1`, `conv2`, ...).
@@ -155,11 +174,38 @@ impl<'a> Builder<'a> {
             diags: Vec::new(),
             origins: HashMap::new(),
             used_acts: Vec::new(),
+            used_set: std::collections::HashSet::new(),
             op_count: 0,
+            loop_steps: 0,
+            suggestions: 0,
             total_params: 0,
             stack: Vec::new(),
             size_reported: false,
+            imports_failed: false,
         }
+    }
+
+    /// Whether expansion stopped at [`MAX_OPS`] layers or [`MAX_LOOP_STEPS`] iterations.
+    pub fn limit_crossed(&self) -> bool {
+        self.op_count > MAX_OPS || self.loop_steps > MAX_LOOP_STEPS
+    }
+
+    /// Count a loop's iterations; false (reported once) when that crosses the limit.
+    fn loop_budget(&mut self, iterations: usize, file: FileId, span: Span) -> bool {
+        let crossed_before = self.limit_crossed();
+        self.loop_steps = self.loop_steps.saturating_add(iterations);
+        if self.loop_steps > MAX_LOOP_STEPS && !crossed_before {
+            self.diags.push(
+                Diagnostic::new(
+                    Code::TooLarge,
+                    format!("the network's loops run more than {MAX_LOOP_STEPS} iterations"),
+                    Label::new(file, span, "limit crossed here"),
+                )
+                .help("check loop ranges: nested loops multiply")
+                .root_cause(),
+            );
+        }
+        !self.limit_crossed()
     }
 
     pub fn total_params(&self) -> u64 {
@@ -186,7 +232,9 @@ impl<'a> Builder<'a> {
         out: &mut Vec<Op>,
     ) {
         for stmt in stmts {
-            if self.op_count > MAX_OPS {
+            if self.limit_crossed() {
+                // The shapes of a truncated network say nothing (no follow-on errors).
+                *flow = None;
                 return;
             }
             match stmt {
@@ -209,8 +257,13 @@ impl<'a> Builder<'a> {
                         *flow = None;
                         continue;
                     };
+                    if !self.loop_budget(items.len(), file, iter.span) {
+                        *flow = None;
+                        return;
+                    }
                     for item in items {
-                        if self.op_count > MAX_OPS {
+                        if self.limit_crossed() {
+                            *flow = None;
                             break;
                         }
                         let mut inner = env.clone();
@@ -331,6 +384,11 @@ impl<'a> Builder<'a> {
         let mut name = call.name.name.clone();
         if let Some(v) = env.get(&name) {
             match v {
+                // Its definition failed and was reported.
+                v if super::eval::is_unknown(v) => {
+                    *flow = None;
+                    return;
+                }
                 Value::Ident(target) => name = target.clone(),
                 other => {
                     self.diags.push(
@@ -364,7 +422,7 @@ impl<'a> Builder<'a> {
                     )),
                 );
             }
-            if !self.used_acts.contains(&name) {
+            if self.used_set.insert(name.clone()) {
                 self.used_acts.push(name.clone());
             }
             let Some(act) = info.act.clone() else {
@@ -390,35 +448,46 @@ impl<'a> Builder<'a> {
             );
         } else if let Some(block) = self.defs.blocks.get(&name) {
             self.block(block, &name, call, file, env, scope, flow, out);
-        } else if let Some(help) = super::nonhe::replacement(&name) {
+        } else if let Some(non_he) = super::nonhe::lookup(&name) {
             self.diags.push(
                 Diagnostic::new(
                     Code::NonHeOp,
                     format!("`{name}` cannot be evaluated under homomorphic encryption"),
                     Label::new(file, call.span, "not HE-compatible"),
                 )
-                .help(help),
+                .help(non_he.help),
             );
-            // Shape-preserving guess so later layers are still checked.
-            if !matches!(
-                name.as_str(),
-                "maxpool" | "max_pool" | "maxpool2d" | "adaptive_maxpool" | "attention"
-            ) {
+            // A shape-preserving op is skipped so later layers are still checked.
+            if !non_he.keeps_shape {
+                *flow = None;
+            }
+        } else {
+            *flow = None;
+            if self.imports_failed {
                 return;
             }
-            *flow = None;
-        } else {
-            let candidates = BUILTINS
-                .iter()
-                .copied()
-                .chain(self.defs.acts.keys().map(String::as_str))
-                .chain(self.defs.blocks.keys().map(String::as_str));
-            let help = match closest(candidates, &name) {
-                Some(c) => format!("did you mean `{c}`?"),
-                None => format!(
-                    "layers are {}; activations and blocks must be defined with `act` or `block`",
-                    BUILTINS.join(", ")
-                ),
+            let help = match super::nonhe::pytorch_spelling(&name) {
+                Some(ours) => format!("PyTorch's `{name}` is written `{ours}` here"),
+                None => {
+                    let candidates = BUILTINS
+                        .iter()
+                        .copied()
+                        .chain(self.defs.acts.keys().map(String::as_str))
+                        .chain(self.defs.blocks.keys().map(String::as_str));
+                    self.suggestions += 1;
+                    let close = if self.suggestions <= MAX_SUGGESTIONS {
+                        closest(candidates, &name)
+                    } else {
+                        None
+                    };
+                    match close {
+                        Some(c) => format!("did you mean `{c}`?"),
+                        None => format!(
+                            "layers are {}; activations and blocks must be defined with `act` or `block`",
+                            BUILTINS.join(", ")
+                        ),
+                    }
+                }
             };
             self.diags.push(
                 Diagnostic::new(
@@ -428,7 +497,6 @@ impl<'a> Builder<'a> {
                 )
                 .help(help),
             );
-            *flow = None;
         }
     }
 
@@ -618,9 +686,9 @@ impl<'a> Builder<'a> {
     fn conv(&mut self, b: &Bound, input: &Flow, at: LayerAt<'_>) -> Option<Layer> {
         let d = &mut self.diags;
         let cout = b.usize("out", None, 1, i64::MAX as usize, d);
-        let kernel = b.pair("kernel", None, 1, 1 << 16, d);
-        let stride = b.pair("stride", Some([1, 1]), 1, 1 << 16, d);
-        let padding = b.pair("padding", Some([0, 0]), 0, 1 << 16, d);
+        let kernel = b.pair("kernel", None, 1, MAX_WINDOW, d);
+        let stride = b.pair("stride", Some([1, 1]), 1, MAX_WINDOW, d);
+        let padding = b.pair("padding", Some([0, 0]), 0, MAX_WINDOW, d);
         let bias = b.bool("bias", false, d);
         let (cout, kernel, stride, padding, bias) = (cout?, kernel?, stride?, padding?, bias?);
         let mut output = None;
@@ -708,8 +776,8 @@ impl<'a> Builder<'a> {
 
     fn avgpool(&mut self, b: &Bound, input: &Flow, at: LayerAt<'_>) -> Option<Layer> {
         let d = &mut self.diags;
-        let kernel = b.pair("kernel", None, 1, 1 << 16, d);
-        let stride = b.pair("stride", kernel, 1, 1 << 16, d);
+        let kernel = b.pair("kernel", None, 1, MAX_WINDOW, d);
+        let stride = b.pair("stride", kernel, 1, MAX_WINDOW, d);
         let (kernel, stride) = (kernel?, stride?);
         let output = match input.as_ref().map(|s| s.dims().to_vec()) {
             Some(dims) => {
@@ -839,7 +907,7 @@ impl<'a> Builder<'a> {
         } else if output.numel() > MAX_NUMEL {
             Some(format!(
                 "`{op}` outputs {} values, over the limit of {MAX_NUMEL}",
-                output.numel()
+                value_count(output.numel())
             ))
         } else {
             None
@@ -878,7 +946,8 @@ impl<'a> Builder<'a> {
                     format!("the network expands to more than {MAX_OPS} layers"),
                     Label::new(file, span, "limit crossed here"),
                 )
-                .help("check loop ranges and block repetitions"),
+                .help("check loop ranges and block repetitions")
+                .root_cause(),
             );
         }
         let (line, column) = self.sources.line_col(file, span.start);
@@ -899,6 +968,15 @@ impl<'a> Builder<'a> {
                 column,
             },
         });
+    }
+}
+
+/// A count of values for messages; [`Shape::numel`] saturates at u64::MAX.
+pub fn value_count(n: u64) -> String {
+    if n == u64::MAX {
+        "more than 2^64".to_string()
+    } else {
+        n.to_string()
     }
 }
 

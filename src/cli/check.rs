@@ -81,7 +81,7 @@ pub fn check(args: &CheckArgs) -> ExitCode {
             Err(e) => {
                 io_failed = true;
                 eprintln!("error: {e}");
-                eprintln!("help: give the path of a UTF-8 .pnn model file");
+                eprintln!("help: {}", e.help());
             }
         }
     }
@@ -210,7 +210,7 @@ fn rows(ops: &[Op], depth: usize, out: &mut Vec<Row>) {
 pub fn info(args: &InfoArgs) -> ExitCode {
     let checked = match check::check_path(&args.file) {
         Ok(c) => c,
-        Err(e) => return io_error(&e, "give the path of a UTF-8 .pnn model file"),
+        Err(e) => return io_error(&e, e.help()),
     };
     let model = match (&checked.model, checked.has_errors()) {
         (Some(m), false) => m,
