@@ -4,12 +4,14 @@
 //! Pipeline (each stage reads the previous stage's output type):
 //! `syntax` (text -> AST) -> `check` (AST -> [`ir::Model`] + diagnostics) ->
 //! `train` (IR + data -> weights) / `he` (IR + weights -> circuit).
-//! `data` loads data sets described by [`ir::DataSpec`]; `cli` wires it up.
+//! `data` loads data sets described by [`ir::DataSpec`]; `lsp` serves the
+//! checker to editors; `cli` wires it up.
 
 pub mod check;
 pub mod cli;
 pub mod data;
 pub mod he;
 pub mod ir;
+pub mod lsp;
 pub mod syntax;
 pub mod train;

@@ -1,7 +1,7 @@
 //! `act` definitions, the `train { }` and `he { }` sections -> typed IR configs.
 
-use super::diag::{Code, Diagnostic, FileId, Label};
-use super::eval::{Bound, Env, bind, eval, opt, options_help, req};
+use super::diag::{Code, Diagnostic, FileId, Fix, Label};
+use super::eval::{Bound, Env, ParamSpec, bind, eval, opt, options_help, req};
 use crate::ir::{
     Basis, BoundaryKind, BoundaryLoss, Clip, ClipExcept, DataSpec, FitMethod, FitTarget, HeConfig,
     Optimizer, PolyAct, Reduce, Schedule, Scheme, TrainConfig, Value,
@@ -61,6 +61,17 @@ pub fn default_train() -> TrainConfig {
     }
 }
 
+/// The arguments of `poly(...)` in an `act` definition.
+pub const ACT_PARAMS: &[ParamSpec<'static>] = &[
+    req("degree"),
+    opt("fit"),
+    req("range"),
+    opt("basis"),
+    opt("learnable"),
+    opt("method"),
+    opt("points"),
+];
+
 /// `act NAME = poly(degree: D, fit: relu, range: B, basis: chebyshev, learnable: true, method: lstsq, points: 100)`
 pub fn act(def: &ActDef, file: FileId, diags: &mut Vec<Diagnostic>) -> Option<PolyAct> {
     let call = &def.call;
@@ -85,16 +96,7 @@ pub fn act(def: &ActDef, file: FileId, diags: &mut Vec<Diagnostic>) -> Option<Po
         );
         return None;
     }
-    let spec = [
-        req("degree"),
-        opt("fit"),
-        req("range"),
-        opt("basis"),
-        opt("learnable"),
-        opt("method"),
-        opt("points"),
-    ];
-    let b = bind(call, &spec, &Env::new(), file, diags);
+    let b = bind(call, ACT_PARAMS, &Env::new(), file, diags);
     let degree = b.int("degree", None, 1, 31, diags);
     let range = b.float("range", None, |r| r > 0.0, "a positive number", diags);
     let fit = b.word("fit", "relu", &["relu", "silu", "gelu"], diags);
@@ -165,6 +167,12 @@ fn fit_is_determined(
             )
             .help(format!(
                 "use at least `points: {coefficients}` (the default 100 suits every degree), or lower the degree"
+            ))
+            .fix(Fix::replace(
+                format!("Use `points: {coefficients}`"),
+                file,
+                b.span("points"),
+                coefficients.to_string(),
             )),
         );
         return false;
@@ -172,7 +180,7 @@ fn fit_is_determined(
     true
 }
 
-const TRAIN_KEYS: &[&str] = &[
+pub const TRAIN_KEYS: &[&str] = &[
     "data",
     "epochs",
     "batch",
@@ -677,7 +685,7 @@ fn clip(
     }))
 }
 
-const HE_KEYS: &[&str] = &["scheme", "security", "depth"];
+pub const HE_KEYS: &[&str] = &["scheme", "security", "depth"];
 
 /// Largest `depth` budget in `he` (far above what CKKS parameters reach).
 pub const MAX_DEPTH_BUDGET: i64 = 10_000;

@@ -245,6 +245,42 @@ pub struct Diagnostic {
     /// Other diagnostics may follow from this one (a failed import, bad
     /// `classes`, a size limit): it is listed first.
     pub root_cause: bool,
+    /// Concrete changes that resolve it (editors offer them as code actions).
+    pub fixes: Vec<Fix>,
+}
+
+/// A change that resolves a diagnostic: the help's replacement, as edits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fix {
+    pub title: String,
+    pub edits: Vec<Edit>,
+}
+
+/// Replace `span` of `file` by `text` (an insertion when the span is empty).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Edit {
+    pub file: FileId,
+    pub span: Span,
+    pub text: String,
+}
+
+impl Fix {
+    /// A fix made of one replacement.
+    pub fn replace(
+        title: impl Into<String>,
+        file: FileId,
+        span: Span,
+        text: impl Into<String>,
+    ) -> Fix {
+        Fix {
+            title: title.into(),
+            edits: vec![Edit {
+                file,
+                span,
+                text: text.into(),
+            }],
+        }
+    }
 }
 
 impl Diagnostic {
@@ -256,7 +292,13 @@ impl Diagnostic {
             secondary: Vec::new(),
             help: String::new(),
             root_cause: false,
+            fixes: Vec::new(),
         }
+    }
+
+    pub fn fix(mut self, fix: Fix) -> Diagnostic {
+        self.fixes.push(fix);
+        self
     }
 
     /// Mark as a root cause: listed before the diagnostics it may explain.

@@ -11,10 +11,10 @@ pub mod net;
 pub mod nonhe;
 pub mod render;
 
-pub use diag::{Code, Diagnostic, FileId, Label, Severity, SourceFile, Sources};
+pub use diag::{Code, Diagnostic, Edit, FileId, Fix, Label, Severity, SourceFile, Sources};
 pub use net::Origin;
 
-use crate::ir::{Model, OpKind, Shape, Value};
+use crate::ir::{Model, Op, OpKind, Shape, Value};
 use crate::syntax::{self, Expr, File, Item, Span};
 use eval::Env;
 use net::{ActInfo, BlockInfo, Builder, Defs};
@@ -32,9 +32,46 @@ pub struct Checked {
     pub diagnostics: Vec<Diagnostic>,
     /// Where each op (by name) was written.
     pub origins: HashMap<String, Origin>,
+    /// The network as far as it could be built, levels assigned, when there
+    /// is no `model` (errors); empty otherwise (see [`Checked::net`]).
+    pub partial_net: Vec<Op>,
+    /// Every `act` and `block` definition, in all files, in reading order.
+    pub definitions: Vec<Definition>,
+    /// For each imported file, the `import` in the main file that led to it.
+    pub imported_by: HashMap<FileId, Span>,
+    /// `depth` in `he`, when given and valid.
+    pub depth_budget: Option<u32>,
+    /// The syntax tree of each file that parsed (the main file first).
+    pub syntax: Vec<(FileId, File)>,
+}
+
+/// An `act` or `block` definition, for editors.
+#[derive(Debug, Clone)]
+pub struct Definition {
+    pub name: String,
+    pub file: FileId,
+    pub name_span: Span,
+    /// The whole definition.
+    pub span: Span,
+    pub kind: DefinitionKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum DefinitionKind {
+    /// None when the definition has errors.
+    Act(Option<crate::ir::PolyAct>),
+    /// Parameter names with their defaults as written.
+    Block {
+        params: Vec<(String, Option<String>)>,
+    },
 }
 
 impl Checked {
+    /// The expanded network: the model's, or as far as it could be built.
+    pub fn net(&self) -> &[Op] {
+        self.model.as_ref().map_or(&self.partial_net, |m| &m.net)
+    }
+
     pub fn has_errors(&self) -> bool {
         self.diagnostics
             .iter()
@@ -144,6 +181,35 @@ fn read_text(path: &Path) -> Result<String, LoadError> {
     })
 }
 
+/// Where the checker reads imported files from: the disk, or (in an
+/// editor) open, unsaved buffers over it.
+pub trait Files {
+    /// The identity of a path, for import cycles and repeated imports.
+    fn canonicalize(&self, path: &Path) -> std::io::Result<PathBuf>;
+    /// The text of a file, with the limits of [`read_text`].
+    fn read(&self, path: &Path) -> Result<String, LoadError>;
+}
+
+/// The file system.
+pub struct Disk;
+
+impl Disk {
+    /// A model file's text, with the limits of imports.
+    pub fn read_path(&self, path: &Path) -> Result<String, LoadError> {
+        read_text(path)
+    }
+}
+
+impl Files for Disk {
+    fn canonicalize(&self, path: &Path) -> std::io::Result<PathBuf> {
+        std::fs::canonicalize(path)
+    }
+
+    fn read(&self, path: &Path) -> Result<String, LoadError> {
+        read_text(path)
+    }
+}
+
 /// Check the file at `path`; imports resolve relative to its folder.
 pub fn check_path(path: &Path) -> Result<Checked, LoadError> {
     let text = read_text(path)?;
@@ -152,45 +218,66 @@ pub fn check_path(path: &Path) -> Result<Checked, LoadError> {
 
 /// Check `text` as if read from `path` (imports resolve relative to `path`'s folder).
 pub fn check_source(path: &str, text: &str) -> Checked {
+    check_source_in(path, text, &Disk)
+}
+
+/// [`check_source`] with imports read through `files`.
+pub fn check_source_in(path: &str, text: &str, files: &dyn Files) -> Checked {
     let mut sources = Sources::default();
     let main = sources.add(path.to_string(), text.to_string());
     let mut diags = Vec::new();
-    let mut files: Vec<(FileId, File)> = Vec::new();
-    match syntax::parse(text) {
-        Ok(f) => files.push((main, f)),
-        Err(e) => diags.push(syntax_diag(main, e)),
-    }
-    if files.is_empty() {
-        return finish(sources, None, diags, HashMap::new());
-    }
+    let ast = match syntax::parse(text) {
+        Ok(f) => f,
+        Err(e) => {
+            diags.push(syntax_diag(main, e));
+            return finish(sources, Built::default(), diags);
+        }
+    };
+    let mut asts: Vec<(FileId, File)> = vec![(main, ast)];
     let mut loader = Loader {
         sources: &mut sources,
-        files: &mut files,
+        files: &mut asts,
         diags: &mut diags,
+        fs: files,
         loaded: Vec::new(),
         failed: false,
+        imported_by: HashMap::new(),
     };
     let main_dir = Path::new(path)
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default();
-    let mut stack = vec![std::fs::canonicalize(path).unwrap_or_else(|_| PathBuf::from(path))];
+    let mut stack = vec![
+        files
+            .canonicalize(Path::new(path))
+            .unwrap_or_else(|_| PathBuf::from(path)),
+    ];
     loader.imports(0, &main_dir, &mut stack);
     let imports_failed = loader.failed;
-    let (model, origins) = check_files(&sources, &files, imports_failed, &mut diags);
-    finish(sources, model, diags, origins)
+    let imported_by = std::mem::take(&mut loader.imported_by);
+    let mut built = check_files(&sources, &asts, imports_failed, &mut diags);
+    built.imported_by = imported_by;
+    built.syntax = asts;
+    finish(sources, built, diags)
 }
 
 fn syntax_diag(file: FileId, e: syntax::SyntaxError) -> Diagnostic {
     Diagnostic::new(Code::Syntax, e.message, Label::new(file, e.span, "here")).help(e.help)
 }
 
-fn finish(
-    sources: Sources,
+/// What [`check_files`] built, for [`Checked`].
+#[derive(Default)]
+struct Built {
     model: Option<Model>,
-    mut diags: Vec<Diagnostic>,
+    partial_net: Vec<Op>,
     origins: HashMap<String, Origin>,
-) -> Checked {
+    definitions: Vec<Definition>,
+    imported_by: HashMap<FileId, Span>,
+    depth_budget: Option<u32>,
+    syntax: Vec<(FileId, File)>,
+}
+
+fn finish(sources: Sources, built: Built, mut diags: Vec<Diagnostic>) -> Checked {
     // The same mistake inside a block used many times is reported once.
     let mut seen = std::collections::HashSet::new();
     diags.retain(|d| {
@@ -212,11 +299,21 @@ fn finish(
         )
     });
     let has_errors = diags.iter().any(|d| d.severity() == Severity::Error);
+    let (model, partial_net) = match built.model {
+        Some(m) if !has_errors => (Some(m), Vec::new()),
+        Some(m) => (None, m.net),
+        None => (None, built.partial_net),
+    };
     Checked {
         sources,
-        model: if has_errors { None } else { model },
+        model,
         diagnostics: diags,
-        origins,
+        origins: built.origins,
+        partial_net,
+        definitions: built.definitions,
+        imported_by: built.imported_by,
+        depth_budget: built.depth_budget,
+        syntax: built.syntax,
     }
 }
 
@@ -225,7 +322,10 @@ struct Loader<'a> {
     sources: &'a mut Sources,
     files: &'a mut Vec<(FileId, File)>,
     diags: &'a mut Vec<Diagnostic>,
+    fs: &'a dyn Files,
     loaded: Vec<PathBuf>,
+    /// For each imported file, the main file's `import` that led to it.
+    imported_by: HashMap<FileId, Span>,
     /// Whether an import could not be read or parsed: names it would have
     /// defined are then unknown, and not reported again as such.
     failed: bool,
@@ -247,7 +347,7 @@ impl Loader<'_> {
         };
         for (rel, span) in imports {
             let joined = dir.join(&rel);
-            let canonical = match std::fs::canonicalize(&joined) {
+            let canonical = match self.fs.canonicalize(&joined) {
                 Ok(c) => c,
                 Err(e) => {
                     self.failed = true;
@@ -278,7 +378,7 @@ impl Loader<'_> {
                 continue;
             }
             self.loaded.push(canonical.clone());
-            let text = match read_text(&joined) {
+            let text = match self.fs.read(&joined) {
                 Ok(t) => t,
                 Err(e) => {
                     self.failed = true;
@@ -295,6 +395,8 @@ impl Loader<'_> {
                 }
             };
             let id = self.sources.add(joined.display().to_string(), text);
+            let root = self.imported_by.get(&file).copied().unwrap_or(span);
+            self.imported_by.insert(id, root);
             match syntax::parse(self.sources.text(id)) {
                 Ok(ast) => {
                     for item in &ast.items {
@@ -381,6 +483,18 @@ fn header<'a>(ast: &'a File, main: FileId, end: Span, diags: &mut Vec<Diagnostic
             _ => {}
         }
     }
+    // A file of definitions only is a library: it has no sections to miss.
+    let library = ast
+        .items
+        .iter()
+        .any(|i| matches!(i, Item::Act(_) | Item::Block(_)))
+        && ast
+            .items
+            .iter()
+            .all(|i| matches!(i, Item::Import { .. } | Item::Act(_) | Item::Block(_)));
+    if library {
+        return h;
+    }
     let mut missing = |what: &str, example: &str| {
         diags.push(
             Diagnostic::new(
@@ -407,8 +521,14 @@ fn header<'a>(ast: &'a File, main: FileId, end: Span, diags: &mut Vec<Diagnostic
     h
 }
 
-/// The `act` and `block` definitions of every file; a name defined twice is E0005.
-fn definitions<'a>(files: &'a [(FileId, File)], diags: &mut Vec<Diagnostic>) -> Defs<'a> {
+/// The `act` and `block` definitions of every file (for the network, and
+/// for editors); a name defined twice is E0005.
+fn definitions<'a>(
+    files: &'a [(FileId, File)],
+    sources: &Sources,
+    diags: &mut Vec<Diagnostic>,
+) -> (Defs<'a>, Vec<Definition>) {
+    let mut list = Vec::new();
     let mut defs = Defs {
         acts: HashMap::new(),
         blocks: HashMap::new(),
@@ -441,10 +561,18 @@ fn definitions<'a>(files: &'a [(FileId, File)], diags: &mut Vec<Diagnostic>) -> 
             def_spans.insert(name.name.clone(), (*file, name.span));
             match item {
                 Item::Act(a) => {
-                    defs.acts
-                        .insert(a.name.name.clone(), act_info(a, *file, diags));
+                    let info = act_info(a, *file, diags);
+                    list.push(Definition {
+                        name: a.name.name.clone(),
+                        file: *file,
+                        name_span: a.name.span,
+                        span: a.span,
+                        kind: DefinitionKind::Act(info.act.clone()),
+                    });
+                    defs.acts.insert(a.name.name.clone(), info);
                 }
                 Item::Block(b) => {
+                    list.push(block_definition(b, *file, sources.text(*file)));
                     defs.blocks.insert(
                         b.name.name.clone(),
                         BlockInfo {
@@ -457,7 +585,29 @@ fn definitions<'a>(files: &'a [(FileId, File)], diags: &mut Vec<Diagnostic>) -> 
             }
         }
     }
-    defs
+    (defs, list)
+}
+
+fn block_definition(b: &syntax::BlockDef, file: FileId, text: &str) -> Definition {
+    let params = b
+        .params
+        .iter()
+        .map(|p| {
+            let default = p
+                .default
+                .as_ref()
+                .and_then(|d| text.get(d.span.start..d.span.end))
+                .map(String::from);
+            (p.name.name.clone(), default)
+        })
+        .collect();
+    Definition {
+        name: b.name.name.clone(),
+        file,
+        name_span: b.name.span,
+        span: b.span,
+        kind: DefinitionKind::Block { params },
+    }
 }
 
 /// A user definition may not take a built-in layer's name: the layer would
@@ -529,7 +679,7 @@ fn build_net(
     let mut builder = Builder::new(defs, sources);
     builder.imports_failed = input.imports_failed;
     let (mut ops, out_shape) = match h.net {
-        Some((body, _)) => builder.build(body, main, input.shape),
+        Some((body, span)) => builder.build(body, main, span.start, input.shape),
         None => (Vec::new(), None),
     };
     if let (Some(out), Some(c), Some((body, net_span))) = (&out_shape, input.classes, h.net)
@@ -581,11 +731,11 @@ fn check_files(
     files: &[(FileId, File)],
     imports_failed: bool,
     diags: &mut Vec<Diagnostic>,
-) -> (Option<Model>, HashMap<String, Origin>) {
+) -> Built {
     let main = files[0].0;
     let end = Span::new(sources.text(main).len(), sources.text(main).len());
     let h = header(&files[0].1, main, end, diags);
-    let mut defs = definitions(files, diags);
+    let (mut defs, definitions) = definitions(files, sources, diags);
 
     // Header values.
     let input = h.input.and_then(|(e, _)| input_shape(e, main, diags));
@@ -646,22 +796,34 @@ fn check_files(
         );
     }
 
-    let model = match (h.model, input, classes) {
-        (Some((name, _)), Some(input), Some(classes)) => Some(Model {
-            name: name.name.clone(),
-            source_hash: source_hash(sources),
-            input,
-            classes,
-            class_names,
-            net: net.ops,
-            train: train.config,
-            he,
-            params: net.params,
-            depth: net.depth,
-        }),
-        _ => None,
+    let depth_budget = he.depth_budget;
+    let (model, partial_net) = match (h.model, input, classes) {
+        (Some((name, _)), Some(input), Some(classes)) => (
+            Some(Model {
+                name: name.name.clone(),
+                source_hash: source_hash(sources),
+                input,
+                classes,
+                class_names,
+                net: net.ops,
+                train: train.config,
+                he,
+                params: net.params,
+                depth: net.depth,
+            }),
+            Vec::new(),
+        ),
+        _ => (None, net.ops),
     };
-    (model, net.origins)
+    Built {
+        model,
+        partial_net,
+        origins: net.origins,
+        definitions,
+        imported_by: HashMap::new(),
+        depth_budget,
+        syntax: Vec::new(),
+    }
 }
 
 fn input_shape(e: &Expr, file: FileId, diags: &mut Vec<Diagnostic>) -> Option<Shape> {

@@ -2,7 +2,7 @@
 //! and parameter counts. Levels and folding are assigned afterwards by
 //! [`super::levels`].
 
-use super::diag::{Code, Diagnostic, FileId, Label, Sources};
+use super::diag::{Code, Diagnostic, Edit, FileId, Fix, Label, Sources};
 use super::eval::{Bound, Env, ParamSpec, bind, closest, eval, opt, req, type_error};
 use crate::ir::{Op, OpKind, PolyAct, Shape, SrcLoc, Value};
 use crate::syntax::{BlockDef, Call, ShortcutKind, Span, Stmt};
@@ -93,6 +93,8 @@ pub struct Builder<'a> {
     size_reported: bool,
     /// An import failed: unknown names may be its definitions (not reported).
     pub imports_failed: bool,
+    /// Start of the item (`net` or the block) being expanded, innermost last.
+    item_starts: Vec<(FileId, usize)>,
 }
 
 /// Per-scope counters that make op names unique (`conv1`, `conv2`, ...).
@@ -117,7 +119,7 @@ impl Scope {
 }
 
 /// The parameters each built-in layer takes, in positional order.
-fn builtin_params(name: &str) -> &'static [ParamSpec<'static>] {
+pub fn builtin_params(name: &str) -> &'static [ParamSpec<'static>] {
     const DENSE: &[ParamSpec] = &[req("out"), opt("bias")];
     const CONV: &[ParamSpec] = &[
         req("out"),
@@ -182,6 +184,7 @@ impl<'a> Builder<'a> {
             stack: Vec::new(),
             size_reported: false,
             imports_failed: false,
+            item_starts: Vec::new(),
         }
     }
 
@@ -213,7 +216,16 @@ impl<'a> Builder<'a> {
     }
 
     /// Expand the top-level net body.
-    pub fn build(&mut self, body: &[Stmt], file: FileId, input: Flow) -> (Vec<Op>, Flow) {
+    /// Expand the top-level net body; `item_start` is where the `net` item
+    /// begins (fixes insert definitions before it).
+    pub fn build(
+        &mut self,
+        body: &[Stmt],
+        file: FileId,
+        item_start: usize,
+        input: Flow,
+    ) -> (Vec<Op>, Flow) {
+        self.item_starts.push((file, item_start));
         let mut scope = Scope::new(String::new());
         let mut ops = Vec::new();
         let mut flow = input;
@@ -449,54 +461,150 @@ impl<'a> Builder<'a> {
         } else if let Some(block) = self.defs.blocks.get(&name) {
             self.block(block, &name, call, file, env, scope, flow, out);
         } else if let Some(non_he) = super::nonhe::lookup(&name) {
-            self.diags.push(
-                Diagnostic::new(
-                    Code::NonHeOp,
-                    format!("`{name}` cannot be evaluated under homomorphic encryption"),
-                    Label::new(file, call.span, "not HE-compatible"),
-                )
-                .help(non_he.help),
-            );
+            let mut d = Diagnostic::new(
+                Code::NonHeOp,
+                format!("`{name}` cannot be evaluated under homomorphic encryption"),
+                Label::new(file, call.span, "not HE-compatible"),
+            )
+            .help(non_he.help);
+            if let Some(fix) = self.non_he_fix(&name, call, file) {
+                d = d.fix(fix);
+            }
+            self.diags.push(d);
             // A shape-preserving op is skipped so later layers are still checked.
             if !non_he.keeps_shape {
                 *flow = None;
             }
         } else {
             *flow = None;
-            if self.imports_failed {
-                return;
+            if !self.imports_failed {
+                let d = self.unknown_name(&name, call, file);
+                self.diags.push(d);
             }
-            let help = match super::nonhe::pytorch_spelling(&name) {
-                Some(ours) => format!("PyTorch's `{name}` is written `{ours}` here"),
-                None => {
-                    let candidates = BUILTINS
-                        .iter()
-                        .copied()
-                        .chain(self.defs.acts.keys().map(String::as_str))
-                        .chain(self.defs.blocks.keys().map(String::as_str));
-                    self.suggestions += 1;
-                    let close = if self.suggestions <= MAX_SUGGESTIONS {
-                        closest(candidates, &name)
-                    } else {
-                        None
-                    };
-                    match close {
-                        Some(c) => format!("did you mean `{c}`?"),
-                        None => format!(
-                            "layers are {}; activations and blocks must be defined with `act` or `block`",
-                            BUILTINS.join(", ")
-                        ),
-                    }
-                }
-            };
-            self.diags.push(
-                Diagnostic::new(
-                    Code::UnknownName,
-                    format!("unknown layer, activation or block `{name}`"),
-                    Label::new(file, call.name.span, "not defined"),
-                )
-                .help(help),
+        }
+    }
+
+    /// E0101 with a "did you mean" (or PyTorch spelling) and its fix.
+    fn unknown_name(&mut self, name: &str, call: &Call, file: FileId) -> Diagnostic {
+        let close = match super::nonhe::pytorch_spelling(name) {
+            Some(ours) => Some((format!("PyTorch's `{name}` is written `{ours}` here"), ours)),
+            None => {
+                self.suggestions += 1;
+                let candidates = BUILTINS
+                    .iter()
+                    .copied()
+                    .chain(self.defs.acts.keys().map(String::as_str))
+                    .chain(self.defs.blocks.keys().map(String::as_str));
+                (self.suggestions <= MAX_SUGGESTIONS)
+                    .then(|| closest(candidates, name))
+                    .flatten()
+                    .map(|c| (format!("did you mean `{c}`?"), c))
+            }
+        };
+        let d = Diagnostic::new(
+            Code::UnknownName,
+            format!("unknown layer, activation or block `{name}`"),
+            Label::new(file, call.name.span, "not defined"),
+        );
+        match close {
+            Some((help, with)) => d.help(help).fix(Fix::replace(
+                format!("Replace `{name}` with `{with}`"),
+                file,
+                call.name.span,
+                with,
+            )),
+            None => d.help(format!(
+                "layers are {}; activations and blocks must be defined with `act` or `block`",
+                BUILTINS.join(", ")
+            )),
+        }
+    }
+
+    /// The help's replacement for a non-HE operation, as edits: a polynomial
+    /// activation (an existing one, or a new `act` before the enclosing
+    /// item), average pooling, batchnorm, or removing a softmax.
+    fn non_he_fix(&self, name: &str, call: &Call, file: FileId) -> Option<Fix> {
+        use super::nonhe::Family;
+        let norm = super::nonhe::normalize(name);
+        let replace = |title: String, text: &str| Some(Fix::replace(title, file, call.span, text));
+        match super::nonhe::lookup(name)?.family {
+            Family::Activation if norm != "glu" => {
+                let fit = match norm.as_str() {
+                    "gelu" | "quickgelu" => "gelu",
+                    "silu" | "swish" => "silu",
+                    _ => "relu",
+                };
+                Some(self.poly_fix(name, fit, call, file))
+            }
+            Family::MaxPool if norm == "maxpool" => Some(Fix::replace(
+                format!("Replace `{name}` with `avgpool`"),
+                file,
+                call.name.span,
+                "avgpool",
+            )),
+            Family::MaxPool if norm == "adaptivemaxpool" => replace(
+                format!("Replace `{name}` with `global_avgpool`"),
+                "global_avgpool",
+            ),
+            Family::Norm if call.args.is_empty() => {
+                replace(format!("Replace `{name}` with `batchnorm`"), "batchnorm")
+            }
+            Family::Softmax if norm != "adaptivelogsoftmaxwithloss" => {
+                replace(format!("Remove `{name}` (softmax runs on the client)"), "")
+            }
+            _ => None,
+        }
+    }
+
+    /// Use a defined polynomial activation fitted to `fit`, or define one.
+    fn poly_fix(&self, name: &str, fit: &str, call: &Call, file: FileId) -> Fix {
+        use crate::ir::FitTarget;
+        let fits = |a: &crate::ir::PolyAct| {
+            matches!(
+                (a.fit, fit),
+                (FitTarget::Relu, "relu") | (FitTarget::Silu, "silu") | (FitTarget::Gelu, "gelu")
+            )
+        };
+        let mut existing: Vec<&String> = self
+            .defs
+            .acts
+            .iter()
+            .filter(|(_, info)| info.act.as_ref().is_some_and(fits))
+            .map(|(n, _)| n)
+            .collect();
+        existing.sort();
+        if let Some(act) = existing.first() {
+            return Fix::replace(
+                format!("Replace `{name}` with the polynomial activation `{act}`"),
+                file,
+                call.span,
+                act.as_str(),
             );
+        }
+        let taken = |n: &str| {
+            BUILTINS.contains(&n)
+                || self.defs.acts.contains_key(n)
+                || self.defs.blocks.contains_key(n)
+        };
+        let fresh = std::iter::once("p".to_string())
+            .chain((2..).map(|i| format!("p{i}")))
+            .find(|n| !taken(n))
+            .unwrap_or_else(|| "p".to_string());
+        let (def_file, start) = self.item_starts.last().copied().unwrap_or((file, 0));
+        Fix {
+            title: format!("Replace `{name}` with a new polynomial activation `{fresh}`"),
+            edits: vec![
+                Edit {
+                    file: def_file,
+                    span: Span::new(start, start),
+                    text: format!("act {fresh} = poly(degree: 2, fit: {fit}, range: 13)\n"),
+                },
+                Edit {
+                    file,
+                    span: call.span,
+                    text: fresh,
+                },
+            ],
         }
     }
 
@@ -577,9 +685,11 @@ impl<'a> Builder<'a> {
         }
         let mut sub = Scope::new(format!("{}.", scope.next(name)));
         self.stack.push((name.to_string(), use_label.clone()));
+        self.item_starts.push((block.file, def.span.start));
         let before = self.diags.len();
         self.expand(&def.body, block.file, &inner, &mut sub, flow, out);
         self.stack.pop();
+        self.item_starts.pop();
         for d in &mut self.diags[before..] {
             if d.secondary.len() < 4 && d.code != Code::RecursiveBlock {
                 d.secondary.push(use_label.clone());

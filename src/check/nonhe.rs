@@ -4,9 +4,40 @@
 //! `1d`/`2d`/`3d` do not matter, so PyTorch's spellings (`ReLU`, `MaxPool2d`,
 //! `LogSoftmax`, `ReLU6`) get the same help as ours (`relu`, `max_pool`).
 
+/// What kind of non-HE operation a name is; decides the replacement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// Element-wise activations: a polynomial activation replaces them.
+    Activation,
+    Softmax,
+    MaxPool,
+    /// Per-input normalisation: batchnorm replaces it.
+    Norm,
+    Division,
+    Attention,
+    Recurrent,
+    Comparison,
+}
+
+impl Family {
+    fn help(self) -> &'static str {
+        match self {
+            Family::Activation => POLY,
+            Family::Softmax => SOFTMAX,
+            Family::MaxPool => MAXPOOL,
+            Family::Norm => NORM,
+            Family::Division => DIVISION,
+            Family::Attention => ATTENTION,
+            Family::Recurrent => RECURRENT,
+            Family::Comparison => COMPARISON,
+        }
+    }
+}
+
 /// A known non-HE operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NonHe {
+    pub family: Family,
     /// What to write instead.
     pub help: &'static str,
     /// Whether the output has the input's shape (then later layers are
@@ -28,7 +59,7 @@ const COMPARISON: &str = "HE evaluates only additions and multiplications; appro
 /// Every non-HE operation, by normalised name: PyTorch's `torch.nn`
 /// activations, softmax variants, max/power pooling, per-input
 /// normalisations, attention and recurrent layers, and common functions.
-const TABLE: &[(&[&str], &str, bool)] = &[
+const TABLE: &[(&[&str], Family, bool)] = &[
     (
         &[
             "relu",
@@ -57,12 +88,12 @@ const TABLE: &[(&[&str], &str, bool)] = &[
             "hardswish",
             "threshold",
         ],
-        POLY,
+        Family::Activation,
         true,
     ),
-    (&["glu"], POLY, false),
-    (&["softmax", "softmin", "logsoftmax"], SOFTMAX, true),
-    (&["adaptivelogsoftmaxwithloss"], SOFTMAX, false),
+    (&["glu"], Family::Activation, false),
+    (&["softmax", "softmin", "logsoftmax"], Family::Softmax, true),
+    (&["adaptivelogsoftmaxwithloss"], Family::Softmax, false),
     (
         &[
             "maxpool",
@@ -71,7 +102,7 @@ const TABLE: &[(&[&str], &str, bool)] = &[
             "maxunpool",
             "lppool",
         ],
-        MAXPOOL,
+        Family::MaxPool,
         false,
     ),
     (
@@ -83,7 +114,7 @@ const TABLE: &[(&[&str], &str, bool)] = &[
             "localresponsenorm",
             "crossmaplrn",
         ],
-        NORM,
+        Family::Norm,
         true,
     ),
     (
@@ -96,7 +127,7 @@ const TABLE: &[(&[&str], &str, bool)] = &[
             "rsqrt",
             "normalize",
         ],
-        DIVISION,
+        Family::Division,
         true,
     ),
     (
@@ -111,12 +142,12 @@ const TABLE: &[(&[&str], &str, bool)] = &[
             "transformerencoderlayer",
             "transformerdecoderlayer",
         ],
-        ATTENTION,
+        Family::Attention,
         false,
     ),
     (
         &["rnn", "lstm", "gru", "rnncell", "lstmcell", "grucell"],
-        RECURRENT,
+        Family::Recurrent,
         false,
     ),
     (
@@ -124,7 +155,7 @@ const TABLE: &[(&[&str], &str, bool)] = &[
             "exp", "log", "abs", "max", "min", "argmax", "argmin", "sign", "clamp", "round",
             "floor", "ceil",
         ],
-        COMPARISON,
+        Family::Comparison,
         true,
     ),
 ];
@@ -170,7 +201,11 @@ pub fn lookup(name: &str) -> Option<NonHe> {
     TABLE
         .iter()
         .find(|(names, _, _)| names.contains(&n.as_str()))
-        .map(|&(_, help, keeps_shape)| NonHe { help, keeps_shape })
+        .map(|&(_, family, keeps_shape)| NonHe {
+            family,
+            help: family.help(),
+            keeps_shape,
+        })
 }
 
 /// The HE-compatible replacement for a known non-HE operation, or None when

@@ -10,6 +10,7 @@ pub mod data;
 pub mod eval;
 pub mod failure;
 pub mod he_run;
+pub mod lsp;
 pub mod plot;
 pub mod plots;
 pub mod run;
@@ -38,6 +39,8 @@ pub enum Command {
     Fmt(check::FmtArgs),
     /// Explain a diagnostic code, e.g. `pnnc explain E0100`.
     Explain(check::ExplainArgs),
+    /// Language server for editors, over stdin/stdout (docs/editors.md).
+    Lsp(lsp::LspArgs),
     /// The whole pipeline: check, train, calibrate, compile, simulate, summary.
     Run(run::RunArgs),
     /// Train a grid of degrees x methods x seeds; results table and plots.
@@ -63,6 +66,9 @@ pub enum Command {
     /// Time the checker on model files (median of repeated runs).
     #[command(hide = true)]
     BenchCheck(check::BenchArgs),
+    /// Time the language server's re-check after a keystroke (median).
+    #[command(hide = true)]
+    BenchLsp(lsp::BenchArgs),
 }
 
 /// Output format of `check` and `info`.
@@ -102,6 +108,7 @@ pub fn run(command: &Command) -> ExitCode {
         Command::Info(a) => check::info(a),
         Command::Fmt(a) => check::fmt(a),
         Command::Explain(a) => check::explain(a),
+        Command::Lsp(a) => lsp::run(a),
         Command::Data(a) => data::run(a),
         Command::Run(a) => run::run(a),
         Command::Sweep(a) => sweep::run(a),
@@ -114,5 +121,6 @@ pub fn run(command: &Command) -> ExitCode {
         Command::Calibrate(a) => calibrate::run(a),
         Command::HeRun(a) => he_run::run(a),
         Command::BenchCheck(a) => check::bench(a),
+        Command::BenchLsp(a) => lsp::bench(a),
     }
 }

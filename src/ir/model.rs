@@ -157,6 +157,53 @@ pub enum OpKind {
     },
 }
 
+impl Op {
+    /// One line for tables and editors: `conv(16, 3x3, s1, p1)`, `p (poly deg 8)`.
+    pub fn summary(&self) -> String {
+        match &self.kind {
+            OpKind::Dense {
+                out_features, bias, ..
+            } => format!(
+                "dense({out_features}{})",
+                if *bias { "" } else { ", bias: false" }
+            ),
+            OpKind::Conv {
+                out_channels,
+                kernel,
+                stride,
+                padding,
+                ..
+            } => {
+                format!(
+                    "conv({out_channels}, {}x{}, s{}, p{})",
+                    kernel[0], kernel[1], stride[0], padding[0]
+                )
+            }
+            OpKind::BatchNorm { foldable, .. } => {
+                if *foldable {
+                    "batchnorm".into()
+                } else {
+                    "batchnorm (unfolded)".into()
+                }
+            }
+            OpKind::Poly(a) => format!("{} (poly deg {})", a.def, a.degree),
+            OpKind::AvgPool { kernel, stride } => {
+                format!("avgpool({}x{}, s{})", kernel[0], kernel[1], stride[0])
+            }
+            OpKind::Dropout { p } => format!("dropout({p})"),
+            OpKind::Scale { factor } => format!("scale({factor})"),
+            OpKind::Residual { shortcut, .. } => {
+                if shortcut.is_empty() {
+                    "residual (identity)".into()
+                } else {
+                    "residual (projection)".into()
+                }
+            }
+            other => other.keyword().into(),
+        }
+    }
+}
+
 impl OpKind {
     /// Short lowercase name as written in the language.
     pub fn keyword(&self) -> &'static str {
