@@ -24,9 +24,7 @@ pub fn load_model(path: &Path) -> Result<Model, String> {
 }
 
 pub fn load_weights(model: &Model, path: &Path) -> Result<Checkpoint, String> {
-    let ck = Checkpoint::load(path).map_err(|e| e.to_string())?;
-    ck.check_matches(model, path).map_err(|e| e.to_string())?;
-    Ok(ck)
+    crate::pipeline::evaluate::load_checkpoint(model, path).map_err(|f| f.message)
 }
 
 /// A labelled sample set in JSON: `[{"x": [...], "label": 3}, ...]` (label optional).
@@ -53,11 +51,4 @@ pub fn load_samples(path: &Path, expected_len: usize) -> Result<Vec<Sample>, Str
     Ok(samples)
 }
 
-pub fn argmax(v: &[f64]) -> usize {
-    v.iter()
-        .enumerate()
-        .fold((0, f64::NEG_INFINITY), |(bi, bv), (i, &x)| {
-            if x > bv { (i, x) } else { (bi, bv) }
-        })
-        .0
-}
+pub use crate::pipeline::evaluate::argmax;

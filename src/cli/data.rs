@@ -1,9 +1,8 @@
 //! `pnnc data list | inspect SPEC | get fashion-mnist | verify DIR | bench`.
 
-use crate::data::{self, DataError, LoadOptions, locate};
-use crate::ir::{DataSpec, Value};
+use crate::data::{self, DataError, LoadOptions, locate, parse_spec};
+use crate::ir::DataSpec;
 use clap::{Args, Subcommand};
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -128,87 +127,6 @@ fn usage(what: &str, message: String, help: &str) -> CliError {
     }
 }
 
-/// Parse `name` or `name(key: value, ...)` as written in a model's `data:` entry.
-pub fn parse_spec(text: &str) -> Result<DataSpec, String> {
-    let text = text.trim();
-    let (name, rest) = match text.find('(') {
-        Some(i) => (&text[..i], Some(&text[i + 1..])),
-        None => (text, None),
-    };
-    let name = name.trim().replace('-', "_");
-    let mut args = Vec::new();
-    if let Some(rest) = rest {
-        let inner = rest
-            .trim_end()
-            .strip_suffix(')')
-            .ok_or("missing `)` at the end of the data call")?;
-        for part in split_args(inner) {
-            let (k, v) = part
-                .split_once(':')
-                .ok_or_else(|| format!("`{part}`: expected `key: value`"))?;
-            args.push((k.trim().to_string(), parse_value(v.trim())));
-        }
-    }
-    DataSpec::from_call(&name, &args).map_err(|errs| {
-        errs.iter()
-            .map(|e| {
-                let at = e
-                    .arg
-                    .as_deref()
-                    .map(|a| format!("`{a}`: "))
-                    .unwrap_or_default();
-                let help = e
-                    .help
-                    .as_deref()
-                    .map(|h| format!(" ({h})"))
-                    .unwrap_or_default();
-                format!("{at}{}{help}", e.message)
-            })
-            .collect::<Vec<_>>()
-            .join("; ")
-    })
-}
-
-/// Split on commas outside quotes and brackets.
-fn split_args(s: &str) -> Vec<String> {
-    let (mut out, mut cur, mut quoted, mut depth) = (Vec::new(), String::new(), false, 0);
-    for ch in s.chars() {
-        match ch {
-            '"' => quoted = !quoted,
-            '[' if !quoted => depth += 1,
-            ']' if !quoted => depth -= 1,
-            ',' if !quoted && depth == 0 => {
-                out.push(std::mem::take(&mut cur));
-                continue;
-            }
-            _ => {}
-        }
-        cur.push(ch);
-    }
-    out.push(cur);
-    out.into_iter()
-        .map(|a| a.trim().to_string())
-        .filter(|a| !a.is_empty())
-        .collect()
-}
-
-fn parse_value(v: &str) -> Value {
-    if let Some(s) = v.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
-        return Value::Str(s.to_string());
-    }
-    if let Ok(i) = v.parse::<i64>() {
-        return Value::Int(i);
-    }
-    if let Ok(f) = v.parse::<f64>() {
-        return Value::Float(f);
-    }
-    match v {
-        "true" => Value::Bool(true),
-        "false" => Value::Bool(false),
-        _ => Value::Ident(v.to_string()),
-    }
-}
-
 /// Data sets that have a conventional folder and can be found without arguments.
 const LISTED: &[&str] = &[
     "mnist",
@@ -246,13 +164,20 @@ fn inspect(
     preview: Option<&Path>,
     use_cache: bool,
 ) -> Result<ExitCode, CliError> {
-    let spec = parse_spec(text).map_err(|m| {
-        usage(
-            text,
-            m,
-            "e.g. pnnc data inspect 'hapt(window: 128, stride: 64)'",
-        )
-    })?;
+    // A folder is inspected as `train --data` reads it: as the data set it holds.
+    let (spec, data_dir) = match Path::new(text).is_dir() {
+        true => (spec_in_folder(Path::new(text))?, Some(PathBuf::from(text))),
+        false => (
+            parse_spec(text).map_err(|m| {
+                usage(
+                    text,
+                    m,
+                    "e.g. pnnc data inspect 'hapt(window: 128, stride: 64)', or the folder of a data set",
+                )
+            })?,
+            data_dir,
+        ),
+    };
     let opts = LoadOptions {
         data_dir,
         use_cache,
@@ -315,32 +240,23 @@ fn inspect(
     Ok(ExitCode::SUCCESS)
 }
 
-/// sha256 of Debian's four Fashion-MNIST files (byte copies of `/usr/share/datasets/fashion-mnist`).
-const FASHION_SHA256: [(&str, &str); 4] = [
-    (
-        "train-images-idx3-ubyte.gz",
-        "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7",
-    ),
-    (
-        "train-labels-idx1-ubyte.gz",
-        "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056",
-    ),
-    (
-        "t10k-images-idx3-ubyte.gz",
-        "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa",
-    ),
-    (
-        "t10k-labels-idx1-ubyte.gz",
-        "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05",
-    ),
-];
-
-fn sha256_file(path: &Path) -> Result<String, DataError> {
-    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-    Ok(Sha256::digest(&bytes)
+/// The known data set that `folder` holds (as `--data` would find it).
+fn spec_in_folder(folder: &Path) -> Result<DataSpec, CliError> {
+    let opts = LoadOptions {
+        data_dir: Some(folder.to_path_buf()),
+        ..Default::default()
+    };
+    LISTED
         .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+        .filter_map(|name| DataSpec::named(name).ok())
+        .find(|spec| locate(spec, &opts).is_ok())
+        .ok_or_else(|| {
+            usage(
+                &folder.display().to_string(),
+                "holds none of the known data sets".into(),
+                "`pnnc data list` shows the files each data set needs; for other layouts pass a data call, e.g. pnnc data inspect 'idx(...)' --data DIR",
+            )
+        })
 }
 
 fn get(name: &str) -> Result<ExitCode, CliError> {
@@ -351,94 +267,9 @@ fn get(name: &str) -> Result<ExitCode, CliError> {
             "only `fashion-mnist` can be fetched (from Debian); other sets: pass --data DIR",
         ));
     }
-    let root = data::cache_root().ok_or_else(|| {
-        usage(
-            "$HOME",
-            "no user cache folder (HOME and XDG_CACHE_HOME unset)".into(),
-            "set XDG_CACHE_HOME",
-        )
-    })?;
-    let dest = root.join("data").join("fashion-mnist");
-    let io = |p: &Path, e: std::io::Error| CliError::from(DataError::io(p, e));
-    std::fs::create_dir_all(root.join("data")).map_err(|e| io(&root, e))?;
-    let work = root
-        .join("data")
-        .join(format!(".get-fashion-mnist-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work).map_err(|e| io(&work, e))?;
-    let result = fetch_fashion(&work, &dest);
-    let _ = std::fs::remove_dir_all(&work);
-    result?;
+    let dest = data::fetch::fashion_mnist(&mut |line| println!("{line}"))?;
     println!("fashion-mnist is in {}", dest.display());
     Ok(ExitCode::SUCCESS)
-}
-
-fn fetch_fashion(work: &Path, dest: &Path) -> Result<(), CliError> {
-    let system = Path::new("/usr/share/datasets/fashion-mnist");
-    let src = if FASHION_SHA256.iter().all(|(f, _)| system.join(f).is_file()) {
-        println!("copying from {}", system.display());
-        system.to_path_buf()
-    } else {
-        println!("running `apt-get download dataset-fashion-mnist` (about 31 MB)");
-        let run = |cmd: &mut std::process::Command, what: &str| -> Result<(), CliError> {
-            let status = cmd.status().map_err(|e| usage(what, format!("cannot run: {e}"), "install Debian's apt and dpkg tools, or pass --data DIR with the four IDX files"))?;
-            if status.success() {
-                Ok(())
-            } else {
-                Err(usage(
-                    what,
-                    format!("failed ({status})"),
-                    "run `apt-get update` first if the package is not known, or pass --data DIR",
-                ))
-            }
-        };
-        run(
-            std::process::Command::new("apt-get")
-                .args(["download", "dataset-fashion-mnist"])
-                .current_dir(work),
-            "apt-get download",
-        )?;
-        let deb = std::fs::read_dir(work)
-            .map_err(|e| CliError::from(DataError::io(work, e)))?
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| p.extension().is_some_and(|x| x == "deb"))
-            .ok_or_else(|| {
-                usage(
-                    "apt-get download",
-                    "no .deb file was downloaded".into(),
-                    "check `apt-get download dataset-fashion-mnist` by hand",
-                )
-            })?;
-        let x = work.join("x");
-        run(
-            std::process::Command::new("dpkg-deb")
-                .arg("-x")
-                .arg(&deb)
-                .arg(&x),
-            "dpkg-deb -x",
-        )?;
-        x.join("usr/share/datasets/fashion-mnist")
-    };
-    // Verify into a staging folder, then rename it into place.
-    let staging = work.join("staging");
-    std::fs::create_dir_all(&staging).map_err(|e| CliError::from(DataError::io(&staging, e)))?;
-    for (file, sha) in FASHION_SHA256 {
-        let from = src.join(file);
-        let got = sha256_file(&from)?;
-        if got != sha {
-            return Err(usage(
-                &from.display().to_string(),
-                format!("sha256 {got}, expected {sha}"),
-                "the package changed or the download is damaged; try again",
-            ));
-        }
-        std::fs::copy(&from, staging.join(file))
-            .map_err(|e| CliError::from(DataError::io(&from, e)))?;
-    }
-    let _ = std::fs::remove_dir_all(dest);
-    std::fs::rename(&staging, dest).map_err(|e| CliError::from(DataError::io(dest, e)))?;
-    Ok(())
 }
 
 fn verify(dir: &Path) -> Result<ExitCode, CliError> {
@@ -475,7 +306,7 @@ fn verify(dir: &Path) -> Result<ExitCode, CliError> {
         .map(|(hash, file)| {
             (
                 file.clone(),
-                sha256_file(&dir.join(file))
+                data::fetch::sha256_file(&dir.join(file))
                     .map(|h| &h == hash)
                     .map_err(|e| e.to_string()),
             )

@@ -1,8 +1,8 @@
 //! `pnnc eval model.pnn --weights CKPT`: test accuracy and confusion matrix.
 
 use super::failure::{Failure, report, set_threads};
-use super::train::{load_data, load_model};
-use crate::ir::Checkpoint;
+use super::train::load_model;
+use crate::pipeline::evaluate::{load_checkpoint, non_finite_site, raw_samples};
 use crate::train::run::{Split, argmax, predict_split};
 use crate::train::{Network, NetworkOptions};
 use std::path::PathBuf;
@@ -42,11 +42,9 @@ pub fn confusion(logits: &[f32], y: &[u32], classes: usize) -> Vec<Vec<usize>> {
 }
 
 fn eval(args: &EvalArgs) -> Result<(), Failure> {
-    set_threads(args.threads);
+    set_threads(args.threads)?;
     let model = load_model(&args.model)?;
-    let ck = Checkpoint::load(&args.weights).map_err(|e| Failure::usage(e.to_string()))?;
-    ck.check_matches(&model, &args.weights)
-        .map_err(|e| Failure::usage(e.to_string()))?;
+    let ck = load_checkpoint(&model, &args.weights)?;
     let relu = ck.metadata.get("baseline").map(String::as_str) == Some("relu");
     let mut net = Network::new(
         &model,
@@ -58,7 +56,7 @@ fn eval(args: &EvalArgs) -> Result<(), Failure> {
     .map_err(|e| Failure::job(format!("{}: {e}", args.model.display())))?;
     net.load_tensors(&ck.tensors)
         .map_err(|e| Failure::usage(format!("{}: {e}", args.weights.display())))?;
-    let splits = load_data(
+    let (splits, _) = crate::pipeline::train::load_splits(
         &model,
         &args.model,
         args.data.as_deref(),
@@ -72,7 +70,23 @@ fn eval(args: &EvalArgs) -> Result<(), Failure> {
         y: &test.y,
         sample_len: test.sample_len(),
     };
+    if test.is_empty() {
+        return Err(Failure::usage(format!(
+            "{}: the data set has no test split to evaluate on",
+            args.model.display()
+        )));
+    }
     let logits = predict_split(&mut net, &split).map_err(Failure::job)?;
+    if let Some(i) = logits.iter().position(|v| !v.is_finite()) {
+        let sample = i / model.classes.max(1);
+        let raw = raw_samples(&test.select(&[sample]), &splits.normalization, 1);
+        return Err(Failure::job(format!(
+            "{}: test sample {sample}: the logits are {}; the first non-finite value arises in {}",
+            args.weights.display(),
+            logits[i],
+            non_finite_site(&model, &ck, &raw[0].0)
+        )));
+    }
     let matrix = confusion(&logits, &test.y, model.classes);
     let correct: usize = (0..model.classes).map(|c| matrix[c][c]).sum();
     let acc = correct as f64 / test.len().max(1) as f64;

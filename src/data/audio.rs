@@ -668,8 +668,12 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(pnnc_data_fsdd),
+        ignore = "needs the FSDD data set: ../shared/data/fsdd or $PNN_DATA/fsdd"
+    )]
     fn real_fsdd_counts() {
-        let Some(dir) = real_data("fsdd") else { return };
+        let dir = real_data("fsdd");
         // Counts from the names (decoding all 3,000 is the benchmark's job).
         let members = tar_members(&dir.join("fsdd.tar.gz"), ".wav").unwrap();
         let mut hist = [[0usize; 10]; 2];

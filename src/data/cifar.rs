@@ -385,10 +385,12 @@ pub(crate) mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(pnnc_data_cifar10),
+        ignore = "needs the CIFAR-10 data set: ../shared/data/cifar10 or $PNN_DATA/cifar10"
+    )]
     fn real_cifar10_counts() {
-        let Some(dir) = real_data("cifar10") else {
-            return;
-        };
+        let dir = real_data("cifar10");
         // Counts from the member names; decoding all 60,000 is the benchmark's job.
         let (members, parsed, classes) = index_jpeg_tar(&dir.join("cifar10-jpeg.tar.gz")).unwrap();
         assert_eq!(classes, class_names());

@@ -215,8 +215,12 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(pnnc_data_hapt),
+        ignore = "needs the HAPT data set: ../shared/data/hapt or $PNN_DATA/hapt"
+    )]
     fn real_hapt_counts() {
-        let Some(dir) = real_data("hapt") else { return };
+        let dir = real_data("hapt");
         let r = load_dir(&dir, 128, 64).unwrap();
         assert_eq!((r.train.len(), r.test.len()), (7415, 2996));
         let total: Vec<usize> = r

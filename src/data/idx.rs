@@ -308,7 +308,7 @@ mod tests {
     }
 
     fn check_real(sub: &str, train_hist: &[usize], test_hist: &[usize]) {
-        let Some(dir) = real_data(sub) else { return };
+        let dir = real_data(sub);
         let names = if sub == "mnist" {
             digit_names(10)
         } else {
@@ -321,6 +321,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(pnnc_data_mnist),
+        ignore = "needs the MNIST data set: ../shared/data/mnist or $PNN_DATA/mnist"
+    )]
     fn real_mnist_counts() {
         check_real(
             "mnist",
@@ -330,6 +334,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(pnnc_data_fashion_mnist),
+        ignore = "needs the Fashion-MNIST data set: ../shared/data/fashion-mnist or $PNN_DATA/fashion-mnist"
+    )]
     fn real_fashion_mnist_counts() {
         check_real("fashion-mnist", &[6000; 10], &[1000; 10]);
     }

@@ -98,7 +98,10 @@ pub fn candidates(spec: &DataSpec, opts: &LoadOptions) -> Vec<PathBuf> {
         out.push(p);
     };
     if let Some(d) = &opts.data_dir {
+        // `--data DIR` is the only place searched: a wrong folder is an
+        // error, never a silent fall-back to another copy.
         root(d.clone(), &mut out);
+        return out;
     }
     if let Some(p) = &spec.path {
         let p = PathBuf::from(p);
@@ -144,6 +147,19 @@ pub fn locate(spec: &DataSpec, opts: &LoadOptions) -> Result<PathBuf, DataError>
         return Ok(found.clone());
     }
     let files = required_files(spec);
+    let incomplete: Vec<String> = searched
+        .iter()
+        .filter(|p| p.is_dir() && !files.is_empty())
+        .filter_map(|p| {
+            let missing: Vec<&str> = files
+                .iter()
+                .filter(|f| existing_variant(&p.join(f)).is_none())
+                .map(String::as_str)
+                .collect();
+            (missing.len() < files.len())
+                .then(|| format!("{} lacks {}", p.display(), missing.join(", ")))
+        })
+        .collect();
     let what = if files.is_empty() {
         "a folder or tar(.gz) of .wav files".to_string()
     } else {
@@ -160,6 +176,11 @@ pub fn locate(spec: &DataSpec, opts: &LoadOptions) -> Result<PathBuf, DataError>
             "put {what} in one of these folders, set $PNN_DATA to a folder containing `{}/`, or pass --data DIR",
             dir_name(spec).unwrap_or_default()
         ),
+    };
+    let help = if incomplete.is_empty() {
+        help
+    } else {
+        format!("{}; {help}", incomplete.join("; "))
     };
     Err(DataError::NotFound {
         name: spec.name().to_string(),
@@ -181,10 +202,18 @@ mod tests {
             model_dir: Some(tmp.path().join("models")),
             ..Default::default()
         };
+        // `--data` is the only place searched when given.
         let places = candidates(&spec, &opts);
-        assert_eq!(places[0], tmp.path().join("hapt"));
-        assert!(places.iter().any(|p| p.ends_with("shared/data/hapt")));
-        assert!(places.iter().any(|p| p.ends_with("pnnc/data/hapt")));
+        assert_eq!(places, [tmp.path().join("hapt"), tmp.path().to_path_buf()]);
+        let everywhere = candidates(
+            &spec,
+            &LoadOptions {
+                model_dir: Some(tmp.path().join("models")),
+                ..Default::default()
+            },
+        );
+        assert!(everywhere.iter().any(|p| p.ends_with("shared/data/hapt")));
+        assert!(everywhere.iter().any(|p| p.ends_with("pnnc/data/hapt")));
 
         let d = tmp.path().join("hapt");
         std::fs::create_dir_all(&d).unwrap();
@@ -205,6 +234,29 @@ mod tests {
         let err = locate(&spec, &opts).unwrap_err().to_string();
         assert!(err.contains(&tmp.path().display().to_string()), "{err}");
         assert!(err.contains("help:") && err.contains("train.csv"), "{err}");
+    }
+
+    #[test]
+    fn an_incomplete_data_folder_names_the_missing_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let spec = DataSpec::named("hapt").unwrap();
+        std::fs::write(tmp.path().join("hapt_raw_f32.bin.gz"), b"x").unwrap();
+        let opts = LoadOptions {
+            data_dir: Some(tmp.path().to_path_buf()),
+            ..Default::default()
+        };
+        let err = locate(&spec, &opts).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!(
+                "{} lacks hapt_meta_i16.bin.gz",
+                tmp.path().display()
+            )),
+            "{err}"
+        );
+        assert!(
+            !err.contains("shared/data"),
+            "searched beyond --data: {err}"
+        );
     }
 
     #[test]

@@ -169,10 +169,12 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        not(pnnc_data_basicmotions),
+        ignore = "needs the BasicMotions data set: ../shared/data/basicmotions or $PNN_DATA/basicmotions"
+    )]
     fn real_basicmotions_counts() {
-        let Some(dir) = real_data("basicmotions") else {
-            return;
-        };
+        let dir = real_data("basicmotions");
         let r = load_pair(
             &dir.join("BasicMotions_TRAIN.ts"),
             &dir.join("BasicMotions_TEST.ts"),

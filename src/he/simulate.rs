@@ -102,3 +102,24 @@ pub fn logits(lc: &LoadedCircuit, x: &[f64], noise: Option<&mut NoiseModel>) -> 
     out.truncate(lc.circuit.model.classes);
     out
 }
+
+/// The logits of one raw sample, or the first op whose output is not finite
+/// (named by the IR ops it implements): a NaN or Inf is never a result.
+pub fn finite_logits(lc: &LoadedCircuit, x: &[f64]) -> Result<Vec<f64>, String> {
+    if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+        return Err(format!("input value {i} is {}", x[i]));
+    }
+    let mut values = run(lc, x, None);
+    for op in &lc.circuit.ops {
+        if let Some(v) = values[op.id].iter().find(|v| !v.is_finite()) {
+            return Err(format!(
+                "op {} ({}) produced {v}",
+                op.id,
+                op.source.join(", ")
+            ));
+        }
+    }
+    let mut out = values.swap_remove(lc.circuit.output);
+    out.truncate(lc.circuit.model.classes);
+    Ok(out)
+}

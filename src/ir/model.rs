@@ -285,12 +285,29 @@ pub struct PolyAct {
     pub learnable: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Basis {
     /// sum c_k T_k(t), Chebyshev polynomials of the first kind.
     Chebyshev,
     /// sum c_k t^k.
     Power,
+}
+
+impl Basis {
+    /// Every basis, in the order tables list them.
+    pub const ALL: [Basis; 2] = [Basis::Chebyshev, Basis::Power];
+
+    /// The word the language uses (`basis: chebyshev`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Basis::Chebyshev => "chebyshev",
+            Basis::Power => "power",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Basis> {
+        Basis::ALL.into_iter().find(|b| b.name() == name)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

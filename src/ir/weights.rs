@@ -54,7 +54,7 @@ pub enum WeightsError {
     #[error("{path}: not a valid safetensors checkpoint: {message}")]
     Format { path: PathBuf, message: String },
     #[error(
-        "{path}: these weights were trained for model `{found_name}` (hash {found_hash:.12}), not for `{expected_name}` (hash {expected_hash:.12})\n  help: retrain with `pnnc train`, or pass the model file these weights came from"
+        "{path}: these weights were trained for model `{found_name}` (hash {found_hash:.12}), not for `{expected_name}` (hash {expected_hash:.12}); the hash covers the whole model file, `train` section and imports included, so any edit since training changes it\n  help: pass the model file these weights came from (a run folder keeps a copy as model.pnn), or retrain with `pnnc train`"
     )]
     WrongModel {
         path: PathBuf,
@@ -78,6 +78,26 @@ pub enum WeightsError {
     },
     #[error("{path}: tensor `{name}` contains NaN or infinite values")]
     NonFinite { path: PathBuf, name: String },
+}
+
+/// A safetensors parse error in plain words, with the library's own text after it.
+fn explain(e: &safetensors::SafeTensorError) -> String {
+    use safetensors::SafeTensorError as E;
+    let what = match e {
+        E::HeaderTooSmall | E::HeaderTooLarge | E::InvalidHeaderLength => {
+            "the 8-byte header length at the start of the file is wrong (a truncated file, or not a safetensors file)"
+        }
+        E::InvalidHeader(_) | E::InvalidHeaderDeserialization(_) => {
+            "the JSON header that lists the tensors is damaged"
+        }
+        E::MetadataIncompleteBuffer | E::InvalidOffset(_) | E::ValidationOverflow => {
+            "the tensors the header lists do not fit the bytes after it (a truncated or damaged file)"
+        }
+        _ => "the file does not follow the safetensors format",
+    };
+    format!(
+        "{what} (safetensors: {e})\n  help: use a checkpoint that `pnnc train` wrote (best.safetensors or last.safetensors of a run)"
+    )
 }
 
 const META_MODEL_NAME: &str = "pnnc.model_name";
@@ -124,8 +144,8 @@ impl Checkpoint {
             message,
         };
         let (_, header) =
-            safetensors::SafeTensors::read_metadata(bytes).map_err(|e| format(e.to_string()))?;
-        let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| format(e.to_string()))?;
+            safetensors::SafeTensors::read_metadata(bytes).map_err(|e| format(explain(&e)))?;
+        let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| format(explain(&e)))?;
         let info = header.metadata().clone().unwrap_or_default();
         let get = |key: &str| {
             info.get(key)

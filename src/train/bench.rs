@@ -1,5 +1,4 @@
-//! Timing of one training step on random data (the `pnnc bench` command
-//! and `examples/bench_train_step.rs` use this).
+//! Timing of one training step on random data (the `pnnc bench` command).
 
 use crate::ir::{BoundaryKind, BoundaryLoss, Model, Reduce};
 use crate::train::{Network, NetworkOptions, TrainError};

@@ -175,18 +175,6 @@ pub fn relu_poly(degree: u32, range: f64, basis: Basis) -> PolyAct {
     }
 }
 
-/// The paper's (B, P) for images by degree (DESIGN.md section 4).
-pub fn image_range(degree: u32) -> (f64, f64) {
-    match degree {
-        2 => (12.0, 12.0),
-        4 => (20.0, 15.0),
-        8 => (35.0, 17.5),
-        16 => (40.0, 20.0),
-        22 => (47.0, 23.5),
-        _ => (35.0, 17.5),
-    }
-}
-
 pub fn model_from_ops(name: &str, input: Vec<usize>, classes: usize, net: Vec<Op>) -> Model {
     let params = net.iter().map(|o| o.params).sum();
     Model {

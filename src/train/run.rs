@@ -103,6 +103,9 @@ pub struct RunData<'a> {
     pub classes: usize,
     pub normalization: Normalization,
     pub augment: Option<Augment<'a>>,
+    /// When set (by Ctrl-C), training stops after the current batch with
+    /// [`RunError::Interrupted`]; completed epochs stay saved for `--resume`.
+    pub stop: Option<&'a std::sync::atomic::AtomicBool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,9 +148,14 @@ pub enum RunError {
         batch: usize,
         what: String,
         help: String,
+        /// The activation site furthest outside its range in the failing
+        /// batch, with its largest |input|.
+        site: Option<(String, f32)>,
     },
     #[error("{0}")]
     Network(String),
+    #[error("interrupted during epoch {epoch}; {epochs_done} completed epoch(s) are saved")]
+    Interrupted { epoch: u32, epochs_done: u32 },
     #[error(transparent)]
     Io(#[from] crate::ir::WeightsError),
     #[error(
@@ -308,10 +316,13 @@ pub fn train(
             ck.save(&out.join(BEST))?;
         }
         ck.save(&out.join(LAST))?;
-        save_resume(out, net, &optim, &meta, &state, cfg, data)?;
         bars.epoch_done(&row);
         rows.push(row);
+        // Metrics before the resume state: a kill between the two redoes the
+        // epoch on resume (rows past the resume state are dropped), instead
+        // of losing its row.
         metrics::write(out, &rows)?;
+        save_resume(out, net, &optim, &meta, &state, cfg, data)?;
     }
     bars.finish();
     let test = match &data.test {
@@ -381,6 +392,15 @@ fn run_epoch(
     let mut x = Vec::with_capacity(cfg.batch * train.sample_len);
     let mut y = Vec::with_capacity(cfg.batch);
     for (batch_index, idx) in order.chunks(cfg.batch.max(1)).enumerate() {
+        if data
+            .stop
+            .is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed))
+        {
+            return Err(RunError::Interrupted {
+                epoch: epoch + 1,
+                epochs_done: state.epochs_done,
+            });
+        }
         x.clear();
         y.clear();
         for &i in idx {
@@ -408,6 +428,8 @@ fn run_epoch(
                 worst_site(&stats.act_max_abs, &cfg.site_ranges),
                 cfg.boundary.as_ref(),
             ),
+            site: worst_site(&stats.act_max_abs, &cfg.site_ranges)
+                .map(|(name, v, _)| (name.to_string(), v)),
         };
         if !stats.loss.is_finite() {
             return Err(diverged(format!("the loss is {}", stats.loss)));
@@ -995,6 +1017,7 @@ mod tests {
                     std: vec![2.0],
                 },
                 augment: None,
+                stop: None,
             }
         }
     }
@@ -1057,6 +1080,60 @@ mod tests {
         assert_eq!(strip(&straight), strip(&split));
         std::fs::remove_dir_all(&straight).unwrap();
         std::fs::remove_dir_all(&split).unwrap();
+    }
+
+    #[test]
+    fn a_stop_request_ends_the_epoch_early_and_resume_finishes_the_run() {
+        let fx = Fixture::new();
+        let straight = temp_dir("stop-straight");
+        let mut a = Softmax::new(4, 3);
+        train(&mut a, &config(2), &fx.data(), &straight, false).unwrap();
+        let dir = temp_dir("stop");
+        let mut cfg1 = config(2);
+        cfg1.epochs = 1;
+        train(&mut Softmax::new(4, 3), &cfg1, &fx.data(), &dir, false).unwrap();
+        let stop = std::sync::atomic::AtomicBool::new(true);
+        let data = RunData {
+            stop: Some(&stop),
+            ..fx.data()
+        };
+        let err = train(&mut Softmax::new(4, 3), &config(2), &data, &dir, true).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RunError::Interrupted {
+                    epoch: 2,
+                    epochs_done: 1
+                }
+            ),
+            "{err}"
+        );
+        let mut c = Softmax::new(4, 3);
+        train(&mut c, &config(2), &fx.data(), &dir, true).unwrap();
+        assert_eq!(a.tensors(), c.tensors());
+        assert_eq!(metrics::read(&dir).unwrap().len(), 2);
+        std::fs::remove_dir_all(&straight).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_failed_metrics_write_leaves_the_epoch_to_redo_not_a_lost_row() {
+        let fx = Fixture::new();
+        let dir = temp_dir("metrics-kill");
+        let mut cfg1 = config(2);
+        cfg1.epochs = 1;
+        train(&mut Softmax::new(4, 3), &cfg1, &fx.data(), &dir, false).unwrap();
+        // The metrics write of epoch 2 fails (as a kill there would stop it).
+        let blocker = dir.join(format!(".metrics.jsonl.tmp{}", std::process::id()));
+        std::fs::create_dir_all(&blocker).unwrap();
+        let err = train(&mut Softmax::new(4, 3), &config(2), &fx.data(), &dir, true);
+        assert!(matches!(err, Err(RunError::Io(_))), "{err:?}");
+        std::fs::remove_dir_all(&blocker).unwrap();
+        // The resume state still says one epoch: epoch 2 is redone and its row written.
+        train(&mut Softmax::new(4, 3), &config(2), &fx.data(), &dir, true).unwrap();
+        let rows = metrics::read(&dir).unwrap();
+        assert_eq!(rows.iter().map(|r| r.epoch).collect::<Vec<_>>(), [1, 2]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
