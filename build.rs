@@ -21,7 +21,7 @@ const DATA_SETS: [(&str, &str); 6] = [
 fn main() {
     let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
     println!("cargo::rerun-if-changed=build.rs");
-    for var in ["PNN_DATA", "PNNC_VENV", "PNNC_REQUIRE_ALL"] {
+    for var in ["PNN_DATA", "PNNC_VENV", "PNNC_REQUIRE_ALL", "PATH"] {
         println!("cargo::rerun-if-env-changed={var}");
     }
     let mut missing = Vec::new();
@@ -58,6 +58,22 @@ fn main() {
         &mut missing,
     );
 
+    // Neovim, for the real-editor check of `pnnc lsp` (tests/nvim.rs).
+    let nvim = find_on_path("nvim");
+    println!(
+        "cargo::rerun-if-changed={}",
+        nvim.as_deref()
+            .unwrap_or(Path::new("/usr/bin/nvim"))
+            .display()
+    );
+    check_tool(
+        "pnnc_nvim",
+        nvim.as_deref().unwrap_or(Path::new("nvim")),
+        &["--version"],
+        "Neovim, for the editor check of `pnnc lsp` (apt-get install neovim)",
+        &mut missing,
+    );
+
     let require_all = std::env::var("PNNC_REQUIRE_ALL").is_ok_and(|v| v == "1");
     if require_all && !missing.is_empty() {
         panic!(
@@ -75,6 +91,14 @@ fn data_roots(manifest: &Path) -> Vec<PathBuf> {
     }
     roots.push(manifest.join("../shared/data"));
     roots
+}
+
+/// The first `name` in a folder of `$PATH`.
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
 }
 
 /// Sets `cfg` when `program args` runs and exits 0.

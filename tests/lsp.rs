@@ -165,16 +165,32 @@ fn an_editor_session_over_stdio() {
     let diags = client.diagnostics_for(&broken);
     let found: Vec<(String, Value)> = diags
         .iter()
-        .map(|d| (d["code"].as_str().unwrap_or("").to_string(), d["range"].clone()))
+        .map(|d| {
+            (
+                d["code"].as_str().unwrap_or("").to_string(),
+                d["range"].clone(),
+            )
+        })
         .collect();
     assert_eq!(
         found,
         [
-            ("E0100".to_string(), json!({"start": at(4, 14), "end": at(4, 18)})),
-            ("E0100".to_string(), json!({"start": at(5, 27), "end": at(5, 34)})),
+            (
+                "E0100".to_string(),
+                json!({"start": at(4, 14), "end": at(4, 18)})
+            ),
+            (
+                "E0100".to_string(),
+                json!({"start": at(5, 27), "end": at(5, 34)})
+            ),
         ]
     );
-    assert!(diags[0]["message"].as_str().unwrap_or("").contains("help: replace it by a polynomial activation"));
+    assert!(
+        diags[0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("help: replace it by a polynomial activation")
+    );
     assert_eq!(diags[0]["source"], "pnnc");
 
     // The same text fixed by a code action: a polynomial activation for relu.
@@ -188,7 +204,10 @@ fn an_editor_session_over_stdio() {
         .iter()
         .filter_map(|a| a["title"].as_str())
         .collect();
-    assert!(titles.iter().any(|t| t.contains("polynomial activation")), "{titles:?}");
+    assert!(
+        titles.iter().any(|t| t.contains("polynomial activation")),
+        "{titles:?}"
+    );
 
     // Hover on a layer of a std-model, and go to a block in its import.
     let resnet = uri(Path::new("std-models/resnet20.pnn"));
@@ -201,7 +220,10 @@ fn an_editor_session_over_stdio() {
         json!({"textDocument": {"uri": resnet}, "position": at(line, column + 1)}),
     );
     let shown = hover["contents"]["value"].as_str().unwrap_or("");
-    assert!(shown.contains("block stage(width, blocks, stride: 2, act: p)"), "{shown}");
+    assert!(
+        shown.contains("block stage(width, blocks, stride: 2, act: p)"),
+        "{shown}"
+    );
     assert!(shown.contains("[16, 32, 32] → [32, 16, 16]"), "{shown}");
     let (line, column) = find(&resnet_text, "conv(16, 3, padding: 1)");
     let hover = client.request(
@@ -209,14 +231,20 @@ fn an_editor_session_over_stdio() {
         json!({"textDocument": {"uri": resnet}, "position": at(line, column + 2)}),
     );
     let shown = hover["contents"]["value"].as_str().unwrap_or("");
-    assert!(shown.contains("output [16, 32, 32] · 432 parameters · level 0 → 1"), "{shown}");
+    assert!(
+        shown.contains("output [16, 32, 32] · 432 parameters · level 0 → 1"),
+        "{shown}"
+    );
 
     let definition = client.request(
         "textDocument/definition",
         json!({"textDocument": {"uri": resnet}, "position": at(line + 1, 4)}),
     );
     assert!(
-        definition["uri"].as_str().unwrap_or("").ends_with("std-models/blocks/resnet.pnn"),
+        definition["uri"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with("std-models/blocks/resnet.pnn"),
         "{definition}"
     );
     let blocks = std::fs::read_to_string("std-models/blocks/resnet.pnn").expect("read");
@@ -233,11 +261,17 @@ fn an_editor_session_over_stdio() {
         .iter()
         .filter_map(|s| s["name"].as_str())
         .collect();
-    assert!(names.contains(&"model resnet20") && names.contains(&"net"), "{names:?}");
+    assert!(
+        names.contains(&"model resnet20") && names.contains(&"net"),
+        "{names:?}"
+    );
 
     // Formatting an untidy document: one edit, the text of `pnnc fmt`.
     let untidy = uri(Path::new("tests/ui/E0004_missing.pnn"));
-    client.open(&untidy, "model   m\ninput [4]\nclasses 2\nnet{dense(classes)}\n");
+    client.open(
+        &untidy,
+        "model   m\ninput [4]\nclasses 2\nnet{dense(classes)}\n",
+    );
     let edits = client.request(
         "textDocument/formatting",
         json!({"textDocument": {"uri": untidy}, "options": {"tabSize": 2, "insertSpaces": true}}),
@@ -266,7 +300,9 @@ fn an_editor_session_over_stdio() {
 
 /// 0-based line and UTF-16 column of the first `needle` in `text`.
 fn find(text: &str, needle: &str) -> (u32, u32) {
-    let at = text.find(needle).unwrap_or_else(|| panic!("{needle} not found"));
+    let at = text
+        .find(needle)
+        .unwrap_or_else(|| panic!("{needle} not found"));
     let line = text[..at].matches('\n').count() as u32;
     let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
     let column = text[start..at].encode_utf16().count() as u32;

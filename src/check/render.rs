@@ -164,6 +164,23 @@ pub struct JsonDiagnostic {
     pub help: String,
     /// The primary label first, then secondary labels.
     pub labels: Vec<JsonLabel>,
+    /// Concrete replacements that resolve the diagnostic (absent when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fixes: Vec<JsonFix>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct JsonFix {
+    pub title: String,
+    pub edits: Vec<JsonEdit>,
+}
+
+/// Replace the byte range `span` of `file` by `text`.
+#[derive(Debug, Serialize)]
+pub struct JsonEdit {
+    pub file: String,
+    pub span: JsonSpan,
+    pub text: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -222,6 +239,25 @@ pub fn json_diagnostics(sources: &Sources, diags: &[Diagnostic]) -> Vec<JsonDiag
                 },
                 help: d.help.clone(),
                 labels,
+                fixes: d
+                    .fixes
+                    .iter()
+                    .map(|f| JsonFix {
+                        title: f.title.clone(),
+                        edits: f
+                            .edits
+                            .iter()
+                            .map(|e| JsonEdit {
+                                file: sources.path(e.file).to_string(),
+                                span: JsonSpan {
+                                    start: e.span.start,
+                                    end: e.span.end,
+                                },
+                                text: e.text.clone(),
+                            })
+                            .collect(),
+                    })
+                    .collect(),
             }
         })
         .collect()

@@ -58,24 +58,40 @@ pub fn run_stdio() -> Result<(), String> {
     io_threads.join().map_err(|e| format!("stdio: {e}"))
 }
 
-/// Initialise, then handle messages until `shutdown` and `exit`.
+/// Initialise, then handle messages until `shutdown` and `exit`. As the
+/// protocol asks, `exit` without a `shutdown` first is an error (exit code
+/// 1); a client that closes the connection after `shutdown` is not.
 pub fn serve(connection: &Connection) -> Result<(), String> {
     let caps = serde_json::to_value(capabilities()).map_err(|e| e.to_string())?;
     connection
         .initialize(caps)
         .map_err(|e| format!("initialize: {e}"))?;
     let mut server = Server::default();
+    let mut shut_down = false;
     for message in &connection.receiver {
         match message {
+            Message::Request(req) if req.method == "shutdown" => {
+                shut_down = true;
+                send(connection, Response::new_ok(req.id, ()).into())?;
+            }
+            Message::Request(req) if shut_down => {
+                let refused = Response::new_err(
+                    req.id,
+                    ErrorCode::InvalidRequest as i32,
+                    "the server is shutting down".into(),
+                );
+                send(connection, refused.into())?;
+            }
             Message::Request(req) => {
-                if connection
-                    .handle_shutdown(&req)
-                    .map_err(|e| format!("shutdown: {e}"))?
-                {
-                    return Ok(());
-                }
                 let response = server.request(req);
                 send(connection, response.into())?;
+            }
+            Message::Notification(n) if n.method == "exit" => {
+                return if shut_down {
+                    Ok(())
+                } else {
+                    Err("`exit` before `shutdown`".into())
+                };
             }
             Message::Notification(n) => {
                 for out in server.notification(n) {
@@ -85,7 +101,11 @@ pub fn serve(connection: &Connection) -> Result<(), String> {
             Message::Response(_) => {}
         }
     }
-    Ok(())
+    if shut_down {
+        Ok(())
+    } else {
+        Err("the client closed the connection without `shutdown`".into())
+    }
 }
 
 fn send(connection: &Connection, message: Message) -> Result<(), String> {
