@@ -233,6 +233,8 @@ impl Server {
         self.docs.get(uri.as_str())
     }
 
+    // `WorkspaceEdit` keys its map by `Uri`, which hashes by its text only.
+    #[allow(clippy::mutable_key_type)]
     fn code_actions(&self, p: &CodeActionParams) -> Option<Vec<CodeActionOrCommand>> {
         let doc = self.doc(&p.text_document.uri)?;
         let files = OpenFiles { docs: &self.docs };
