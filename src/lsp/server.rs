@@ -312,18 +312,20 @@ impl Server {
         vec![path]
     }
 
+    /// Forget a document. Its own diagnostics go; those its importers found
+    /// in it stay, and so does nothing it found in its imports.
     fn close(&mut self, uri: &Uri) -> Vec<Notification> {
         let Some(doc) = self.docs.remove(uri.as_str()) else {
             return Vec::new();
         };
-        let mut out = vec![publish(doc.uri.clone(), None, Vec::new())];
-        // What it found in its imports goes too.
         let mut touched = Vec::new();
         for (path, by) in &mut self.from_importers {
             if by.remove(uri.as_str()).is_some() {
                 touched.push(path.clone());
             }
         }
+        let left = self.importer_diagnostics(&doc.analysis.path, Vec::new());
+        let mut out = vec![publish(doc.uri, None, left)];
         for path in touched {
             out.extend(self.publish_path(&path));
         }
@@ -400,7 +402,7 @@ impl Server {
     /// those its importers found in it, without repeats.
     fn publish_path(&self, path: &str) -> Option<Notification> {
         let open = self.docs.values().find(|d| d.analysis.path == path);
-        let mut diags: Vec<FileDiagnostic> = open
+        let own: Vec<FileDiagnostic> = open
             .map(|d| {
                 d.analysis
                     .diagnostics()
@@ -409,23 +411,31 @@ impl Server {
                     .collect()
             })
             .unwrap_or_default();
+        let (uri, version) = match open {
+            Some(d) => (d.uri.clone(), Some(d.version)),
+            None => (uri_of(path)?, None),
+        };
+        Some(publish(uri, version, self.importer_diagnostics(path, own)))
+    }
+
+    /// `own` and what open importers found in `path`, without repeats, as LSP's.
+    fn importer_diagnostics(
+        &self,
+        path: &str,
+        mut own: Vec<FileDiagnostic>,
+    ) -> Vec<lsp_types::Diagnostic> {
         if let Some(by) = self.from_importers.get(path) {
             let mut importers: Vec<_> = by.iter().collect();
             importers.sort_by(|a, b| a.0.cmp(b.0));
             for (_, found) in importers {
                 for d in found {
-                    if !diags.iter().any(|x| x.diagnostic == d.diagnostic) {
-                        diags.push(d.clone());
+                    if !own.iter().any(|x| x.diagnostic == d.diagnostic) {
+                        own.push(d.clone());
                     }
                 }
             }
         }
-        let (uri, version) = match open {
-            Some(d) => (d.uri.clone(), Some(d.version)),
-            None => (uri_of(path)?, None),
-        };
-        let diagnostics = diags.into_iter().map(with_related).collect();
-        Some(publish(uri, version, diagnostics))
+        own.into_iter().map(with_related).collect()
     }
 }
 
