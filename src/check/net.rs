@@ -127,6 +127,7 @@ pub fn builtin_params(name: &str) -> &'static [ParamSpec<'static>] {
         opt("stride"),
         opt("padding"),
         opt("bias"),
+        opt("groups"),
     ];
     const BN: &[ParamSpec] = &[opt("eps"), opt("momentum")];
     const POOL: &[ParamSpec] = &[req("kernel"), opt("stride")];
@@ -800,44 +801,44 @@ impl<'a> Builder<'a> {
         let stride = b.pair("stride", Some([1, 1]), 1, MAX_WINDOW, d);
         let padding = b.pair("padding", Some([0, 0]), 0, MAX_WINDOW, d);
         let bias = b.bool("bias", false, d);
-        let (cout, kernel, stride, padding, bias) = (cout?, kernel?, stride?, padding?, bias?);
+        let groups = b.usize("groups", Some(1), 1, MAX_WINDOW, d);
+        let (cout, mut kernel, mut stride, mut padding, bias, groups) =
+            (cout?, kernel?, stride?, padding?, bias?, groups?);
         let mut output = None;
         let mut cin = 0;
         if let Some(s) = input {
             match s.dims() {
                 [c, h, w] => {
                     cin = *c;
-                    let oh = conv_out(*h, kernel[0], stride[0], padding[0]);
-                    let ow = conv_out(*w, kernel[1], stride[1], padding[1]);
-                    match (oh, ow) {
-                        (Some(oh), Some(ow)) => output = Some(Shape(vec![cout, oh, ow])),
-                        _ => self.diags.push(
-                            Diagnostic::new(
-                                Code::ShapeMismatch,
-                                format!(
-                                    "kernel {}x{} does not fit the {h}x{w} input (padding {}x{})",
-                                    kernel[0], kernel[1], padding[0], padding[1]
-                                ),
-                                Label::new(at.file, b.span("kernel"), "kernel larger than the padded input"),
-                            )
-                            .with(at.label(format!("input is {s}")))
-                            .help("use a smaller kernel or more padding, or remove a downsampling layer before this one"),
-                        ),
+                    output = self.conv_output(b, at, s, [*h, *w], kernel, stride, padding, cout);
+                }
+                [c, n] => {
+                    cin = *c;
+                    // A sequence: a 1-D convolution, stored as one over [c, 1, n].
+                    if self.sequence_windows(b, at, &["kernel", "stride", "padding"]) {
+                        (kernel, stride, padding) = ([1, kernel[1]], [1, stride[1]], [0, padding[1]]);
+                        output = self
+                            .conv_output(b, at, s, [1, *n], kernel, stride, padding, cout)
+                            .map(|o| Shape(vec![o.dims()[0], o.dims()[2]]));
                     }
                 }
                 _ => self.diags.push(
                     Diagnostic::new(
                         Code::ShapeMismatch,
-                        format!("`conv` needs an image input [channels, height, width], but its input has shape {s}"),
+                        format!("`conv` needs an image [channels, height, width] or a sequence [channels, length], but its input has shape {s}"),
                         at.label(format!("input is {s}")),
                     )
-                    .help("give the model a 3-D input such as `input [1, 28, 28]`, or use `dense` on flat inputs"),
+                    .help("give the model an input such as `input [1, 28, 28]` or `input [9, 128]`, or use `dense` on flat inputs"),
                 ),
             }
         }
+        // The output shape does not depend on the groups: later layers are still checked.
+        if output.is_some() {
+            self.groups_divide(b, at, groups, cin, cout);
+        }
         let params = output.as_ref().and_then(|_| {
             (cout as u64)
-                .checked_mul(cin as u64)?
+                .checked_mul((cin / groups) as u64)?
                 .checked_mul(kernel[0] as u64)?
                 .checked_mul(kernel[1] as u64)?
                 .checked_add(if bias { cout as u64 } else { 0 })
@@ -851,10 +852,106 @@ impl<'a> Builder<'a> {
                 stride,
                 padding,
                 bias,
+                groups,
             },
             output,
             params,
         })
+    }
+
+    /// The [cout, oh, ow] of a convolution over `hw`, or None (reported)
+    /// when the kernel does not fit.
+    #[allow(clippy::too_many_arguments)]
+    fn conv_output(
+        &mut self,
+        b: &Bound,
+        at: LayerAt<'_>,
+        input: &Shape,
+        [h, w]: [usize; 2],
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+        cout: usize,
+    ) -> Option<Shape> {
+        let oh = conv_out(h, kernel[0], stride[0], padding[0]);
+        let ow = conv_out(w, kernel[1], stride[1], padding[1]);
+        if let (Some(oh), Some(ow)) = (oh, ow) {
+            return Some(Shape(vec![cout, oh, ow]));
+        }
+        let message = if input.dims().len() == 2 {
+            format!(
+                "kernel {} does not fit the length-{w} input (padding {})",
+                kernel[1], padding[1]
+            )
+        } else {
+            format!(
+                "kernel {}x{} does not fit the {h}x{w} input (padding {}x{})",
+                kernel[0], kernel[1], padding[0], padding[1]
+            )
+        };
+        self.diags.push(
+            Diagnostic::new(
+                Code::ShapeMismatch,
+                message,
+                Label::new(at.file, b.span("kernel"), "kernel larger than the padded input"),
+            )
+            .with(at.label(format!("input is {input}")))
+            .help("use a smaller kernel or more padding, or remove a downsampling layer before this one"),
+        );
+        None
+    }
+
+    /// On a sequence [c, n], window arguments are single numbers; false
+    /// (reported) when one is a list.
+    fn sequence_windows(&mut self, b: &Bound, at: LayerAt<'_>, names: &[&str]) -> bool {
+        let mut ok = true;
+        for name in names {
+            if let Some((Value::List(_), span)) = b.values.get(*name) {
+                ok = false;
+                self.diags.push(
+                    Diagnostic::new(
+                        Code::WrongType,
+                        format!("`{name}` of a layer on a sequence is one number, not a list"),
+                        Label::new(at.file, *span, "a list [h, w] is for images"),
+                    )
+                    .help(format!(
+                        "the input is a sequence [channels, length]: write `{name}: N`"
+                    )),
+                );
+            }
+        }
+        ok
+    }
+
+    /// Report a `groups` that does not divide both channel counts.
+    fn groups_divide(
+        &mut self,
+        b: &Bound,
+        at: LayerAt<'_>,
+        groups: usize,
+        cin: usize,
+        cout: usize,
+    ) {
+        if cin.is_multiple_of(groups) && cout.is_multiple_of(groups) {
+            return;
+        }
+        let (what, n) = if cin.is_multiple_of(groups) {
+            ("output", cout)
+        } else {
+            ("input", cin)
+        };
+        let divisors: Vec<String> = common_divisors(cin, cout)
+            .iter()
+            .map(usize::to_string)
+            .collect();
+        self.diags.push(
+            Diagnostic::new(
+                Code::ShapeMismatch,
+                format!("`groups: {groups}` does not divide the {n} {what} channels of `conv` ({cin} in, {cout} out)"),
+                Label::new(at.file, b.span("groups"), "groups must divide both channel counts"),
+            )
+            .help(format!("use groups that divide both {cin} and {cout}: {}", divisors.join(", "))),
+        );
     }
 
     fn batchnorm(&mut self, b: &Bound, input: &Flow) -> Option<Layer> {
@@ -888,46 +985,35 @@ impl<'a> Builder<'a> {
         let d = &mut self.diags;
         let kernel = b.pair("kernel", None, 1, MAX_WINDOW, d);
         let stride = b.pair("stride", kernel, 1, MAX_WINDOW, d);
-        let (kernel, stride) = (kernel?, stride?);
+        let (mut kernel, mut stride) = (kernel?, stride?);
         let output = match input.as_ref().map(|s| s.dims().to_vec()) {
-            Some(dims) => {
-                match dims.as_slice() {
-                    [c, h, w] => match (
-                        conv_out(*h, kernel[0], stride[0], 0),
-                        conv_out(*w, kernel[1], stride[1], 0),
-                    ) {
-                        (Some(oh), Some(ow)) => Some(Shape(vec![*c, oh, ow])),
-                        _ => {
-                            self.diags.push(
-                            Diagnostic::new(
-                                Code::ShapeMismatch,
-                                format!(
-                                    "pooling window {}x{} is larger than the {h}x{w} input",
-                                    kernel[0], kernel[1]
-                                ),
-                                at.label(format!("input is {}", Shape(dims.clone()))),
-                            )
-                            .help("use a smaller window, or `global_avgpool` to average everything"),
-                        );
-                            None
-                        }
-                    },
-                    _ => {
-                        self.diags.push(
-                        Diagnostic::new(
-                            Code::ShapeMismatch,
-                            format!(
-                                "`avgpool` needs an image input [channels, height, width], found {}",
-                                Shape(dims.clone())
-                            ),
-                            at.label("not an image".into()),
-                        )
-                        .help("pool before `flatten`, or remove the pooling"),
-                    );
+            Some(dims) => match dims.as_slice() {
+                [c, h, w] => self.pool_output(at, &dims, *c, [*h, *w], kernel, stride),
+                [c, n] => {
+                    // A sequence: pooled as [c, 1, n] with a 1 x k window.
+                    if self.sequence_windows(b, at, &["kernel", "stride"]) {
+                        (kernel, stride) = ([1, kernel[1]], [1, stride[1]]);
+                        self.pool_output(at, &dims, *c, [1, *n], kernel, stride)
+                            .map(|o| Shape(vec![*c, o.dims()[2]]))
+                    } else {
                         None
                     }
                 }
-            }
+                _ => {
+                    self.diags.push(
+                        Diagnostic::new(
+                            Code::ShapeMismatch,
+                            format!(
+                                "`avgpool` needs an image [channels, height, width] or a sequence [channels, length], found {}",
+                                Shape(dims.clone())
+                            ),
+                            at.label("neither an image nor a sequence".into()),
+                        )
+                        .help("pool before `flatten`, or remove the pooling"),
+                    );
+                    None
+                }
+            },
             None => None,
         };
         Some(Layer {
@@ -935,6 +1021,39 @@ impl<'a> Builder<'a> {
             output,
             params: Some(0),
         })
+    }
+
+    /// The [c, oh, ow] of average pooling over `hw`, or None (reported)
+    /// when the window does not fit.
+    fn pool_output(
+        &mut self,
+        at: LayerAt<'_>,
+        dims: &[usize],
+        c: usize,
+        [h, w]: [usize; 2],
+        kernel: [usize; 2],
+        stride: [usize; 2],
+    ) -> Option<Shape> {
+        if let (Some(oh), Some(ow)) = (
+            conv_out(h, kernel[0], stride[0], 0),
+            conv_out(w, kernel[1], stride[1], 0),
+        ) {
+            return Some(Shape(vec![c, oh, ow]));
+        }
+        let (window, size) = if dims.len() == 2 {
+            (kernel[1].to_string(), format!("length-{w}"))
+        } else {
+            (format!("{}x{}", kernel[0], kernel[1]), format!("{h}x{w}"))
+        };
+        self.diags.push(
+            Diagnostic::new(
+                Code::ShapeMismatch,
+                format!("pooling window {window} is larger than the {size} input"),
+                at.label(format!("input is {}", Shape(dims.to_vec()))),
+            )
+            .help("use a smaller window, or `global_avgpool` to average everything"),
+        );
+        None
     }
 
     fn global_avgpool(&mut self, input: &Flow, at: LayerAt<'_>) -> Layer {
@@ -1088,6 +1207,29 @@ pub fn value_count(n: u64) -> String {
     } else {
         n.to_string()
     }
+}
+
+/// The common divisors of `a` and `b`, ascending (at most 12: a help line).
+/// O(sqrt(gcd)) steps, so absurd channel counts stay cheap.
+fn common_divisors(a: usize, b: usize) -> Vec<usize> {
+    let (mut x, mut y) = (a, b);
+    while y != 0 {
+        (x, y) = (y, x % y);
+    }
+    let (mut low, mut high) = (Vec::new(), Vec::new());
+    let mut d = 1;
+    while d <= x / d {
+        if x.is_multiple_of(d) {
+            low.push(d);
+            if d != x / d {
+                high.push(x / d);
+            }
+        }
+        d += 1;
+    }
+    low.extend(high.into_iter().rev());
+    low.truncate(12);
+    low
 }
 
 /// Output length of a convolution or pooling along one axis, None when the

@@ -10,6 +10,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
 
+mod layers;
+
 fn op(name: &str, kind: OpKind, input: &[usize], output: &[usize]) -> Op {
     Op {
         name: name.into(),
@@ -42,6 +44,7 @@ fn conv(name: &str, input: [usize; 3], co: usize, k: usize, s: usize, p: usize) 
         stride: [s, s],
         padding: [p, p],
         bias: true,
+        groups: 1,
     };
     op(name, kind, &input, &out)
 }

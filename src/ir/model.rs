@@ -115,7 +115,10 @@ pub enum OpKind {
         out_features: usize,
         bias: bool,
     },
-    /// 2-D convolution, NCHW; weight `[out, in, kh, kw]`.
+    /// 2-D convolution, NCHW; weight `[out, in / groups, kh, kw]`. On a
+    /// sequence `[C, T]` it is a 1-D convolution, stored as one over
+    /// `[C, 1, T]` (`kernel[0] == 1`, `stride[0] == 1`, `padding[0] == 0`),
+    /// with weight `[out, in / groups, k]`.
     Conv {
         in_channels: usize,
         out_channels: usize,
@@ -123,6 +126,10 @@ pub enum OpKind {
         stride: [usize; 2],
         padding: [usize; 2],
         bias: bool,
+        /// Channel groups (PyTorch's `groups`): output channel `o` reads the
+        /// input channels of group `o / (out / groups)` only.
+        #[serde(default = "one_group")]
+        groups: usize,
     },
     /// Per-channel (dim 0 of the shape) batch normalisation.
     BatchNorm {
@@ -172,12 +179,25 @@ impl Op {
                 kernel,
                 stride,
                 padding,
+                groups,
                 ..
             } => {
-                format!(
-                    "conv({out_channels}, {}x{}, s{}, p{})",
-                    kernel[0], kernel[1], stride[0], padding[0]
-                )
+                let groups = if *groups > 1 {
+                    format!(", g{groups}")
+                } else {
+                    String::new()
+                };
+                if self.input.dims().len() == 2 {
+                    format!(
+                        "conv({out_channels}, {}, s{}, p{}{groups})",
+                        kernel[1], stride[1], padding[1]
+                    )
+                } else {
+                    format!(
+                        "conv({out_channels}, {}x{}, s{}, p{}{groups})",
+                        kernel[0], kernel[1], stride[0], padding[0]
+                    )
+                }
             }
             OpKind::BatchNorm { foldable, .. } => {
                 if *foldable {
@@ -187,6 +207,9 @@ impl Op {
                 }
             }
             OpKind::Poly(a) => format!("{} (poly deg {})", a.def, a.degree),
+            OpKind::AvgPool { kernel, stride } if self.input.dims().len() == 2 => {
+                format!("avgpool({}, s{})", kernel[1], stride[1])
+            }
             OpKind::AvgPool { kernel, stride } => {
                 format!("avgpool({}x{}, s{})", kernel[0], kernel[1], stride[0])
             }
@@ -245,12 +268,16 @@ impl Op {
                 out_channels,
                 kernel,
                 bias,
+                groups,
                 ..
             } => {
-                let mut v = vec![p(
-                    "weight",
-                    vec![*out_channels, *in_channels, kernel[0], kernel[1]],
-                )];
+                let per_group = in_channels / (*groups).max(1);
+                let weight = if self.input.dims().len() == 2 {
+                    vec![*out_channels, per_group, kernel[1]]
+                } else {
+                    vec![*out_channels, per_group, kernel[0], kernel[1]]
+                };
+                let mut v = vec![p("weight", weight)];
                 if *bias {
                     v.push(p("bias", vec![*out_channels]));
                 }
@@ -266,6 +293,11 @@ impl Op {
             _ => Vec::new(),
         }
     }
+}
+
+/// Conv's `groups` in files written before it existed.
+fn one_group() -> usize {
+    1
 }
 
 /// A polynomial activation site.

@@ -80,6 +80,7 @@ impl SeqBuilder {
                 stride: [stride, stride],
                 padding: [pad, pad],
                 bias,
+                groups: 1,
             },
             vec![out, oh, ow],
         )

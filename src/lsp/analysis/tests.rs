@@ -295,7 +295,10 @@ fn completion_offers_what_fits_the_place() {
     let lib = [("/m/lib.pnn", LIB)];
     let (a, pos, _) = fixture(&model_with_cursor("16, 3, padding"), &lib);
     let args = labels(a.completions(pos));
-    assert_eq!(args, ["out", "kernel", "stride", "padding", "bias"]);
+    assert_eq!(
+        args,
+        ["out", "kernel", "stride", "padding", "bias", "groups"]
+    );
     let (a, pos, _) = fixture(&model_with_cursor("basic(32"), &lib);
     let names = labels(a.completions(pos));
     for n in ["dense", "conv", "p", "basic", "residual", "for"] {
