@@ -366,3 +366,63 @@ fn data_inspect_accepts_a_folder() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("data set     mnist"), "{}", text(&o));
 }
+
+#[test]
+fn a_sweep_cell_keeps_the_model_it_trained() {
+    let dir = fixture("cellmodel");
+    let o = pnnc(
+        &dir,
+        &[
+            "sweep",
+            "model.pnn",
+            "--degrees",
+            "4",
+            "--methods",
+            "plain",
+            "--epochs",
+            "1",
+            "--data",
+            "data",
+            "--out",
+            "sw",
+            "--threads",
+            "1",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let cell = dir.join("sw/d4-plain-s1");
+    let model = std::fs::read_to_string(cell.join("model.json")).unwrap();
+    assert!(model.contains("\"degree\": 4"), "{model}");
+    // The base file does not match the cell's weights; the cell's model.json does.
+    let weights = cell.join("last.safetensors");
+    let base = pnnc(
+        &dir,
+        &[
+            OsStr::new("eval"),
+            OsStr::new("model.pnn"),
+            OsStr::new("--weights"),
+            weights.as_os_str(),
+            OsStr::new("--data"),
+            OsStr::new("data"),
+        ],
+    );
+    assert_eq!(base.status.code(), Some(2), "{}", text(&base));
+    assert!(
+        text(&base).contains("the hash covers the whole model file"),
+        "{}",
+        text(&base)
+    );
+    let json = cell.join("model.json");
+    let o = pnnc(
+        &dir,
+        &[
+            OsStr::new("eval"),
+            json.as_os_str(),
+            OsStr::new("--weights"),
+            weights.as_os_str(),
+            OsStr::new("--data"),
+            OsStr::new("data"),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+}

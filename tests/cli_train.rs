@@ -168,6 +168,25 @@ fn train_then_eval_on_a_fixture_data_set() {
     let out = text(&e);
     assert!(out.contains("test accuracy"), "{out}");
     assert!(out.contains("confusion matrix"), "{out}");
+    // summary.json's best_test_acc is the accuracy of best.safetensors.
+    let e = pnnc(
+        &dir,
+        &[
+            "eval",
+            "model.pnn",
+            "--weights",
+            "run/best.safetensors",
+            "--data",
+            "data",
+            "--json",
+        ],
+    );
+    assert!(e.status.success(), "{}", text(&e));
+    let eval: serde_json::Value = serde_json::from_slice(&e.stdout).unwrap();
+    assert_eq!(
+        summary["best_test_acc"], eval["accuracy"],
+        "{summary} {eval}"
+    );
 
     // Weights of another model are refused.
     std::fs::write(

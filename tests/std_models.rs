@@ -26,6 +26,26 @@ fn every_std_model_and_clean_example_checks_without_diagnostics() {
     }
     load("examples/tiny_mlp.pnn");
     load("examples/residual.pnn");
+    // The boundary-loss comparison of docs/results.md: the same network, two losses.
+    let (exp, cap) = (
+        load("examples/cifar/resnet20_d2.pnn"),
+        load("examples/cifar/resnet20_d2_cap.pnn"),
+    );
+    let ops = |m: &Model| -> Vec<(String, OpKind)> {
+        m.ops()
+            .into_iter()
+            .map(|o| (o.name.clone(), o.kind.clone()))
+            .collect()
+    };
+    assert!(ops(&exp) == ops(&cap), "the two networks differ");
+    assert_eq!(
+        cap.train.boundary.map(|b| b.kind),
+        Some(pnnc::ir::BoundaryKind::ExpCapped { cap: 10.0 })
+    );
+    assert_eq!(
+        exp.train.boundary.map(|b| b.kind),
+        Some(pnnc::ir::BoundaryKind::Exp)
+    );
 }
 
 #[test]

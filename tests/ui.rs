@@ -189,3 +189,36 @@ fn overflowed_sizes_are_never_printed_as_wrapped_numbers() {
         assert!(!text.contains(&u64::MAX.to_string()), "{path:?}:\n{text}");
     }
 }
+
+/// `pnnc explain` prints code pages and topic pages, lists the topics, and
+/// answers an unknown name with exit 2 and the closest name.
+#[test]
+fn explain_prints_codes_and_topics() {
+    let run = |arg: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_pnnc"))
+            .args(["explain", arg])
+            .output()
+            .expect("pnnc runs")
+    };
+    let out = run("e0203");
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        Code::OutOfRange.explanation()
+    );
+    let out = run("raw_power");
+    assert!(out.status.success());
+    let page = std::fs::read_to_string("docs/topics/raw_power.md").expect("page");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), page);
+    let out = run("topics");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("raw_power "));
+    let out = run("raw-pwer");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("neither a diagnostic code nor a topic"),
+        "{err}"
+    );
+    assert!(err.contains("did you mean `raw_power`?"), "{err}");
+}

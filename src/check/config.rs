@@ -29,6 +29,11 @@ pub struct TrainInfo {
     pub penalty_span: Option<Span>,
 }
 
+/// ReduceLROnPlateau's threshold in the official code (every notebook:
+/// `threshold: 0.1`, relative): an epoch counts as an improvement only when
+/// the validation loss falls below 0.9 x the best so far.
+pub const PAPER_PLATEAU_THRESHOLD: f64 = 0.1;
+
 pub fn default_train() -> TrainConfig {
     TrainConfig {
         data: None,
@@ -47,6 +52,7 @@ pub fn default_train() -> TrainConfig {
             factor: 0.1,
             patience: 5,
             min_lr: 0.0,
+            threshold: PAPER_PLATEAU_THRESHOLD,
         },
         boundary: Some(BoundaryLoss {
             kind: BoundaryKind::Exp,
@@ -72,7 +78,7 @@ pub const ACT_PARAMS: &[ParamSpec<'static>] = &[
     opt("points"),
 ];
 
-/// `act NAME = poly(degree: D, fit: relu, range: B, basis: chebyshev, learnable: true, method: lstsq, points: 100)`
+/// `act NAME = poly(degree: D, fit: relu, range: B, basis: chebyshev|power|raw_power, learnable: true, method: lstsq, points: 100)`
 pub fn act(def: &ActDef, file: FileId, diags: &mut Vec<Diagnostic>) -> Option<PolyAct> {
     let call = &def.call;
     if call.name.name != "poly" {
@@ -100,7 +106,12 @@ pub fn act(def: &ActDef, file: FileId, diags: &mut Vec<Diagnostic>) -> Option<Po
     let degree = b.int("degree", None, 1, 31, diags);
     let range = b.float("range", None, |r| r > 0.0, "a positive number", diags);
     let fit = b.word("fit", "relu", &["relu", "silu", "gelu"], diags);
-    let basis = b.word("basis", "chebyshev", &["chebyshev", "power"], diags);
+    let basis = b.word(
+        "basis",
+        "chebyshev",
+        &["chebyshev", "power", "raw_power"],
+        diags,
+    );
     let learnable = b.bool("learnable", true, diags);
     let method = b.word("method", "lstsq", &["lstsq", "minimax"], diags);
     let points = b.usize("points", Some(100), 2, 1_000_000, diags);
@@ -115,6 +126,7 @@ pub fn act(def: &ActDef, file: FileId, diags: &mut Vec<Diagnostic>) -> Option<Po
         degree: degree? as u32,
         basis: match basis? {
             "power" => Basis::Power,
+            "raw_power" => Basis::RawPower,
             _ => Basis::Chebyshev,
         },
         range: range?,
@@ -558,7 +570,12 @@ fn schedule(
         "plateau" => {
             let b = bind(
                 &call,
-                &[opt("factor"), opt("patience"), opt("min_lr")],
+                &[
+                    opt("factor"),
+                    opt("patience"),
+                    opt("min_lr"),
+                    opt("threshold"),
+                ],
                 env,
                 file,
                 diags,
@@ -566,10 +583,18 @@ fn schedule(
             let f = b.float("factor", Some(0.1), unit, "in (0, 1)", diags);
             let p = b.int("patience", Some(5), 0, 1_000_000, diags);
             let m = b.float("min_lr", Some(0.0), nonneg, "zero or positive", diags);
+            let t = b.float(
+                "threshold",
+                Some(PAPER_PLATEAU_THRESHOLD),
+                |x| (0.0..1.0).contains(&x),
+                "in [0, 1)",
+                diags,
+            );
             Some(Schedule::Plateau {
                 factor: f?,
                 patience: p? as u32,
                 min_lr: m?,
+                threshold: t?,
             })
         }
         "cosine" => {
@@ -612,6 +637,10 @@ fn schedule(
 
 type BoundaryResult = (Option<BoundaryLoss>, Option<Span>);
 
+/// Largest `cap` of `boundary: exp(cap: C)`: the gradient per element is up
+/// to weight * exp(C), which must stay far below f32::MAX = exp(88.7).
+pub const MAX_BOUNDARY_CAP: f64 = 80.0;
+
 fn boundary(
     entry: &Entry,
     env: &Env,
@@ -619,22 +648,33 @@ fn boundary(
     diags: &mut Vec<Diagnostic>,
 ) -> Option<BoundaryResult> {
     let call = expect_call(entry, &["none", "exp", "l2", "maxnorm"], file, diags)?;
-    let kind = match call.name.name.as_str() {
-        "none" => {
-            let b = bind(&call, &[], env, file, diags);
-            return (!b.failed).then_some((None, None));
-        }
-        "exp" => BoundaryKind::Exp,
-        "l2" => BoundaryKind::L2,
-        _ => BoundaryKind::MaxNorm,
-    };
-    let b = bind(
-        &call,
-        &[opt("penalty"), opt("weight"), opt("reduce")],
-        env,
-        file,
+    if call.name.name == "none" {
+        let b = bind(&call, &[], env, file, diags);
+        return (!b.failed).then_some((None, None));
+    }
+    let is_exp = call.name.name == "exp";
+    // `cap` belongs to the exp form only: elsewhere it is an unknown argument.
+    let mut spec = vec![opt("penalty"), opt("weight"), opt("reduce")];
+    if is_exp {
+        spec.push(opt("cap"));
+    }
+    let b = bind(&call, &spec, env, file, diags);
+    let cap = b.float(
+        "cap",
+        None,
+        |c| (0.0..=MAX_BOUNDARY_CAP).contains(&c),
+        "in [0, 80]",
         diags,
     );
+    if b.has("cap") && cap.is_none() {
+        return None;
+    }
+    let kind = match (call.name.name.as_str(), cap) {
+        ("exp", Some(cap)) => BoundaryKind::ExpCapped { cap },
+        ("exp", None) => BoundaryKind::Exp,
+        ("l2", _) => BoundaryKind::L2,
+        _ => BoundaryKind::MaxNorm,
+    };
     let penalty = b.float("penalty", None, |x| x > 0.0, "positive", diags);
     let weight = b.float(
         "weight",
@@ -761,4 +801,79 @@ pub fn he(
         }
     }
     (cfg, depth_span)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::check::check_source;
+    use crate::ir::{Basis, BoundaryKind, Model, OpKind};
+
+    fn model(act: &str, train: &str) -> Result<Model, Vec<String>> {
+        let text = format!(
+            "model m\ninput [4]\nclasses 3\nact p = {act}\nnet {{ dense(8); p; dense(classes) }}\ntrain {{ {train} }}\n"
+        );
+        let c = check_source("m.pnn", &text);
+        c.model.ok_or_else(|| {
+            c.diagnostics
+                .iter()
+                .map(|d| format!("{} {}: {}", d.code, d.message, d.help))
+                .collect()
+        })
+    }
+
+    fn basis(m: &Model) -> Basis {
+        m.ops()
+            .into_iter()
+            .find_map(|o| match &o.kind {
+                OpKind::Poly(a) => Some(a.basis),
+                _ => None,
+            })
+            .expect("a poly site")
+    }
+
+    #[test]
+    fn capped_exp_boundary_parses_and_bad_caps_are_errors() {
+        let boundary = |b: &str| model("poly(degree: 2, range: 12)", &format!("boundary: {b}"));
+        let m = boundary("exp(penalty: 12, weight: 10, cap: 10)").unwrap();
+        let b = m.train.boundary.unwrap();
+        assert_eq!(b.kind, BoundaryKind::ExpCapped { cap: 10.0 });
+        assert_eq!((b.penalty, b.weight), (Some(12.0), 10.0));
+        // Without `cap` it stays the paper's form.
+        let m = boundary("exp(penalty: 12)").unwrap();
+        assert_eq!(m.train.boundary.unwrap().kind, BoundaryKind::Exp);
+        assert!(boundary("exp(cap: 0)").is_ok());
+        for bad in ["exp(cap: -1)", "exp(cap: 81)", "exp(cap: 1e400)"] {
+            let errs = boundary(bad).unwrap_err();
+            assert!(
+                errs.iter().any(|e| e.starts_with("E0203")),
+                "{bad}: {errs:?}"
+            );
+        }
+        let errs = boundary("exp(cap: true)").unwrap_err();
+        assert!(errs[0].starts_with("E0202"), "{errs:?}");
+        // `cap` belongs to the exp form only.
+        let errs = boundary("l2(penalty: 12, cap: 10)").unwrap_err();
+        assert!(
+            errs[0].starts_with("E0200") && errs[0].contains("cap"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn raw_power_basis_parses_and_bad_bases_name_the_options() {
+        let m = model(
+            "poly(degree: 22, range: 47, basis: raw_power, learnable: false)",
+            "",
+        )
+        .unwrap();
+        assert_eq!(basis(&m), Basis::RawPower);
+        let m = model("poly(degree: 2, range: 12)", "").unwrap();
+        assert_eq!(basis(&m), Basis::Chebyshev);
+        let errs = model("poly(degree: 2, range: 12, basis: rawpower)", "").unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].starts_with("E0203") && errs[0].contains("did you mean `raw_power`?"),
+            "{errs:?}"
+        );
+    }
 }

@@ -10,6 +10,7 @@ pub mod eval;
 pub mod net;
 pub mod nonhe;
 pub mod render;
+pub mod topics;
 
 pub use diag::{Code, Diagnostic, Edit, FileId, Fix, Label, Severity, SourceFile, Sources};
 pub use net::Origin;

@@ -42,7 +42,8 @@ pub struct FmtArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct ExplainArgs {
-    /// A diagnostic code such as E0100 or W0001.
+    /// A diagnostic code such as E0100 or W0001, or a topic such as
+    /// `raw_power` (`pnnc explain topics` lists them).
     pub code: String,
 }
 
@@ -326,18 +327,27 @@ fn write_atomic(path: &std::path::Path, text: &str) -> std::io::Result<()> {
 }
 
 pub fn explain(args: &ExplainArgs) -> ExitCode {
-    match Code::parse(&args.code) {
-        Some(code) => {
-            print!("{}", code.explanation());
-            ExitCode::SUCCESS
-        }
-        None => {
-            let known: Vec<&str> = Code::ALL.iter().map(|c| c.as_str()).collect();
-            eprintln!("error: unknown diagnostic code `{}`", args.code);
-            eprintln!("help: known codes: {}", known.join(", "));
-            ExitCode::from(2)
-        }
+    if let Some(code) = Code::parse(&args.code) {
+        print!("{}", code.explanation());
+        return ExitCode::SUCCESS;
     }
+    if let Some(topic) = check::topics::find(&args.code) {
+        print!("{}", topic.text);
+        return ExitCode::SUCCESS;
+    }
+    if args.code.trim().eq_ignore_ascii_case("topics") {
+        for t in check::topics::ALL {
+            println!("{:<12} {}", t.name, t.title);
+        }
+        return ExitCode::SUCCESS;
+    }
+    let codes: Vec<&str> = Code::ALL.iter().map(|c| c.as_str()).collect();
+    eprintln!(
+        "error: `{}` is neither a diagnostic code nor a topic",
+        args.code
+    );
+    eprintln!("help: {}", check::topics::suggestion(&args.code, &codes));
+    ExitCode::from(2)
 }
 
 /// Median time to check each file (read once, checked `runs` times).

@@ -37,7 +37,7 @@ pub enum Command {
     Info(check::InfoArgs),
     /// Format model files in place (or only report with --check).
     Fmt(check::FmtArgs),
-    /// Explain a diagnostic code, e.g. `pnnc explain E0100`.
+    /// Explain a diagnostic code or a topic, e.g. `pnnc explain E0100`, `pnnc explain raw_power`.
     Explain(check::ExplainArgs),
     /// Language server for editors, over stdin/stdout (docs/editors.md).
     Lsp(lsp::LspArgs),

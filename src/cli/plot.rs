@@ -142,6 +142,7 @@ mod tests {
             boundary_loss: 0.1,
             val_loss: Some(loss),
             val_acc: Some(0.6),
+            val_boundary_loss: None,
             grad_norm: 1.0,
             grad_norm_max: 2.0,
             lr: 1e-3,

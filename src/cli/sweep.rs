@@ -138,6 +138,10 @@ fn sweep(args: &SweepArgs) -> Result<(), Failure> {
     })?;
     for row in &rows {
         let dir = root.join(row.cell.dir_name());
+        // A cell that diverged in its first epoch has no metrics to plot.
+        if !dir.join(crate::pipeline::folder::METRICS).is_file() {
+            continue;
+        }
         if let Err(e) = super::plot::plot_run(&dir) {
             eprintln!("warning: {}: {e}", dir.display());
         }

@@ -63,8 +63,16 @@ pub fn run(args: &TrainArgs) -> ExitCode {
     report(train(args))
 }
 
-/// Parse and check a model file.
+/// Parse and check a model file, or read a checked model a run folder
+/// saved (`model.json`, e.g. a sweep cell's model with its degree applied).
 pub fn load_model(path: &Path) -> Result<Model, Failure> {
+    if path.extension().is_some_and(|e| e == "json") {
+        return super::common::load_model(path).map_err(|e| {
+            Failure::usage(format!(
+                "{e}\n  help: give a .pnn model file, or the model.json of a run folder"
+            ))
+        });
+    }
     crate::check::load_model(path).map_err(|e| match e {
         crate::check::ModelError::Load(e) => Failure::usage(format!(
             "{e}\n  help: give the path of a UTF-8 .pnn model file"
@@ -162,15 +170,20 @@ fn train(args: &TrainArgs) -> Result<(), Failure> {
 
 fn print_outcome(trained: &Trained, job: &TrainJob, progress: Progress) -> Result<(), Failure> {
     if let Some(d) = &trained.cell.diverged {
+        let last = job.out.join(run::LAST);
+        let kept = if last.is_file() {
+            format!("last good checkpoint: {}", last.display())
+        } else {
+            "no checkpoint was written: it diverged in the first epoch".into()
+        };
         return Err(Failure::job(format!(
-            "{}: {d}\n  help: {}\n  (last good checkpoint: {})",
+            "{}: {d}\n  help: {}\n  ({kept})",
             job.model_path.display(),
             trained
                 .cell
                 .diverged_help
                 .as_deref()
                 .unwrap_or("lower the learning rate"),
-            job.out.join(run::LAST).display()
         )));
     }
     let Some(summary) = &trained.summary else {
@@ -186,12 +199,13 @@ fn print_outcome(trained: &Trained, job: &TrainJob, progress: Progress) -> Resul
             let pct = |a: Option<f64>| a.map_or("-".into(), |a| format!("{:.2}%", 100.0 * a));
             let relu = job.config.metadata.contains_key("baseline");
             eprintln!(
-                "done: {} epochs in {:.1}s, best val acc {} (epoch {}), test acc {}{}\n  run folder: {}",
+                "done: {} epochs in {:.1}s, best val acc {} (epoch {}), test acc {} (final weights), {} (best.safetensors){}\n  run folder: {}",
                 summary.epochs,
                 summary.seconds,
                 pct(summary.best_val_acc),
                 summary.best_epoch.map_or("-".into(), |e| e.to_string()),
                 pct(summary.test_acc),
+                pct(summary.best_test_acc),
                 if relu {
                     " (ReLU baseline: not HE-compatible)"
                 } else {

@@ -199,7 +199,7 @@ impl Lowerer<'_> {
                     });
                 }
                 let coeffs = self.params.param(op, "coeffs").map_err(weights)?;
-                let cheb = poly::to_chebyshev(act.basis, &coeffs);
+                let cheb = poly::to_chebyshev(act.basis, &coeffs, act.range);
                 let x = self.materialize(v, 1.0 / act.range)?;
                 let node = self.push(
                     NodeKind::Poly {

@@ -1,5 +1,6 @@
-//! Activation polynomials: evaluation in either basis and the exact
-//! power -> Chebyshev conversion (the power basis fails under CKKS at high degree).
+//! Activation polynomials: evaluation in every basis and the exact
+//! power -> Chebyshev conversions (the power basis fails under CKKS at high
+//! degree, so every circuit carries Chebyshev coefficients on [-B, B]).
 
 use crate::ir::Basis;
 
@@ -19,10 +20,13 @@ pub fn eval_chebyshev(coeffs: &[f64], t: f64) -> f64 {
     coeffs.first().copied().unwrap_or(0.0) + t * b1 - b2
 }
 
-pub fn eval_basis(basis: Basis, coeffs: &[f64], t: f64) -> f64 {
+/// The activation of fit range `range` at input `x`: the series in t = x / B,
+/// or in x itself for the raw power basis.
+pub fn eval_activation(basis: Basis, coeffs: &[f64], range: f64, x: f64) -> f64 {
     match basis {
-        Basis::Chebyshev => eval_chebyshev(coeffs, t),
-        Basis::Power => eval_power(coeffs, t),
+        Basis::Chebyshev => eval_chebyshev(coeffs, x / range),
+        Basis::Power => eval_power(coeffs, x / range),
+        Basis::RawPower => eval_power(coeffs, x),
     }
 }
 
@@ -59,11 +63,24 @@ pub fn power_to_chebyshev(power: &[f64]) -> Vec<f64> {
     out
 }
 
-/// Chebyshev coefficients on [-1, 1] of the trained activation, in its own basis.
-pub fn to_chebyshev(basis: Basis, coeffs: &[f64]) -> Vec<f64> {
+/// Chebyshev coefficients in t = x / B of sum_k a_k x^k: the power
+/// coefficients of t are a_k B^k (the same polynomial), then as above.
+pub fn raw_power_to_chebyshev(raw: &[f64], range: f64) -> Vec<f64> {
+    let in_t: Vec<f64> = raw
+        .iter()
+        .zip(0i32..)
+        .map(|(a, k)| a * range.powi(k))
+        .collect();
+    power_to_chebyshev(&in_t)
+}
+
+/// Chebyshev coefficients in t = x / B (on [-1, 1]) of the trained
+/// activation of fit range `range`, given in its own basis.
+pub fn to_chebyshev(basis: Basis, coeffs: &[f64], range: f64) -> Vec<f64> {
     match basis {
         Basis::Chebyshev => coeffs.to_vec(),
         Basis::Power => power_to_chebyshev(coeffs),
+        Basis::RawPower => raw_power_to_chebyshev(coeffs, range),
     }
 }
 
@@ -103,6 +120,64 @@ mod tests {
         assert_eq!(
             power_to_chebyshev(&[0.0, 0.0, 0.0, 1.0]),
             vec![0.0, 0.75, 0.0, 0.25]
+        );
+    }
+
+    /// The raw power series of the ReLU fits the paper uses (degrees 2-22,
+    /// its (B, P) table) and of random coefficients: the converted Chebyshev
+    /// series equals the original at 2001 points of [-B, B] to 1e-9 of the
+    /// series' scale. At degree 31 the power coefficients of t are so large
+    /// that their cancellation costs more than that in f64 (in the
+    /// conversion and in the evaluation alike), so there the bound adds
+    /// their rounding error, n eps sum_k |a_k| B^k. On dyadic data the
+    /// conversion is exact.
+    #[test]
+    fn raw_power_to_chebyshev_evaluates_the_same_polynomial() {
+        use crate::ir::{FitMethod, FitTarget};
+        use crate::train::fit::fit_activation;
+        let ls = FitMethod::LeastSquares { points: 100 };
+        let mut cases: Vec<(Vec<f64>, f64)> = [(2, 12.0), (4, 20.0), (8, 35.0), (16, 40.0)]
+            .into_iter()
+            .chain([(22, 47.0), (22, 1.0), (31, 10.0)])
+            .map(|(d, b)| {
+                let fit = fit_activation(FitTarget::Relu, d, b, ls, Basis::RawPower).unwrap();
+                (fit.coeffs, b)
+            })
+            .collect();
+        let random: Vec<f64> = (0..=22)
+            .map(|k| ((k * 7 % 11) as f64 - 5.0) / 3.0f64.powi(k))
+            .collect();
+        cases.push((random, 3.0));
+        for (raw, range) in &cases {
+            let degree = raw.len() - 1;
+            let cheb = raw_power_to_chebyshev(raw, *range);
+            assert_eq!(cheb.len(), raw.len());
+            let points: Vec<f64> = (0..=2000)
+                .map(|i| range * (-1.0 + i as f64 / 1000.0))
+                .collect();
+            let scale = points
+                .iter()
+                .map(|&x| eval_power(raw, x).abs())
+                .fold(1e-300, f64::max);
+            let magnitudes: Vec<f64> = raw.iter().map(|a| a.abs()).collect();
+            for &x in &points {
+                let want = eval_activation(Basis::RawPower, raw, *range, x);
+                let got = eval_activation(Basis::Chebyshev, &cheb, *range, x);
+                let rounding = if degree > 22 {
+                    4.0 * degree as f64 * f64::EPSILON * eval_power(&magnitudes, *range)
+                } else {
+                    0.0
+                };
+                assert!(
+                    (want - got).abs() <= 1e-9 * scale + rounding,
+                    "degree {degree} B={range} x={x}: {want} vs {got}"
+                );
+            }
+        }
+        // 3/8 + x/16 + x^2/64 on [-4, 4] = 1/2 T0 + 1/4 T1 + 1/8 T2, exactly.
+        assert_eq!(
+            to_chebyshev(Basis::RawPower, &[0.375, 0.0625, 0.015625], 4.0),
+            vec![0.5, 0.25, 0.125]
         );
     }
 

@@ -117,7 +117,7 @@ impl<'a> Reference<'a> {
                 observe(&op.name, &v);
                 let coeffs = self.params.param(op, "coeffs").map_err(weights)?;
                 Ok(v.iter()
-                    .map(|&x| poly::eval_basis(act.basis, &coeffs, x / act.range))
+                    .map(|&x| poly::eval_activation(act.basis, &coeffs, act.range, x))
                     .collect())
             }
             OpKind::Residual { body, shortcut } => {

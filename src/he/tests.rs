@@ -339,6 +339,73 @@ fn folding_is_exact_for_a_dense_model() {
     assert_eq!(c.circuit.ops.len(), 5, "{kinds:?}");
 }
 
+/// The same model with both activations in `basis`: B = 4 and 8 (powers
+/// of two) and dyadic coefficients, so that every conversion is exact.
+fn dyadic_mlp(basis: Basis) -> Model {
+    model(
+        "dyadic_mlp",
+        &[6],
+        3,
+        vec![
+            dense("fc1", 6, 5),
+            act("p1", &[5], 2, basis, 4.0),
+            bn("bn1", &[5]),
+            dense("fc2", 5, 4),
+            act("p2", &[4], 3, basis, 8.0),
+            dense("head", 4, 3),
+        ],
+    )
+}
+
+/// A raw_power model compiles to the same circuit as the Chebyshev model
+/// of the same function: equal circuits (bit for bit) and equal outputs.
+#[test]
+fn raw_power_compiles_to_the_chebyshev_circuit_of_the_same_function() {
+    let cheb_model = dyadic_mlp(Basis::Chebyshev);
+    let raw_model = dyadic_mlp(Basis::RawPower);
+    let cheb_ck = random_checkpoint(&cheb_model, 7);
+    let mut raw_ck = cheb_ck.clone();
+    let chebyshev = [
+        ("p1", 4.0, vec![0.5f32, 0.25, 0.125]),
+        ("p2", 8.0, vec![0.25, 0.5, -0.125, 0.0625]),
+    ];
+    let mut cheb_ck = cheb_ck;
+    for (site, range, c) in chebyshev {
+        let name = format!("{site}.coeffs");
+        let c64: Vec<f64> = c.iter().map(|&v| f64::from(v)).collect();
+        let raw =
+            crate::train::fit::power_to_raw(&crate::train::fit::chebyshev_to_power(&c64), range);
+        let raw32: Vec<f32> = raw.iter().map(|&v| v as f32).collect();
+        assert!(
+            raw32.iter().zip(&raw).all(|(a, b)| f64::from(*a) == *b),
+            "{raw:?}"
+        );
+        cheb_ck
+            .tensors
+            .insert(name.clone(), Tensor::new(vec![c.len()], c));
+        raw_ck
+            .tensors
+            .insert(name, Tensor::new(vec![raw32.len()], raw32));
+    }
+    assert_ne!(cheb_ck.tensors, raw_ck.tensors);
+    let opts = CompileOptions::default();
+    let a = compile(&cheb_model, &cheb_ck, &opts).unwrap();
+    let b = compile(&raw_model, &raw_ck, &opts).unwrap();
+    assert_eq!(a.circuit, b.circuit);
+    assert_eq!(a.tensors, b.tensors);
+    // The unfolded references (each in its own basis) agree too.
+    let (ra, rb) = (
+        Reference::new(&cheb_model, &cheb_ck).unwrap(),
+        Reference::new(&raw_model, &raw_ck).unwrap(),
+    );
+    let mut rng = StdRng::seed_from_u64(3);
+    for _ in 0..10 {
+        let x = random_input(&cheb_model, &mut rng);
+        let (ya, yb) = (ra.logits(&x).unwrap(), rb.logits(&x).unwrap());
+        assert!(max_rel_diff(&ya, &yb) < 1e-12, "{ya:?} vs {yb:?}");
+    }
+}
+
 #[test]
 fn folding_is_exact_for_convs_with_stride_padding_and_pooling() {
     check_equivalence(&conv_net(), io::INLINE_LIMIT);

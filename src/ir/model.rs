@@ -308,8 +308,8 @@ pub struct PolyAct {
     /// 1..=31.
     pub degree: u32,
     pub basis: Basis,
-    /// The fit range B: the polynomial is evaluated on t = x / B, and HE
-    /// assumes |x| <= B.
+    /// The fit range B: the polynomial is evaluated on t = x / B (on x
+    /// itself for [`Basis::RawPower`]), and HE assumes |x| <= B.
     pub range: f64,
     pub fit: FitTarget,
     pub fit_method: FitMethod,
@@ -323,17 +323,22 @@ pub enum Basis {
     Chebyshev,
     /// sum c_k t^k.
     Power,
+    /// sum c_k x^k on the raw input x (not x / B), each power rounded to
+    /// float32: the paper's official parametrization, which overflows
+    /// float32 once |x|^degree > f32::MAX (|x| > 56.4 at degree 22).
+    RawPower,
 }
 
 impl Basis {
     /// Every basis, in the order tables list them.
-    pub const ALL: [Basis; 2] = [Basis::Chebyshev, Basis::Power];
+    pub const ALL: [Basis; 3] = [Basis::Chebyshev, Basis::Power, Basis::RawPower];
 
     /// The word the language uses (`basis: chebyshev`).
     pub fn name(self) -> &'static str {
         match self {
             Basis::Chebyshev => "chebyshev",
             Basis::Power => "power",
+            Basis::RawPower => "raw_power",
         }
     }
 
@@ -403,11 +408,18 @@ impl Optimizer {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Schedule {
     Constant,
-    /// ReduceLROnPlateau on validation loss.
+    /// ReduceLROnPlateau on the validation loss (cross-entropy + weighted
+    /// boundary term, as the official code monitors it).
     Plateau {
         factor: f64,
         patience: u32,
         min_lr: f64,
+        /// Relative improvement that counts (mode min, threshold mode rel):
+        /// loss < best * (1 - threshold). The language's default is the
+        /// official code's 0.1; a file written before this field existed
+        /// meant PyTorch's default 1e-4, which pnnc used then.
+        #[serde(default = "pytorch_plateau_threshold")]
+        threshold: f64,
     },
     /// Cosine annealing over all epochs down to `min_lr`.
     Cosine {
@@ -420,6 +432,12 @@ pub enum Schedule {
     },
 }
 
+/// PyTorch's ReduceLROnPlateau threshold (what runs before the `threshold`
+/// option used).
+fn pytorch_plateau_threshold() -> f64 {
+    1e-4
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BoundaryLoss {
     pub kind: BoundaryKind,
@@ -430,10 +448,16 @@ pub struct BoundaryLoss {
     pub reduce: Reduce,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum BoundaryKind {
-    /// mean(exp(max(0, |x| - P)) - 1)
+    /// mean(exp(max(0, |x| - P)) - 1): the paper's form.
     Exp,
+    /// The exp form up to an excess `cap` = C, continued linearly beyond
+    /// with the same value and slope: mean(f(max(0, |x| - P))) with
+    /// f(e) = exp(e) - 1 for e <= C, exp(C) - 1 + exp(C) (e - C) beyond.
+    /// Its gradient is at most exp(C) per element, so it cannot overflow
+    /// float32 where the paper's form does.
+    ExpCapped { cap: f64 },
     /// mean(max(0, |x| - P)^2)
     L2,
     /// max |x|

@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 pub const MODEL_FILE: &str = "model.pnn";
+/// The checked model as trained (with a sweep's degree or basis applied):
+/// its hash is the checkpoints' hash, so `pnnc eval RUN/model.json` works.
+pub const MODEL_JSON: &str = "model.json";
 pub const CONFIG: &str = "config.json";
 pub const SUMMARY: &str = "summary.json";
 pub const METRICS: &str = "metrics.jsonl";
@@ -20,8 +23,9 @@ pub const RUN_SUMMARY: &str = "run-summary.json";
 pub const CIRCUIT: &str = "circuit.json";
 
 /// Files a run writes; any one of them means the folder holds a run.
-pub const RUN_FILES: [&str; 10] = [
+pub const RUN_FILES: [&str; 11] = [
     MODEL_FILE,
+    MODEL_JSON,
     CONFIG,
     SUMMARY,
     METRICS,

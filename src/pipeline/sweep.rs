@@ -167,6 +167,7 @@ pub fn overflow_edge(basis: Basis, degree: u32, range: f64) -> f64 {
     let d = f64::from(degree.max(1));
     let max = f64::from(f32::MAX);
     match basis {
+        Basis::RawPower => max.powf(1.0 / d),
         Basis::Power => range * max.powf(1.0 / d),
         Basis::Chebyshev => range / 2.0 * (2.0 * max).powf(1.0 / d),
     }

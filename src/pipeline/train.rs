@@ -337,6 +337,7 @@ fn write_run_files(job: &TrainJob, data_dir: &Path) -> Result<(), Failure> {
     let source = std::fs::read(job.model_path)
         .map_err(|e| Failure::usage(format!("{}: {e}", job.model_path.display())))?;
     write_atomic(&job.out.join(MODEL_FILE), &source).map_err(|e| Failure::usage(e.to_string()))?;
+    folder::write_json(&job.out.join(folder::MODEL_JSON), job.model)?;
     let relu = job.relu();
     folder::write_json(
         &job.out.join(folder::CONFIG),

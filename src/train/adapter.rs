@@ -38,6 +38,7 @@ impl Trainee for Network {
             boundary_loss: out.boundary_loss,
             correct: out.correct,
             act_max_abs: out.act_max_abs,
+            overflow_site: out.overflow_site,
         })
     }
 
@@ -47,6 +48,15 @@ impl Trainee for Network {
 
     fn predict(&mut self, x: &[f32], batch: usize) -> Result<Vec<f32>, String> {
         Network::predict(self, x, batch).map_err(|e| e.to_string())
+    }
+
+    fn predict_with_boundary(
+        &mut self,
+        x: &[f32],
+        batch: usize,
+        boundary: &BoundaryLoss,
+    ) -> Result<(Vec<f32>, f64), String> {
+        Network::predict_with_boundary(self, x, batch, boundary).map_err(|e| e.to_string())
     }
 
     fn tensors(&self) -> BTreeMap<String, Tensor> {

@@ -1,5 +1,6 @@
 //! Initial coefficients of a polynomial activation: a fit of ReLU, SiLU or
-//! GELU on [-B, B], in f64, returned for t = x / B in the requested basis.
+//! GELU on [-B, B], in f64, returned for t = x / B in the requested basis
+//! (for the raw power basis: for x itself, the same polynomial).
 //!
 //! Least squares runs in the Chebyshev basis with a Householder QR (well
 //! conditioned at every degree up to 31). Minimax uses the Remez exchange on
@@ -16,7 +17,8 @@ const ERROR_GRID: usize = 20_001;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PolyFit {
-    /// Coefficients of p(t), t = x / B, lowest degree first.
+    /// Coefficients of p(t), t = x / B, lowest degree first (of p(x) for
+    /// [`Basis::RawPower`]).
     pub coeffs: Vec<f64>,
     /// max |f(x) - p(x / B)| over a dense grid on [-B, B].
     pub max_error: f64,
@@ -90,12 +92,32 @@ pub fn fit_activation(
             .ok_or(FitError::TooFewPoints { degree, points })?,
         FitMethod::Minimax => minimax_chebyshev(&g, degree as usize, range),
     };
-    let coeffs = match basis {
-        Basis::Chebyshev => cheb,
-        Basis::Power => chebyshev_to_power(&cheb),
+    let (coeffs, max_error) = match basis {
+        Basis::Chebyshev => {
+            let e = max_error_on_grid(&g, &cheb, basis);
+            (cheb, e)
+        }
+        Basis::Power | Basis::RawPower => {
+            let power = chebyshev_to_power(&cheb);
+            let e = max_error_on_grid(&g, &power, Basis::Power);
+            if basis == Basis::RawPower {
+                (power_to_raw(&power, range), e)
+            } else {
+                (power, e)
+            }
+        }
     };
-    let max_error = max_error_on_grid(&g, &coeffs, basis);
     Ok(PolyFit { coeffs, max_error })
+}
+
+/// Coefficients of p(x) = sum_k a_k x^k from those of p(t), t = x / B:
+/// a_k = c_k / B^k (the same polynomial; f64 rounding only).
+pub fn power_to_raw(power: &[f64], range: f64) -> Vec<f64> {
+    power
+        .iter()
+        .zip(0i32..)
+        .map(|(c, k)| c / range.powi(k))
+        .collect()
 }
 
 /// T_0(t) .. T_n(t).
@@ -110,9 +132,11 @@ pub fn chebyshev_values(t: f64, n: usize) -> Vec<f64> {
     v
 }
 
+/// p at t = x / B in the `Power` and `Chebyshev` bases; `RawPower`
+/// coefficients are in x, so there the argument is x.
 pub fn evaluate(coeffs: &[f64], basis: Basis, t: f64) -> f64 {
     match basis {
-        Basis::Power => coeffs.iter().rev().fold(0.0, |acc, c| acc * t + c),
+        Basis::Power | Basis::RawPower => coeffs.iter().rev().fold(0.0, |acc, c| acc * t + c),
         Basis::Chebyshev => chebyshev_values(t, coeffs.len() - 1)
             .iter()
             .zip(coeffs)
@@ -452,6 +476,32 @@ mod tests {
             assert!((a - b).abs() < 1e-9 * 35.0);
         }
         assert!((c.max_error - p.max_error).abs() < 1e-8);
+    }
+
+    /// The raw power fit is the same ReLU fit as a polynomial of x: equal to
+    /// the Chebyshev fit at x = B t, with a_k = c_k / B^k exactly.
+    #[test]
+    fn raw_power_fit_is_the_same_polynomial_of_x() {
+        let method = FitMethod::LeastSquares { points: 100 };
+        for (degree, range) in [(2, 12.0), (8, 35.0), (22, 47.0)] {
+            let c =
+                fit_activation(FitTarget::Relu, degree, range, method, Basis::Chebyshev).unwrap();
+            let p = fit_activation(FitTarget::Relu, degree, range, method, Basis::Power).unwrap();
+            let raw =
+                fit_activation(FitTarget::Relu, degree, range, method, Basis::RawPower).unwrap();
+            assert_eq!(raw.max_error, p.max_error);
+            for (k, (a, pk)) in raw.coeffs.iter().zip(&p.coeffs).enumerate() {
+                assert_eq!(*a, pk / range.powi(k as i32), "degree {degree} k={k}");
+            }
+            for t in even_points(41) {
+                let want = evaluate(&c.coeffs, Basis::Chebyshev, t);
+                let got = evaluate(&raw.coeffs, Basis::RawPower, range * t);
+                assert!(
+                    (want - got).abs() < 1e-9 * range,
+                    "degree {degree} t={t}: {want} vs {got}"
+                );
+            }
+        }
     }
 
     #[test]

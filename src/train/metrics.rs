@@ -18,10 +18,16 @@ pub struct EpochMetrics {
     /// Mean cross-entropy over the batches.
     pub train_ce_loss: f64,
     pub train_acc: f64,
-    /// Mean unweighted boundary loss over the batches (0 when off).
+    /// Mean weighted boundary term (lambda * reduce(...)) over the batches (0 when off).
     pub boundary_loss: f64,
+    /// Cross-entropy on the validation split.
     pub val_loss: Option<f64>,
     pub val_acc: Option<f64>,
+    /// The weighted boundary term on the validation split (None without a
+    /// boundary loss, and in files written before it was recorded); the
+    /// plateau schedule watches val_loss + val_boundary_loss.
+    #[serde(default)]
+    pub val_boundary_loss: Option<f64>,
     /// Mean and max over the batches of the global gradient L2 norm before clipping.
     pub grad_norm: f64,
     pub grad_norm_max: f64,
@@ -33,7 +39,8 @@ pub struct EpochMetrics {
     pub seconds: f64,
 }
 
-const FIXED_COLUMNS: [&str; 12] = [
+/// Columns added later come last, so older readers keep their positions.
+const FIXED_COLUMNS: [&str; 13] = [
     "epoch",
     "train_loss",
     "train_ce_loss",
@@ -46,6 +53,7 @@ const FIXED_COLUMNS: [&str; 12] = [
     "lr",
     "poly_lr",
     "seconds",
+    "val_boundary_loss",
 ];
 
 fn opt(x: Option<f64>) -> String {
@@ -77,6 +85,7 @@ pub fn to_csv(rows: &[EpochMetrics]) -> String {
             r.lr.to_string(),
             r.poly_lr.to_string(),
             format!("{:.3}", r.seconds),
+            opt(r.val_boundary_loss),
         ];
         out.push_str(&fields.join(","));
         for s in &sites {
@@ -132,6 +141,7 @@ mod tests {
             boundary_loss: 0.025,
             val_loss: Some(1.0),
             val_acc: None,
+            val_boundary_loss: Some(0.5),
             grad_norm: 2.0,
             grad_norm_max: 3.0,
             lr: 1e-3,
@@ -150,12 +160,22 @@ mod tests {
         assert_eq!(
             lines[0],
             "epoch,train_loss,train_ce_loss,train_acc,boundary_loss,val_loss,val_acc,grad_norm,\
-             grad_norm_max,lr,poly_lr,seconds,act_max_abs.a1,act_max_abs.a2"
+             grad_norm_max,lr,poly_lr,seconds,val_boundary_loss,act_max_abs.a1,act_max_abs.a2"
         );
         assert_eq!(
             lines[2],
-            "2,1.5,1.25,0.5,0.025,1,,2,3,0.001,0.0001,1.235,7.5,12"
+            "2,1.5,1.25,0.5,0.025,1,,2,3,0.001,0.0001,1.235,0.5,7.5,12"
         );
+    }
+
+    /// A row written before `val_boundary_loss` existed still reads.
+    #[test]
+    fn older_rows_read_without_the_validation_boundary_term() {
+        let mut v = serde_json::to_value(row(1)).unwrap();
+        v.as_object_mut().unwrap().remove("val_boundary_loss");
+        let back: EpochMetrics = serde_json::from_value(v).unwrap();
+        assert_eq!(back.val_boundary_loss, None);
+        assert_eq!(back.val_loss, Some(1.0));
     }
 
     #[test]

@@ -49,6 +49,8 @@ pub struct StepStats {
     pub correct: usize,
     /// Max |input| per polynomial site in this batch.
     pub act_max_abs: Vec<(String, f32)>,
+    /// The first site whose finite inputs gave a non-finite output.
+    pub overflow_site: Option<String>,
 }
 
 /// The network as the loop sees it.
@@ -71,6 +73,14 @@ pub trait Trainee {
     fn visit(&mut self, f: &mut TensorVisitor<'_>);
     /// Eval-mode logits, `batch x classes`.
     fn predict(&mut self, x: &[f32], batch: usize) -> Result<Vec<f32>, String>;
+    /// Eval-mode logits and the batch's weighted boundary term
+    /// (weight * reduce(per-site terms), 0 without polynomial sites).
+    fn predict_with_boundary(
+        &mut self,
+        x: &[f32],
+        batch: usize,
+        boundary: &BoundaryLoss,
+    ) -> Result<(Vec<f32>, f64), String>;
     /// Every tensor a checkpoint holds (including BatchNorm running statistics).
     fn tensors(&self) -> BTreeMap<String, Tensor>;
     fn load(&mut self, tensors: &BTreeMap<String, Tensor>) -> Result<(), String>;
@@ -175,6 +185,13 @@ pub struct RunSummary {
     /// Accuracy of the final weights on the test split.
     pub test_acc: Option<f64>,
     pub test_loss: Option<f64>,
+    /// Accuracy of `best.safetensors` (the epoch with the best validation
+    /// accuracy, `best_epoch`) on the test split: what the official code
+    /// reports as test accuracy. Absent in summaries written before it was.
+    #[serde(default)]
+    pub best_test_acc: Option<f64>,
+    #[serde(default)]
+    pub best_test_loss: Option<f64>,
     pub seconds: f64,
 }
 
@@ -263,6 +280,63 @@ fn evaluate(net: &mut dyn Trainee, split: &Split, classes: usize) -> Result<(f64
     Ok((loss, correct as f64 / split.len().max(1) as f64))
 }
 
+/// What validation reports: cross-entropy, accuracy, and (with a boundary
+/// loss) its weighted term on the validation inputs.
+struct Validation {
+    loss: f64,
+    acc: f64,
+    boundary: Option<f64>,
+}
+
+/// Validation as the official code runs it: in batches of twice the
+/// training batch, the boundary term of each batch weighted by its size
+/// (eval mode: BatchNorm running statistics).
+fn validate(
+    net: &mut dyn Trainee,
+    split: &Split,
+    classes: usize,
+    boundary: Option<&BoundaryLoss>,
+    batch: usize,
+) -> Result<Validation, RunError> {
+    let Some(bl) = boundary else {
+        let (loss, acc) = evaluate(net, split, classes)?;
+        return Ok(Validation {
+            loss,
+            acc,
+            boundary: None,
+        });
+    };
+    let chunk = 2 * batch.max(1);
+    let mut logits = Vec::with_capacity(split.len() * classes);
+    let mut weighted = 0.0;
+    for start in (0..split.len()).step_by(chunk) {
+        let end = (start + chunk).min(split.len());
+        let x = &split.x[start * split.sample_len..end * split.sample_len];
+        let (l, b) = net
+            .predict_with_boundary(x, end - start, bl)
+            .map_err(RunError::Network)?;
+        logits.extend(l);
+        weighted += b * (end - start) as f64;
+    }
+    let (loss, correct) = score(&logits, split.y, classes);
+    let n = split.len().max(1) as f64;
+    Ok(Validation {
+        loss,
+        acc: correct as f64 / n,
+        boundary: Some(weighted / n),
+    })
+}
+
+/// The loss the plateau schedule watches, as the official code's
+/// `val_loss_epoch`: validation cross-entropy plus the weighted boundary
+/// term (the training loss when there is no validation split).
+fn monitored_loss(row: &EpochMetrics) -> f64 {
+    match row.val_loss {
+        Some(v) => v + row.val_boundary_loss.unwrap_or(0.0),
+        None => row.train_loss,
+    }
+}
+
 /// Run (or resume) training into `out`; returns the summary.
 pub fn train(
     net: &mut dyn Trainee,
@@ -305,7 +379,7 @@ pub fn train(
             net, cfg, data, &meta, &mut optim, &mut state, epoch, &mut bars,
         )?;
         last_val_acc = row.val_acc;
-        state.schedule.step(row.val_loss.unwrap_or(row.train_loss));
+        state.schedule.step(monitored_loss(&row));
         state.epochs_done = epoch + 1;
         state.seconds += row.seconds;
         let epoch_score = row.val_acc.unwrap_or(row.train_acc);
@@ -325,9 +399,13 @@ pub fn train(
         save_resume(out, net, &optim, &meta, &state, cfg, data)?;
     }
     bars.finish();
-    let test = match &data.test {
-        Some(split) => Some(evaluate(net, split, data.classes)?),
-        None => None,
+    let (test, best_test) = match &data.test {
+        Some(split) => {
+            let test = evaluate(net, split, data.classes)?;
+            let best = evaluate_best(net, split, data.classes, out, &state, test)?;
+            (Some(test), best)
+        }
+        None => (None, None),
     };
     Ok(RunSummary {
         epochs: state.epochs_done,
@@ -337,8 +415,35 @@ pub fn train(
         final_val_acc: last_val_acc,
         test_loss: test.map(|t| t.0),
         test_acc: test.map(|t| t.1),
+        best_test_loss: best_test.map(|t| t.0),
+        best_test_acc: best_test.map(|t| t.1),
         seconds: state.seconds,
     })
+}
+
+/// (loss, accuracy) of `best.safetensors` on `split`; the network keeps its
+/// final weights. When the last epoch was the best, those are the same
+/// weights and `final_scores` is the answer.
+fn evaluate_best(
+    net: &mut dyn Trainee,
+    split: &Split,
+    classes: usize,
+    out: &Path,
+    state: &ResumeState,
+    final_scores: (f64, f64),
+) -> Result<Option<(f64, f64)>, RunError> {
+    match state.best_epoch {
+        None => Ok(None),
+        Some(e) if e == state.epochs_done => Ok(Some(final_scores)),
+        Some(_) => {
+            let best = Checkpoint::load(&out.join(BEST))?;
+            let final_weights = net.tensors();
+            net.load(&best.tensors).map_err(RunError::Network)?;
+            let scores = evaluate(net, split, classes);
+            net.load(&final_weights).map_err(RunError::Network)?;
+            scores.map(Some)
+        }
+    }
 }
 
 fn checkpoint(net: &dyn Trainee, cfg: &RunConfig, data: &RunData, epoch: u32) -> Checkpoint {
@@ -415,17 +520,22 @@ fn run_epoch(
         let stats = net
             .step(&x, &y, idx.len(), cfg.boundary.as_ref(), seed)
             .map_err(RunError::Network)?;
+        let overflow = overflowed_site(&stats, &cfg.site_ranges);
         let diverged = |what: String| RunError::Diverged {
             step,
             epoch: epoch + 1,
             batch: batch_index,
             what: format!(
                 "{what}{}",
-                escaped_site(&stats.act_max_abs, &cfg.site_ranges)
+                match overflow {
+                    Some(site) => overflow_note(site),
+                    None => escaped_site(&stats.act_max_abs, &cfg.site_ranges),
+                }
             ),
             help: divergence_help(
                 step,
-                worst_site(&stats.act_max_abs, &cfg.site_ranges),
+                overflow.or_else(|| worst_site(&stats.act_max_abs, &cfg.site_ranges)),
+                overflow.is_some(),
                 cfg.boundary.as_ref(),
             ),
             site: worst_site(&stats.act_max_abs, &cfg.site_ranges)
@@ -444,7 +554,13 @@ fn run_epoch(
         state.steps_per_param[i] = s.steps;
     }
     let val = match &data.val {
-        Some(split) => Some(evaluate(net, split, data.classes)?),
+        Some(split) => Some(validate(
+            net,
+            split,
+            data.classes,
+            cfg.boundary.as_ref(),
+            cfg.batch,
+        )?),
         None => None,
     };
     let b = sums.batches.max(1) as f64;
@@ -454,8 +570,9 @@ fn run_epoch(
         train_ce_loss: sums.ce / b,
         train_acc: sums.correct as f64 / sums.seen.max(1) as f64,
         boundary_loss: sums.boundary / b,
-        val_loss: val.map(|v| v.0),
-        val_acc: val.map(|v| v.1),
+        val_loss: val.as_ref().map(|v| v.loss),
+        val_acc: val.as_ref().map(|v| v.acc),
+        val_boundary_loss: val.as_ref().and_then(|v| v.boundary),
         grad_norm: sums.grad_norm / b,
         grad_norm_max: sums.grad_norm_max,
         lr: lrs[0],
@@ -550,6 +667,29 @@ fn worst_site<'a>(
         .map(|(name, v)| (name.as_str(), *v, ranges.get(name).copied()))
 }
 
+/// The site whose polynomial overflowed first, as (name, max |x|, B).
+fn overflowed_site<'a>(
+    stats: &'a StepStats,
+    ranges: &BTreeMap<String, f64>,
+) -> Option<(&'a str, f32, Option<f64>)> {
+    let name = stats.overflow_site.as_deref()?;
+    let max = stats
+        .act_max_abs
+        .iter()
+        .find(|(n, _)| n == name)
+        .map_or(f32::NAN, |(_, v)| *v);
+    Some((name, max, ranges.get(name).copied()))
+}
+
+fn overflow_note((name, v, range): (&str, f32, Option<f64>)) -> String {
+    let range = range
+        .map(|b| format!(", fit range B = {b}"))
+        .unwrap_or_default();
+    format!(
+        "; the polynomial at poly site `{name}` overflowed: finite inputs (max |x| = {v}{range}) gave a non-finite output"
+    )
+}
+
 fn escaped_site(acts: &[(String, f32)], ranges: &BTreeMap<String, f64>) -> String {
     match worst_site(acts, ranges) {
         Some((name, v, range)) => {
@@ -566,26 +706,38 @@ fn escaped_site(acts: &[(String, f32)], ranges: &BTreeMap<String, f64>) -> Strin
 const EXP_OVERFLOW: f64 = 88.7;
 
 /// What to change, given where training diverged: at the initial weights no
-/// rate or clipping is to blame, and an exp boundary loss overflows float32
-/// once |x| - P passes ~88.7.
+/// rate or clipping is to blame, an exp boundary loss overflows float32
+/// once |x| - P passes ~88.7, and a polynomial whose own output overflowed
+/// (`poly_overflowed`; `worst` is then that site) needs smaller inputs or
+/// another basis.
 fn divergence_help(
     step: u64,
     worst: Option<(&str, f32, Option<f64>)>,
+    poly_overflowed: bool,
     boundary: Option<&BoundaryLoss>,
 ) -> String {
     let keep = "; the last good checkpoint is kept";
-    let overflow = match (worst, boundary) {
+    let poly = worst.filter(|_| poly_overflowed).map(|(name, x, _)| {
+        format!(
+            "the polynomial at `{name}` overflows float32 at |x| = {x}: in `basis: raw_power` \
+             x^degree overflows once |x| > f32::MAX^(1/degree) (56.4 at degree 22); use \
+             `basis: chebyshev` (evaluated on x / B), keep the boundary loss on, or lower the degree \
+             (`pnnc explain raw_power`)"
+        )
+    });
+    let overflow = poly.or_else(|| match (worst, boundary) {
         (Some((name, x, range)), Some(b)) if b.kind == BoundaryKind::Exp => {
             let p = b.penalty.or(range).unwrap_or(0.0);
             (f64::from(x) - p > EXP_OVERFLOW).then(|| {
                 format!(
                     "the exp boundary loss overflows float32 at `{name}`: exp(|x| - P) = exp({x} - {p}) \
-                     exceeds exp({EXP_OVERFLOW}); use `boundary: l2(...)`, or a larger fit range B and penalty P"
+                     exceeds exp({EXP_OVERFLOW}); use `boundary: exp(..., cap: 10)` (linear beyond an \
+                     excess of 10: cannot overflow) or `boundary: l2(...)`, or a larger fit range B and penalty P"
                 )
             })
         }
         _ => None,
-    };
+    });
     match (step, overflow) {
         (0, Some(o)) => format!("at the initial weights, before any update: {o}{keep}"),
         (0, None) => format!(
@@ -811,6 +963,10 @@ mod tests {
         /// Make the loss NaN from this step on (divergence test).
         nan_from_step: Option<u64>,
         steps: u64,
+        /// The boundary term `predict_with_boundary` reports: this times
+        /// the number of validation calls so far (a term that grows).
+        val_boundary_step: f64,
+        val_calls: u64,
     }
 
     impl Softmax {
@@ -827,6 +983,8 @@ mod tests {
                 grads: [vec![0.0; d * k], vec![0.0; k], vec![0.0; k]],
                 nan_from_step: None,
                 steps: 0,
+                val_boundary_step: 0.0,
+                val_calls: 0,
             }
         }
 
@@ -894,6 +1052,7 @@ mod tests {
                 boundary_loss: 0.0,
                 correct,
                 act_max_abs: vec![("act1".into(), 2.0), ("act2".into(), act)],
+                overflow_site: None,
             })
         }
 
@@ -913,6 +1072,17 @@ mod tests {
                         .collect::<Vec<_>>()
                 })
                 .collect())
+        }
+
+        fn predict_with_boundary(
+            &mut self,
+            x: &[f32],
+            batch: usize,
+            _: &BoundaryLoss,
+        ) -> Result<(Vec<f32>, f64), String> {
+            self.val_calls += 1;
+            let b = self.val_boundary_step * self.val_calls as f64;
+            Ok((self.predict(x, batch)?, b))
         }
 
         fn tensors(&self) -> BTreeMap<String, Tensor> {
@@ -1032,6 +1202,11 @@ mod tests {
         assert_eq!(rows.len(), 4);
         assert!(rows[3].train_loss < 0.7 * rows[0].train_loss, "{rows:?}");
         assert!(summary.test_acc.unwrap() > 0.8, "{summary:?}");
+        // The best epoch's test accuracy is reported too (here the last epoch or another).
+        assert!(summary.best_test_acc.unwrap() > 0.5, "{summary:?}");
+        if summary.best_epoch == Some(4) {
+            assert_eq!(summary.best_test_acc, summary.test_acc);
+        }
         assert_eq!(summary.steps, 4 * 15);
         // Cosine schedule: epoch 3's rate is half the base, poly group 0.1x.
         assert!((rows[2].lr - 0.025).abs() < 1e-12 && (rows[2].poly_lr - 0.0025).abs() < 1e-12);
@@ -1047,6 +1222,90 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// The best checkpoint is scored on the test split while the network
+    /// keeps its final weights.
+    #[test]
+    fn best_checkpoint_is_scored_and_the_final_weights_kept() {
+        let fx = Fixture::new();
+        let data = fx.data();
+        let test = data.test.unwrap();
+        let dir = temp_dir("best");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut net = Softmax::new(4, 3);
+        train(&mut net, &config(1), &fx.data(), &dir, false).unwrap();
+        let best_scores = evaluate(&mut net, &test, 3).unwrap();
+        // Later weights, as after more epochs: worse and different.
+        net.w.iter_mut().for_each(|v| *v = -*v);
+        let final_weights = net.tensors();
+        let final_scores = evaluate(&mut net, &test, 3).unwrap();
+        assert_ne!(final_scores, best_scores);
+        let mut state = ResumeState {
+            epochs_done: 2,
+            steps: 30,
+            schedule: LrSchedule::new(&Schedule::Constant, vec![0.05], 2),
+            best_val_acc: Some(0.9),
+            best_epoch: Some(1),
+            steps_per_param: vec![30; 3],
+            seconds: 0.0,
+        };
+        let got = evaluate_best(&mut net, &test, 3, &dir, &state, final_scores).unwrap();
+        assert_eq!(got, Some(best_scores));
+        assert_eq!(net.tensors(), final_weights);
+        // Best = last epoch: the final scores, no reload.
+        state.epochs_done = 1;
+        let got = evaluate_best(&mut net, &test, 3, &dir, &state, final_scores).unwrap();
+        assert_eq!(got, Some(final_scores));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// With a boundary loss, validation reports its weighted term and the
+    /// plateau schedule watches cross-entropy + that term (the official
+    /// `val_loss_epoch`): a term that grows every epoch makes every epoch
+    /// bad, and the rate falls; without it the falling cross-entropy keeps
+    /// the rate.
+    #[test]
+    fn plateau_watches_the_validation_boundary_term() {
+        let fx = Fixture::new();
+        let mut cfg = config(3);
+        cfg.schedule = Schedule::Plateau {
+            factor: 0.5,
+            patience: 0,
+            min_lr: 0.0,
+            threshold: 1e-4,
+        };
+        let run = |boundary: Option<BoundaryLoss>| {
+            let dir = temp_dir("val-boundary");
+            let mut net = Softmax::new(4, 3);
+            net.val_boundary_step = 5.0;
+            let mut cfg = cfg.clone();
+            cfg.boundary = boundary;
+            train(&mut net, &cfg, &fx.data(), &dir, false).unwrap();
+            let rows = metrics::read(&dir).unwrap();
+            std::fs::remove_dir_all(&dir).unwrap();
+            rows
+        };
+        let rows = run(None);
+        assert!(rows.iter().all(|r| r.val_boundary_loss.is_none()));
+        assert!(rows[2].val_loss < rows[0].val_loss, "{rows:?}");
+        assert_eq!(rows[2].lr, 0.05, "{rows:?}");
+        let exp = BoundaryLoss {
+            kind: BoundaryKind::Exp,
+            penalty: None,
+            weight: 10.0,
+            reduce: crate::ir::Reduce::Sum,
+        };
+        let rows = run(Some(exp));
+        // One validation call per chunk of 2 x 16 samples: 60 samples, 2 calls
+        // per epoch, weighted by size: epoch 1 (5 * 32 + 10 * 28) / 60.
+        let want = (5.0 * 32.0 + 10.0 * 28.0) / 60.0;
+        assert!(
+            (rows[0].val_boundary_loss.unwrap() - want).abs() < 1e-12,
+            "{rows:?}"
+        );
+        assert_eq!(rows[1].lr, 0.05);
+        assert_eq!(rows[2].lr, 0.025, "{rows:?}");
+    }
+
     #[test]
     fn resume_continues_exactly() {
         let fx = Fixture::new();
@@ -1057,6 +1316,7 @@ mod tests {
             factor: 0.5,
             patience: 0,
             min_lr: 0.0,
+            threshold: 0.1,
         };
         let sa = train(&mut a, &cfg, &fx.data(), &straight, false).unwrap();
 
@@ -1158,6 +1418,48 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// The paper's raw power form at degree 22 fed inputs past 56.4 (here
+    /// up to 25 x 3): float32 x^22 overflows, the loss is not finite, and
+    /// the run stops at step 0 naming the site whose polynomial overflowed.
+    /// The Chebyshev form of the same fit trains on the same data.
+    #[test]
+    fn raw_power_overflow_stops_the_run_naming_the_site() {
+        use crate::ir::Basis;
+        use crate::train::backend::network::{Network, NetworkOptions};
+        use crate::train::models::{SeqBuilder, model_from_ops, relu_poly};
+        let mut fx = Fixture::new();
+        fx.train.0.iter_mut().for_each(|v| *v *= 25.0);
+        let mut cfg = config(1);
+        cfg.site_ranges = [("poly0".to_string(), 47.0)].into_iter().collect();
+        let net = |basis| {
+            let mut s = SeqBuilder::new("", vec![4]);
+            s.poly(&relu_poly(22, 47.0, basis)).dense(3, true);
+            let model = model_from_ops("raw", vec![4], 3, s.ops);
+            Network::new(&model, 1, &NetworkOptions::default()).unwrap()
+        };
+        let dir = temp_dir("raw-overflow");
+        let err = train(&mut net(Basis::RawPower), &cfg, &fx.data(), &dir, false).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("diverged at step 0 (epoch 1, batch 0)"),
+            "{msg}"
+        );
+        assert!(msg.contains("the loss is"), "{msg}");
+        assert!(
+            msg.contains("the polynomial at poly site `poly0` overflowed: finite inputs"),
+            "{msg}"
+        );
+        assert!(msg.contains("fit range B = 47"), "{msg}");
+        assert!(
+            msg.contains("basis: chebyshev") && msg.contains("56.4"),
+            "{msg}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        let summary = train(&mut net(Basis::Chebyshev), &cfg, &fx.data(), &dir, false).unwrap();
+        assert_eq!(summary.steps, 15);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn resume_refuses_a_run_of_another_model() {
         let fx = Fixture::new();
@@ -1191,33 +1493,39 @@ mod tests {
         let far = Some(("stage3.poly1", 113.7f32, Some(12.0)));
         let near = Some(("stage3.poly1", 30.0f32, Some(12.0)));
         // ResNet-20 at degree 2: |x| = 113.7 at the initial weights.
-        let h = divergence_help(0, far, Some(&exp));
+        let h = divergence_help(0, far, false, Some(&exp));
         assert!(
             h.starts_with("at the initial weights, before any update"),
             "{h}"
         );
         assert!(h.contains("exp(113.7 - 12)") && h.contains("l2"), "{h}");
+        assert!(h.contains("cap: 10"), "{h}");
         assert!(!h.contains("learning rate"), "{h}");
-        let h = divergence_help(5, far, Some(&exp));
+        let h = divergence_help(5, far, false, Some(&exp));
         assert!(
             h.contains("overflows float32") && h.contains("learning rate"),
             "{h}"
         );
         // No overflow: the usual advice; l2 never overflows at these values.
-        let h = divergence_help(5, near, Some(&exp));
+        let h = divergence_help(5, near, false, Some(&exp));
         assert!(h.starts_with("lower the learning rate"), "{h}");
         let l2 = BoundaryLoss {
             kind: BoundaryKind::L2,
             ..exp.clone()
         };
-        assert!(!divergence_help(5, far, Some(&l2)).contains("overflows"));
-        let h = divergence_help(0, near, None);
+        assert!(!divergence_help(5, far, false, Some(&l2)).contains("overflows"));
+        let capped = BoundaryLoss {
+            kind: BoundaryKind::ExpCapped { cap: 10.0 },
+            ..exp.clone()
+        };
+        assert!(!divergence_help(5, far, false, Some(&capped)).contains("overflows"));
+        let h = divergence_help(0, near, false, None);
         assert!(h.contains("larger fit range B"), "{h}");
         // P defaults to the site's own range when the loss names none.
         let own = BoundaryLoss {
             penalty: None,
             ..exp
         };
-        assert!(divergence_help(0, far, Some(&own)).contains("exp(113.7 - 12)"));
+        assert!(divergence_help(0, far, false, Some(&own)).contains("exp(113.7 - 12)"));
     }
 }

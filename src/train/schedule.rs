@@ -6,8 +6,6 @@
 use crate::ir::Schedule;
 use serde::{Deserialize, Serialize};
 
-/// ReduceLROnPlateau's relative improvement threshold (PyTorch default, mode "rel").
-const PLATEAU_THRESHOLD: f64 = 1e-4;
 /// PyTorch skips reductions smaller than this.
 const PLATEAU_EPS: f64 = 1e-8;
 
@@ -55,10 +53,12 @@ impl LrSchedule {
                 factor,
                 patience,
                 min_lr,
+                threshold,
             } => {
+                // Mode min, threshold mode rel (PyTorch's default).
                 let improved = match self.best {
                     None => val_loss.is_finite(),
-                    Some(best) => val_loss < best * (1.0 - PLATEAU_THRESHOLD),
+                    Some(best) => val_loss < best * (1.0 - threshold),
                 };
                 if improved {
                     self.best = Some(val_loss);
@@ -142,6 +142,7 @@ mod tests {
             factor: 0.1,
             patience: 1,
             min_lr: 5e-6,
+            threshold: 1e-4,
         };
         // Epoch losses: improve, improve, flat (bad 1), flat (bad 2 > 1: reduce),
         // flat (bad 1), flat (bad 2: reduce again, poly group clamped).
@@ -151,6 +152,44 @@ mod tests {
         assert!(close(&r[4], &[1e-4, 1e-5]), "{r:?}");
         assert!(close(&r[5], &[1e-4, 1e-5]), "{r:?}");
         assert!(close(&r[6], &[1e-5, 5e-6]), "{r:?}");
+    }
+
+    /// The official threshold 0.1 (relative): a 5 % improvement is a bad
+    /// epoch, a 12 % one is not; with 1e-4 the same 5 % counts.
+    #[test]
+    fn plateau_threshold_is_relative_to_the_best_loss() {
+        let plateau = |threshold| Schedule::Plateau {
+            factor: 0.1,
+            patience: 1,
+            min_lr: 0.0,
+            threshold,
+        };
+        // 1.0 (best), 0.95 (-5 %), 0.9 (-10 % of 1.0 is not < 0.9 * 1.0: bad).
+        let losses = [1.0, 0.95, 0.9];
+        let r = rates(plateau(0.1), 10, &losses);
+        assert_eq!(r[3][0], 1e-4, "two bad epochs > patience 1: reduced {r:?}");
+        let r = rates(plateau(1e-4), 10, &losses);
+        assert_eq!(r[3][0], 1e-3, "{r:?}");
+        // 1.0, 0.88 (-12 %: improvement), 0.85 (-3.4 % of 0.88: bad), no reduction yet.
+        let r = rates(plateau(0.1), 10, &[1.0, 0.88, 0.85]);
+        assert_eq!(r[3][0], 1e-3, "{r:?}");
+    }
+
+    /// A schedule saved before `threshold` existed (resume files) reads as
+    /// PyTorch's default 1e-4, which those runs used.
+    #[test]
+    fn plateau_without_threshold_reads_as_the_old_default() {
+        let json = r#"{"Plateau":{"factor":0.1,"patience":5,"min_lr":0.0}}"#;
+        let s: Schedule = serde_json::from_str(json).unwrap();
+        assert_eq!(
+            s,
+            Schedule::Plateau {
+                factor: 0.1,
+                patience: 5,
+                min_lr: 0.0,
+                threshold: 1e-4
+            }
+        );
     }
 
     #[test]

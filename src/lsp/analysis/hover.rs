@@ -3,7 +3,7 @@
 
 use super::Analysis;
 use crate::check::DefinitionKind;
-use crate::ir::{Basis, FitMethod, FitTarget, Op, PolyAct, levels};
+use crate::ir::{FitMethod, FitTarget, Op, PolyAct, levels};
 use crate::syntax::{Call, Item, Span};
 use lsp_types::{Hover, HoverContents, MarkupContent, MarkupKind, Position};
 
@@ -202,10 +202,7 @@ fn act_text(name: &str, act: Option<&PolyAct>, uses: usize) -> String {
         FitTarget::Silu => "silu",
         FitTarget::Gelu => "gelu",
     };
-    let basis = match a.basis {
-        Basis::Chebyshev => "chebyshev",
-        Basis::Power => "power",
-    };
+    let basis = a.basis.name();
     format!(
         "act `{name}`: polynomial of degree {} ({} levels)  \nfitted to {fit} on [-{r}, {r}] by {method}, {basis} basis, {}  \n{uses} activation site(s)",
         a.degree,

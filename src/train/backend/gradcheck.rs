@@ -384,8 +384,8 @@ fn batchnorm_training_gradients() {
 }
 
 #[test]
-fn poly_gradients_in_both_bases() {
-    for basis in [PolyBasis::Chebyshev, PolyBasis::Power] {
+fn poly_gradients_in_every_basis() {
+    for basis in [PolyBasis::Chebyshev, PolyBasis::Power, PolyBasis::RawPower] {
         for degree in [2usize, 8, 22] {
             let range = 3.0;
             // Inputs partly outside [-B, B], as in training.
@@ -455,7 +455,14 @@ fn poly_matches_direct_evaluation() {
 #[test]
 fn boundary_loss_gradients() {
     let x = values(40, 23, 4.0);
-    for kind in [SiteLoss::Exp, SiteLoss::L2, SiteLoss::MaxNorm] {
+    // Excesses reach 2: cap 0.5 puts elements on both sides of the cap.
+    for kind in [
+        SiteLoss::Exp,
+        SiteLoss::ExpCapped { cap: 0.5 },
+        SiteLoss::ExpCapped { cap: 0.0 },
+        SiteLoss::L2,
+        SiteLoss::MaxNorm,
+    ] {
         let penalty = 2.0;
         let mut dx = vec![0.0; x.len()];
         site_backward(&x, kind, penalty, 1.5, &mut dx);
@@ -467,6 +474,33 @@ fn boundary_loss_gradients() {
     assert!((site_term(&x, SiteLoss::Exp, 2.0) - (1f64.exp() - 1.0) / 4.0).abs() < 1e-12);
     assert!((site_term(&x, SiteLoss::L2, 2.0) - 0.25).abs() < 1e-12);
     assert_eq!(site_term(&x, SiteLoss::MaxNorm, 2.0), 3.0);
+    // Capped at 0.25: exp(0.25) - 1 + exp(0.25) * (1 - 0.25), over 4.
+    let capped = SiteLoss::ExpCapped { cap: 0.25 };
+    let want = (0.25f64.exp() - 1.0 + 0.25f64.exp() * 0.75) / 4.0;
+    assert!((site_term(&x, capped, 2.0) - want).abs() < 1e-12);
+    // Below the cap it is the paper's form, bit for bit.
+    let big = SiteLoss::ExpCapped { cap: 5.0 };
+    assert_eq!(site_term(&x, big, 2.0), site_term(&x, SiteLoss::Exp, 2.0));
+    // Value and slope are continuous at the cap: one element at excess
+    // cap -/+ h, through site_term and site_backward.
+    let cap = 3.0;
+    let kind = SiteLoss::ExpCapped { cap };
+    let at = |e: f64| {
+        let x = [2.0 + e];
+        let mut d = [0.0];
+        site_backward(&x, kind, 2.0, 1.0, &mut d);
+        (site_term(&x, kind, 2.0), d[0])
+    };
+    let ((v0, s0), (v1, s1)) = (at(cap - 1e-9), at(cap + 1e-9));
+    assert!(
+        (v0 - v1).abs() < 1e-7 && (s0 - s1).abs() < 1e-7,
+        "{v0} {v1} {s0} {s1}"
+    );
+    assert!((s1 - cap.exp()).abs() < 1e-7);
+    // Far beyond: linear, slope exp(cap).
+    let (v, s) = at(1000.0);
+    assert_eq!(s, cap.exp());
+    assert!((v - (cap.exp() - 1.0 + cap.exp() * (1000.0 - cap))).abs() < 1e-9 * v);
 }
 
 #[test]
@@ -542,8 +576,10 @@ fn check_network(model: &crate::ir::Model, boundary: Option<&BoundaryLoss>, inpu
 fn whole_dense_network_with_residual_and_boundary_loss() {
     let act = relu_poly(4, 1.0, Basis::Chebyshev);
     let act_pow = relu_poly(3, 1.5, Basis::Power);
+    let act_raw = relu_poly(5, 2.0, Basis::RawPower);
     let mut s = SeqBuilder::new("", vec![2, 3]);
     s.flatten().dense(5, true).poly(&act).batchnorm();
+    s.dense(5, true).poly(&act_raw);
     // The dense above feeds both branches: its weight is reached through two paths.
     s.residual(
         |b| {
@@ -555,6 +591,7 @@ fn whole_dense_network_with_residual_and_boundary_loss() {
     let model = model_from_ops("t", vec![2, 3], 3, s.ops);
     for (kind, reduce) in [
         (BoundaryKind::Exp, Reduce::Sum),
+        (BoundaryKind::ExpCapped { cap: 0.2 }, Reduce::Sum),
         (BoundaryKind::L2, Reduce::L2),
         (BoundaryKind::MaxNorm, Reduce::Max),
         (BoundaryKind::Exp, Reduce::L1),
@@ -860,8 +897,8 @@ mod through_dfdx {
     }
 
     #[test]
-    fn poly_op_both_bases_with_boundary_term() {
-        for basis in [PolyBasis::Chebyshev, PolyBasis::Power] {
+    fn poly_op_every_basis_with_boundary_term() {
+        for basis in [PolyBasis::Chebyshev, PolyBasis::Power, PolyBasis::RawPower] {
             for degree in [2, 8, 22] {
                 let inputs = vec![values(12, 10, 1.5), values(degree + 1, 11, 0.3)];
                 check_op(
@@ -976,4 +1013,36 @@ mod through_dfdx {
             );
         }
     }
+}
+
+/// The eval-mode boundary term is weight * reduce(per-site terms) on the
+/// eval-mode inputs; for a site on the network input that is the site term
+/// of the input itself. Logits are those of `predict`; the ReLU baseline
+/// has no term.
+#[test]
+fn eval_boundary_term_is_the_weighted_site_terms() {
+    use super::network::Network;
+    let mut s = SeqBuilder::new("", vec![4]);
+    s.poly(&relu_poly(2, 1.0, Basis::Chebyshev)).dense(3, true);
+    let model = model_from_ops("v", vec![4], 3, s.ops);
+    let mut net = Network::new(&model, 1, &NetworkOptions::default()).unwrap();
+    let x: Vec<f32> = values(8 * 4, 41, 3.0).iter().map(|v| *v as f32).collect();
+    let bl = BoundaryLoss {
+        kind: BoundaryKind::Exp,
+        penalty: Some(1.5),
+        weight: 10.0,
+        reduce: Reduce::Sum,
+    };
+    let (logits, term) = net.predict_with_boundary(&x, 8, &bl).unwrap();
+    assert_eq!(logits, net.predict(&x, 8).unwrap());
+    let want = 10.0 * site_term(&x, SiteLoss::Exp, 1.5);
+    assert!(
+        want > 0.0 && (term - want).abs() < 1e-12 * want,
+        "{term} vs {want}"
+    );
+    let relu_opts = NetworkOptions {
+        baseline_relu: true,
+    };
+    let mut relu = Network::new(&model, 1, &relu_opts).unwrap();
+    assert_eq!(relu.predict_with_boundary(&x, 8, &bl).unwrap().1, 0.0);
 }

@@ -3,7 +3,7 @@
 //! forward pass from our dfdx ops (`super::ops`) on a recording tape, and
 //! dfdx's `backward()` runs the reverse pass; there is no other.
 
-use super::boundary::{SiteLoss, SiteReduce};
+use super::boundary::{SiteLoss, SiteReduce, reduce_sites};
 use super::conv::ConvGeom;
 use super::elementwise::dropout_mask;
 use super::ops::{self, BnDims, Elem, Flat, Param, Scalar, Tp};
@@ -56,6 +56,9 @@ pub struct StepOutput {
     pub correct: usize,
     /// Per activation site (op name): max |input| in this batch (NaN if any input was NaN).
     pub act_max_abs: Vec<(String, f32)>,
+    /// The first site (in forward order) whose finite inputs gave a
+    /// non-finite output: where a NaN or infinite loss began.
+    pub overflow_site: Option<String>,
 }
 
 struct Slot<T: Elem> {
@@ -174,10 +177,20 @@ fn kaiming<T: Elem>(rng: &mut StdRng, len: usize, fan_in: usize) -> Vec<T> {
         .collect()
 }
 
+fn site_reduce(r: Reduce) -> SiteReduce {
+    match r {
+        Reduce::Sum => SiteReduce::Sum,
+        Reduce::Max => SiteReduce::Max,
+        Reduce::L1 => SiteReduce::L1,
+        Reduce::L2 => SiteReduce::L2,
+    }
+}
+
 fn poly_basis(b: Basis) -> PolyBasis {
     match b {
         Basis::Chebyshev => PolyBasis::Chebyshev,
         Basis::Power => PolyBasis::Power,
+        Basis::RawPower => PolyBasis::RawPower,
     }
 }
 
@@ -618,18 +631,7 @@ impl<T: Elem> NetworkOf<T> {
                 self.classes
             )));
         }
-        let site_loss = if self.baseline_relu {
-            None
-        } else {
-            boundary.map(|bl| {
-                let kind = match bl.kind {
-                    BoundaryKind::Exp => SiteLoss::Exp,
-                    BoundaryKind::L2 => SiteLoss::L2,
-                    BoundaryKind::MaxNorm => SiteLoss::MaxNorm,
-                };
-                (kind, bl.penalty)
-            })
-        };
+        let site_loss = self.site_loss(boundary);
         let mut ctx = Ctx::<T, OwnedTape<T, Cpu>> {
             training: true,
             seed: step_seed,
@@ -638,6 +640,7 @@ impl<T: Elem> NetworkOf<T> {
             terms: Vec::new(),
             term_values: vec![0.0; self.sites.len()],
             act_max: vec![0.0; self.sites.len()],
+            overflow: None,
         };
         // Only the parameters' gradients outlive the backward pass.
         let mut unused = UnusedTensors::default();
@@ -659,14 +662,8 @@ impl<T: Elem> NetworkOf<T> {
         let mut boundary_loss = 0.0;
         let loss = match (boundary, ctx.site_loss, ctx.terms.is_empty()) {
             (Some(bl), Some(_), false) => {
-                let reduce = match bl.reduce {
-                    Reduce::Sum => SiteReduce::Sum,
-                    Reduce::Max => SiteReduce::Max,
-                    Reduce::L1 => SiteReduce::L1,
-                    Reduce::L2 => SiteReduce::L2,
-                };
                 let terms = std::mem::take(&mut ctx.terms);
-                let (term, value) = ops::boundary_loss(terms, reduce, bl.weight);
+                let (term, value) = ops::boundary_loss(terms, site_reduce(bl.reduce), bl.weight);
                 boundary_loss = value;
                 // dfdx's own add joins the two loss terms.
                 ce.loss + term
@@ -691,6 +688,7 @@ impl<T: Elem> NetworkOf<T> {
                 .map(|s| s.name.clone())
                 .zip(ctx.act_max)
                 .collect(),
+            overflow_site: ctx.overflow.map(|i| self.sites[i].name.clone()),
         })
     }
 
@@ -699,17 +697,66 @@ impl<T: Elem> NetworkOf<T> {
         ops::param(&self.dev, v)
     }
 
+    /// The per-site boundary term and its threshold (None: each site's own
+    /// range) of `boundary`; none for the ReLU baseline.
+    fn site_loss(&self, boundary: Option<&BoundaryLoss>) -> Option<(SiteLoss, Option<f64>)> {
+        if self.baseline_relu {
+            return None;
+        }
+        boundary.map(|bl| {
+            let kind = match bl.kind {
+                BoundaryKind::Exp => SiteLoss::Exp,
+                BoundaryKind::ExpCapped { cap } => SiteLoss::ExpCapped { cap },
+                BoundaryKind::L2 => SiteLoss::L2,
+                BoundaryKind::MaxNorm => SiteLoss::MaxNorm,
+            };
+            (kind, bl.penalty)
+        })
+    }
+
     /// Eval-mode logits `[batch, classes]`.
     pub fn predict(&mut self, x: &[f32], batch: usize) -> Result<Vec<f32>, TrainError> {
+        Ok(self.predict_terms(x, batch, None)?.0)
+    }
+
+    /// Eval-mode logits and the batch's weighted boundary term, weight *
+    /// reduce(per-site terms), computed in f64 as in training: what the
+    /// official code adds to the validation loss that drives the plateau
+    /// schedule. 0 for the ReLU baseline and a network without poly sites.
+    pub fn predict_with_boundary(
+        &mut self,
+        x: &[f32],
+        batch: usize,
+        boundary: &BoundaryLoss,
+    ) -> Result<(Vec<f32>, f64), TrainError> {
+        let site_loss = self.site_loss(Some(boundary));
+        let (logits, terms) = self.predict_terms(x, batch, site_loss)?;
+        let value = match (site_loss, terms.is_empty()) {
+            (Some(_), false) => {
+                boundary.weight * reduce_sites(&terms, site_reduce(boundary.reduce)).0
+            }
+            _ => 0.0,
+        };
+        Ok((logits, value))
+    }
+
+    /// Eval-mode logits and, with `site_loss`, the per-site boundary terms.
+    fn predict_terms(
+        &mut self,
+        x: &[f32],
+        batch: usize,
+        site_loss: Option<(SiteLoss, Option<f64>)>,
+    ) -> Result<(Vec<f32>, Vec<f64>), TrainError> {
         self.check_batch(x, batch)?;
         let mut ctx = Ctx::<T, NoneTape> {
             training: false,
             seed: 0,
-            site_loss: None,
-            penalties: Vec::new(),
+            site_loss,
+            penalties: self.sites.iter().map(|s| s.range).collect(),
             terms: Vec::new(),
             term_values: vec![0.0; self.sites.len()],
             act_max: vec![0.0; self.sites.len()],
+            overflow: None,
         };
         let input = self.input_tensor(x);
         let logits = forward_seq(
@@ -720,10 +767,16 @@ impl<T: Elem> NetworkOf<T> {
             &mut ctx,
             false,
         );
-        Ok(ops::param_values(&logits)
+        let logits = ops::param_values(&logits)
             .iter()
             .map(|v| Real::to_f32(*v))
-            .collect())
+            .collect();
+        let terms = if site_loss.is_some() {
+            ctx.term_values
+        } else {
+            Vec::new()
+        };
+        Ok((logits, terms))
     }
 
     /// All parameters and BatchNorm running statistics, named per `Op::param_shapes`.
@@ -872,6 +925,8 @@ struct Ctx<T: Elem, P> {
     terms: Vec<Scalar<T, P>>,
     term_values: Vec<f64>,
     act_max: Vec<f32>,
+    /// The first site whose polynomial overflowed (see `ops::PolyOut`).
+    overflow: Option<usize>,
 }
 
 fn forward_seq<T: Elem, P: Tp<T>>(
@@ -946,12 +1001,14 @@ fn forward_layer<T: Elem, P: Tp<T>>(
                 Coeffs::Trainable(i) => ops::Coeffs::Trainable(arg(params, *i)),
                 Coeffs::Fixed(c) => ops::Coeffs::Fixed(c.as_slice()),
             };
-            let site_loss = match (ctx.training, ctx.site_loss) {
-                (true, Some((kind, p))) => Some((kind, p.unwrap_or(ctx.penalties[*site]))),
-                _ => None,
-            };
+            let site_loss = ctx
+                .site_loss
+                .map(|(kind, p)| (kind, p.unwrap_or(ctx.penalties[*site])));
             let out = ops::poly(x, c, *range, *basis, site_loss);
             ctx.act_max[*site] = out.max_abs;
+            if out.overflowed && ctx.overflow.is_none() {
+                ctx.overflow = Some(*site);
+            }
             ctx.term_values[*site] = out.term_value;
             ctx.terms.extend(out.term);
             out.y

@@ -341,6 +341,9 @@ pub struct PolyOut<T: Elem, P> {
     pub term: Option<Scalar<T, P>>,
     pub term_value: f64,
     pub max_abs: f32,
+    /// The inputs are finite but some output is not: the polynomial itself
+    /// overflowed (e.g. x^22 in float32 past |x| = 56.4 in the raw power form).
+    pub overflowed: bool,
 }
 
 /// The fused polynomial activation p(x / range), and optionally this site's
@@ -366,6 +369,7 @@ pub fn poly<T: Elem, P: Tp<T>>(
     let range_t = <T as Real>::from_f64(range);
     let mut y = vec![<T as Real>::ZERO; xv.len()];
     poly_forward(&xv, &cv, range_t, basis, &mut y);
+    let overflowed = max_abs.is_finite() && y.iter().any(|v| !v.is_finite());
     let dev = x.device().clone();
     let out = flat(&dev, y);
     let (term, term_value) = match site_loss {
@@ -413,6 +417,7 @@ pub fn poly<T: Elem, P: Tp<T>>(
         term,
         term_value,
         max_abs,
+        overflowed,
     }
 }
 
