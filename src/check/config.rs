@@ -1,7 +1,7 @@
 //! `act` definitions, the `train { }` and `he { }` sections -> typed IR configs.
 
 use super::diag::{Code, Diagnostic, FileId, Fix, Label};
-use super::eval::{Bound, Env, ParamSpec, bind, eval, opt, options_help, req};
+use super::eval::{Bound, Env, ParamSpec, bind, eval, opt, options_help, req, type_error};
 use crate::ir::{
     Basis, BoundaryKind, BoundaryLoss, Clip, ClipExcept, DataSpec, FitMethod, FitTarget, HeConfig,
     Optimizer, PolyAct, Reduce, Schedule, Scheme, TrainConfig, Value,
@@ -102,6 +102,13 @@ pub fn act(def: &ActDef, file: FileId, diags: &mut Vec<Diagnostic>) -> Option<Po
         );
         return None;
     }
+    if call
+        .args
+        .iter()
+        .any(|a| a.name.as_ref().is_some_and(|n| n.name == "coeffs"))
+    {
+        return given_act(def, file, diags);
+    }
     let b = bind(call, ACT_PARAMS, &Env::new(), file, diags);
     let degree = b.int("degree", None, 1, 31, diags);
     let range = b.float("range", None, |r| r > 0.0, "a positive number", diags);
@@ -140,7 +147,114 @@ pub fn act(def: &ActDef, file: FileId, diags: &mut Vec<Diagnostic>) -> Option<Po
             _ => FitMethod::LeastSquares { points: points? },
         },
         learnable: learnable?,
+        coeffs: None,
     })
+}
+
+/// The arguments of `poly(coeffs: [...])`, a polynomial given by the user.
+pub const GIVEN_ACT_PARAMS: &[ParamSpec<'static>] =
+    &[req("coeffs"), req("range"), opt("basis"), opt("learnable")];
+
+/// Arguments of a fitted polynomial that a given one refuses with a reason.
+const FIT_ONLY: [&str; 4] = ["degree", "fit", "method", "points"];
+
+/// Most coefficients of a given polynomial (degree 31, as fitted ones).
+const MAX_GIVEN_COEFFS: usize = 32;
+
+/// `act NAME = poly(coeffs: [a0, a1, ...], range: B, basis: chebyshev, learnable: false)`:
+/// p(x) = sum a_k x^k on the raw input, fixed unless `learnable: true`.
+fn given_act(def: &ActDef, file: FileId, diags: &mut Vec<Diagnostic>) -> Option<PolyAct> {
+    let mut call = def.call.clone();
+    let mut refused = false;
+    call.args.retain(|arg| {
+        let Some(name) = arg.name.as_ref().filter(|n| FIT_ONLY.contains(&n.name.as_str())) else {
+            return true;
+        };
+        refused = true;
+        diags.push(
+            Diagnostic::new(
+                Code::UnknownArgument,
+                format!("`{}` does not apply to a polynomial given by `coeffs`", name.name),
+                Label::new(file, arg.span, "only for fitted polynomials"),
+            )
+            .help("the degree is the number of coefficients minus one; remove this argument, or remove `coeffs` to fit the polynomial instead"),
+        );
+        false
+    });
+    let b = bind(&call, GIVEN_ACT_PARAMS, &Env::new(), file, diags);
+    let range = b.float("range", None, |r| r > 0.0, "a positive number", diags);
+    let basis = b.word(
+        "basis",
+        "chebyshev",
+        &["chebyshev", "power", "raw_power"],
+        diags,
+    );
+    let learnable = b.bool("learnable", false, diags);
+    let coeffs = given_coeffs(&b, file, diags);
+    if b.failed || refused {
+        return None;
+    }
+    let coeffs = coeffs?;
+    Some(PolyAct {
+        def: def.name.name.clone(),
+        degree: (coeffs.len() - 1) as u32,
+        basis: Basis::from_name(basis?).unwrap_or(Basis::Chebyshev),
+        range: range?,
+        // Unused for given coefficients (see `PolyAct::coeffs`).
+        fit: FitTarget::Relu,
+        fit_method: FitMethod::LeastSquares { points: 100 },
+        learnable: learnable?,
+        coeffs: Some(coeffs),
+    })
+}
+
+/// The `coeffs` list: finite numbers, trailing zeros dropped, degree 1 to 31.
+fn given_coeffs(b: &Bound, file: FileId, diags: &mut Vec<Diagnostic>) -> Option<Vec<f64>> {
+    let (value, span) = b.values.get("coeffs")?;
+    let numbers: Option<Vec<f64>> = match value {
+        Value::List(items) => items.iter().map(Value::as_f64).collect(),
+        _ => None,
+    };
+    let Some(mut coeffs) = numbers else {
+        type_error(*span, file, "a list of numbers [a0, a1, ...]", value, diags);
+        return None;
+    };
+    let out_of_range = |message: String, label: &str, help: &str| {
+        Diagnostic::new(Code::OutOfRange, message, Label::new(file, *span, label))
+            .help(help.to_string())
+    };
+    if let Some(k) = coeffs.iter().position(|c| !c.is_finite()) {
+        diags.push(out_of_range(
+            format!("coefficient a{k} is not a finite number"),
+            "not finite",
+            "write every coefficient as a finite number",
+        ));
+        return None;
+    }
+    while coeffs.len() > 1 && coeffs.last() == Some(&0.0) {
+        coeffs.pop();
+    }
+    if coeffs.len() < 2 {
+        diags.push(out_of_range(
+            "a constant polynomial is not an activation".into(),
+            "no coefficient past a0 is non-zero",
+            "give at least a0 and a1, e.g. `coeffs: [0, 0, 1]` for x^2",
+        ));
+        return None;
+    }
+    if coeffs.len() > MAX_GIVEN_COEFFS {
+        diags.push(out_of_range(
+            format!(
+                "degree {} is above the maximum of {}",
+                coeffs.len() - 1,
+                MAX_GIVEN_COEFFS - 1
+            ),
+            "too many coefficients",
+            "give at most 32 coefficients (degree 31)",
+        ));
+        return None;
+    }
+    Some(coeffs)
 }
 
 /// A least-squares fit of degree d has d + 1 coefficients and needs more

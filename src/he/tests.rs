@@ -68,6 +68,7 @@ fn act(name: &str, shape: &[usize], degree: u32, basis: Basis, range: f64) -> Op
         fit: FitTarget::Relu,
         fit_method: FitMethod::LeastSquares { points: 100 },
         learnable: true,
+        coeffs: None,
     });
     op(name, kind, shape, shape)
 }

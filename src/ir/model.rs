@@ -295,6 +295,23 @@ impl Op {
     }
 }
 
+/// `p(x) = 0.5 + x^2` for raw power coefficients [0.5, 0, 1], for messages.
+pub fn raw_power_text(coeffs: &[f64]) -> String {
+    let terms: Vec<String> = coeffs
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| **c != 0.0)
+        .map(|(k, c)| match k {
+            0 => format!("{c}"),
+            1 if *c == 1.0 => "x".to_string(),
+            1 => format!("{c} x"),
+            _ if *c == 1.0 => format!("x^{k}"),
+            _ => format!("{c} x^{k}"),
+        })
+        .collect();
+    format!("p(x) = {}", terms.join(" + ").replace("+ -", "- "))
+}
+
 /// Conv's `groups` in files written before it existed.
 fn one_group() -> usize {
     1
@@ -315,6 +332,12 @@ pub struct PolyAct {
     pub fit_method: FitMethod,
     /// Whether the coefficients train (at `poly_lr_scale` times the base rate).
     pub learnable: bool,
+    /// User-given coefficients a_0..a_degree of p(x) = sum a_k x^k on the
+    /// raw input (`poly(coeffs: [...])`); `fit` and `fit_method` are then
+    /// unused. Training and HE evaluate the same polynomial in `basis`
+    /// (converted exactly, f64 rounding only). None: fitted to `fit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coeffs: Option<Vec<f64>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

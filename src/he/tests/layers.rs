@@ -1,4 +1,5 @@
-//! The layers of issue 14 section 4 through the HE stage, from `.pnn` text:
+//! The layers of issue 14 section 4 (grouped, depthwise and 1-D convs and
+//! pooling; polynomials given by their coefficients) through the HE stage, from `.pnn` text:
 //! folding equivalence in plaintext, and an encrypted run under OpenFHE
 //! (ignored, with the reason, where the runner is not installed: build.rs's
 //! `pnnc_openfhe` cfg; CI fails instead).
@@ -33,6 +34,61 @@ const GROUPED_CNN: &str = "model grouped_cnn\ninput [4, 5, 5]\nclasses 3\n\
     net {\n  conv(6, 3, padding: 1, groups: 2)\n  p\n  batchnorm\n\
     conv(6, 3, stride: 2, groups: 6)\n  global_avgpool\n  dense(classes)\n}\n";
 
+/// CryptoNets' square and a learnable given cubic, in two bases.
+const GIVEN_POLYS: &str = "model given_polys\ninput [1, 6, 6]\nclasses 3\n\
+    act sq = poly(coeffs: [0, 0, 1], range: 6)\n\
+    act cubic = poly(coeffs: [0.5, 0.25, -0.125, 0.0625], range: 3, basis: power, learnable: true)\n\
+    net {\n  conv(2, 3, stride: 2)\n  sq\n  flatten\n  dense(4)\n  cubic\n  dense(classes)\n}\n";
+
+/// Random weights, with the coefficients of every activation as training
+/// starts them (for given polynomials: the user's, converted to the basis).
+fn checkpoint_from_training(m: &Model) -> Checkpoint {
+    use crate::train::backend::network::{NetworkOf, NetworkOptions};
+    let mut ck = random_checkpoint(m, 7);
+    let net = NetworkOf::<f64>::new(m, 1, &NetworkOptions::default()).unwrap();
+    for (name, tensor) in net.to_tensors() {
+        if name.ends_with(".coeffs") {
+            ck.tensors.insert(name, tensor);
+        }
+    }
+    ck
+}
+
+#[test]
+fn a_given_square_is_x_squared_from_training_to_the_circuit() {
+    let m = model_of(
+        "model sq\ninput [3]\nclasses 3\nact sq = poly(coeffs: [0, 0, 1], range: 4)\nnet { sq }\n",
+    );
+    let ck = checkpoint_from_training(&m);
+    // In the default Chebyshev basis on t = x / 4: x^2 = 8 T_0 + 8 T_2.
+    assert_eq!(ck.tensors["poly1.coeffs"].data, [8.0, 0.0, 8.0]);
+    let compiled = compile(&m, &ck, &CompileOptions::default()).unwrap();
+    let reference = Reference::new(&m, &ck).unwrap();
+    let (mean, std) = (&ck.normalization.mean, &ck.normalization.std);
+    for x in [[0.0, 0.5, 1.0], [0.9, 0.1, 0.3]] {
+        let want: Vec<f64> = (0..3)
+            .map(|i| ((x[i] - mean[i] as f64) / std[i] as f64).powi(2))
+            .collect();
+        for got in [reference.logits(&x).unwrap(), compiled.lowered.eval(&x)] {
+            assert!(max_rel_diff(&want, &got) < 1e-6, "{want:?} vs {got:?}");
+        }
+    }
+}
+
+#[test]
+fn folding_is_exact_for_given_polynomials() {
+    let m = model_of(GIVEN_POLYS);
+    let ck = checkpoint_from_training(&m);
+    let compiled = compile(&m, &ck, &CompileOptions::default()).unwrap();
+    let reference = Reference::new(&m, &ck).unwrap();
+    let mut rng = StdRng::seed_from_u64(3);
+    for _ in 0..10 {
+        let x = random_input(&m, &mut rng);
+        let (want, got) = (reference.logits(&x).unwrap(), compiled.lowered.eval(&x));
+        assert!(max_rel_diff(&want, &got) < 1e-5, "{want:?} vs {got:?}");
+    }
+}
+
 #[test]
 fn folding_is_exact_for_grouped_depthwise_and_1d_layers() {
     for text in [SEQUENCE_CNN, GROUPED_CNN] {
@@ -51,9 +107,8 @@ fn runner_python() -> PathBuf {
 /// Compile `m` with random weights, run `samples` random inputs encrypted,
 /// and require the runner's check to pass: measured levels equal predicted
 /// ones and encrypted logits within 1e-3 of the plaintext circuit's.
-fn encrypted_run(m: &Model, samples: usize) {
-    let ck = random_checkpoint(m, 11);
-    let compiled = compile(m, &ck, &CompileOptions::default()).unwrap();
+fn encrypted_run(m: &Model, ck: &Checkpoint, samples: usize) {
+    let compiled = compile(m, ck, &CompileOptions::default()).unwrap();
     let path = tmp(&format!("{}-encrypted", m.name));
     io::write(
         &path,
@@ -109,6 +164,18 @@ fn encrypted_run(m: &Model, samples: usize) {
     ignore = "needs the OpenFHE runner: runners/openfhe/setup.sh (CPython 3.10)"
 )]
 fn grouped_depthwise_and_1d_layers_run_encrypted() {
-    encrypted_run(&model_of(SEQUENCE_CNN), 2);
-    encrypted_run(&model_of(GROUPED_CNN), 2);
+    for text in [SEQUENCE_CNN, GROUPED_CNN] {
+        let m = model_of(text);
+        encrypted_run(&m, &random_checkpoint(&m, 11), 2);
+    }
+}
+
+#[test]
+#[cfg_attr(
+    not(pnnc_openfhe),
+    ignore = "needs the OpenFHE runner: runners/openfhe/setup.sh (CPython 3.10)"
+)]
+fn given_polynomials_run_encrypted() {
+    let m = model_of(GIVEN_POLYS);
+    encrypted_run(&m, &checkpoint_from_training(&m), 2);
 }

@@ -76,9 +76,11 @@ impl Analysis {
     /// Keyword arguments of a built-in layer, `poly`, or a block.
     fn arguments(&self, callee: &str) -> Vec<CompletionItem> {
         let names: Vec<String> = if callee == "poly" {
+            // A fitted polynomial's arguments, then a given one's list.
             config::ACT_PARAMS
                 .iter()
                 .map(|p| p.name.to_string())
+                .chain(["coeffs".to_string()])
                 .collect()
         } else if net::BUILTINS.contains(&callee) {
             net::builtin_params(callee)

@@ -203,11 +203,18 @@ fn act_text(name: &str, act: Option<&PolyAct>, uses: usize) -> String {
         FitTarget::Gelu => "gelu",
     };
     let basis = a.basis.name();
+    let origin = match &a.coeffs {
+        Some(c) => format!(
+            "given: {} for |x| <= {r}",
+            crate::ir::raw_power_text(c),
+            r = a.range
+        ),
+        None => format!("fitted to {fit} on [-{r}, {r}] by {method}", r = a.range),
+    };
     format!(
-        "act `{name}`: polynomial of degree {} ({} levels)  \nfitted to {fit} on [-{r}, {r}] by {method}, {basis} basis, {}  \n{uses} activation site(s)",
+        "act `{name}`: polynomial of degree {} ({} levels)  \n{origin}, {basis} basis, {}  \n{uses} activation site(s)",
         a.degree,
         levels::poly(a.degree),
         if a.learnable { "learnable" } else { "fixed" },
-        r = a.range,
     )
 }

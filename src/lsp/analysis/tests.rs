@@ -193,6 +193,26 @@ fn hover_on_an_activation_shows_its_polynomial() {
 }
 
 #[test]
+fn hover_on_a_given_polynomial_shows_its_coefficients() {
+    let text = MODEL.replace(
+        "act p = poly(degree: 8, range: 35)",
+        "act p = poly(coeffs: [0.5, 0, -1, 0], range: 35)",
+    );
+    let at = text.find("p = poly").expect("marker");
+    let (a, pos, _) = fixture(
+        &format!("{}$0{}", &text[..at], &text[at..]),
+        &[("/m/lib.pnn", LIB)],
+    );
+    let hover = hover_text(&a, pos);
+    assert!(
+        hover.starts_with(
+            "act `p`: polynomial of degree 2 (2 levels)  \ngiven: p(x) = 0.5 - 1 x^2 for |x| <= 35, chebyshev basis, fixed"
+        ),
+        "{hover}"
+    );
+}
+
+#[test]
 fn hover_on_a_block_use_shows_its_expansion() {
     let (a, pos, _) = fixture(&model_with_cursor("basic(32"), &[("/m/lib.pnn", LIB)]);
     insta::assert_snapshot!(hover_text(&a, pos));

@@ -653,6 +653,36 @@ fn whole_network_with_grouped_and_1d_layers_from_source() {
     check_network(&model, Some(&bl), 2.0);
 }
 
+/// Polynomials given by their coefficients: a fixed square (gradient to the
+/// input only; its coefficients are no parameter) and a learnable cubic in
+/// the power basis, as the checker builds them.
+#[test]
+fn whole_network_with_given_polynomials_from_source() {
+    let text = "model given\ninput [2, 5, 5]\nclasses 3\n\
+        act sq = poly(coeffs: [0, 0, 1], range: 4)\n\
+        act cubic = poly(coeffs: [0.5, 0.25, -0.125, 0.0625], range: 3, basis: power, learnable: true)\n\
+        net {\n  conv(3, 3, bias: true)\n  sq\n  flatten\n  dense(4)\n  cubic\n  dense(3)\n}\n";
+    let checked = crate::check::check_source("given.pnn", text);
+    assert!(!checked.has_errors(), "{:?}", checked.diagnostics);
+    let model = checked.model.expect("model");
+    let net = NetworkOf::<f64>::new(&model, 3, &NetworkOptions::default()).unwrap();
+    let coeffs: Vec<String> = net
+        .params()
+        .into_iter()
+        .map(|p| p.name)
+        .filter(|n| n.ends_with(".coeffs"))
+        .collect();
+    assert_eq!(coeffs, ["poly2.coeffs"], "only the learnable cubic trains");
+    let bl = BoundaryLoss {
+        kind: BoundaryKind::L2,
+        penalty: Some(0.25),
+        weight: 0.5,
+        reduce: Reduce::Sum,
+    };
+    check_network(&model, Some(&bl), 2.0);
+    check_network(&model, None, 2.0);
+}
+
 #[test]
 fn network_api_round_trip_determinism_and_errors() {
     use super::network::{Network, ParamGroup};

@@ -518,16 +518,18 @@ impl<T: Elem> NetworkOf<T> {
         act: &PolyAct,
         b: &mut Builder,
     ) -> Result<Layer<T>, TrainError> {
-        let fit = fit_activation(act.fit, act.degree, act.range, act.fit_method, act.basis)
-            .map_err(|source| TrainError::Fit {
-                op: op.name.clone(),
-                source,
-            })?;
-        let coeffs: Vec<T> = fit
-            .coeffs
-            .iter()
-            .map(|&c| <T as Real>::from_f64(c))
-            .collect();
+        let initial = match &act.coeffs {
+            Some(raw) => crate::train::fit::from_raw_power(raw, act.range, act.basis),
+            None => {
+                fit_activation(act.fit, act.degree, act.range, act.fit_method, act.basis)
+                    .map_err(|source| TrainError::Fit {
+                        op: op.name.clone(),
+                        source,
+                    })?
+                    .coeffs
+            }
+        };
+        let coeffs: Vec<T> = initial.iter().map(|&c| <T as Real>::from_f64(c)).collect();
         let site = self.sites.len();
         self.sites.push(Site {
             name: op.name.clone(),
