@@ -21,11 +21,12 @@ pub struct SweepArgs {
     /// Activation degrees (each with the paper's (B, P) from --table).
     #[arg(long, value_delimiter = ',', default_value = "2,4,8,16,22")]
     pub degrees: Vec<u32>,
-    /// The paper's (B, P) table: image, or har (inertial data). Default: by the model's data set.
+    /// The paper's (B, P) table: image, har (inertial data) or audio. Default: by the model's data set.
     #[arg(long, value_enum)]
     pub table: Option<Domain>,
-    /// How activations are evaluated: chebyshev (pnnc's default), power (each a
-    /// separate set of cells; chebyshev cells keep their folder names).
+    /// How activations are evaluated: chebyshev (pnnc's default), power, raw_power
+    /// (the paper's official form); each a separate set of cells, and chebyshev
+    /// cells keep their folder names.
     #[arg(long, value_delimiter = ',', default_value = "chebyshev", value_parser = parse_basis)]
     pub bases: Vec<Basis>,
     /// Methods: framework, no-boundary, clip-all, no-clip, plain, relu.

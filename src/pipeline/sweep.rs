@@ -8,7 +8,7 @@ use super::folder::Start;
 use super::ranges::Domain;
 use super::recipe::{Method, Overrides, run_config};
 use super::train::{CellResult, TrainJob, train};
-use super::transform::{with_basis, with_degree};
+use super::transform::{with_basis, with_boundary_weight, with_degree};
 use crate::ir::weights::write_atomic;
 use crate::ir::{Basis, Model};
 use serde::{Deserialize, Serialize};
@@ -375,11 +375,16 @@ pub fn run_cell(
         note("ReLU for every activation".into());
     } else {
         let (b, p) = super::ranges::lookup(plan.domain, cell.degree).map_err(Failure::usage)?;
+        let weight = plan.domain.boundary_weight();
         with_degree(&mut model, cell.degree, b, p);
+        with_boundary_weight(&mut model, weight);
         if cell.basis != Basis::Chebyshev {
             with_basis(&mut model, cell.basis);
         }
-        note(format!("B = {b}, P = {p}, {} basis", cell.basis.name()));
+        note(format!(
+            "B = {b}, P = {p}, lambda = {weight}, {} basis",
+            cell.basis.name()
+        ));
     }
     let overrides = Overrides {
         epochs: plan.epochs,

@@ -42,6 +42,17 @@ pub fn with_degree(model: &mut Model, degree: u32, range: f64, penalty: f64) {
     );
 }
 
+/// Weight the boundary loss by `weight` (the paper's lambda for the sweep's
+/// table); a model without a boundary loss gets the paper's.
+pub fn with_boundary_weight(model: &mut Model, weight: f64) {
+    let boundary = model.train.boundary.get_or_insert_with(paper_boundary);
+    if boundary.weight == weight {
+        return;
+    }
+    boundary.weight = weight;
+    rehash(model, &format!("boundary_weight={weight}"));
+}
+
 /// Evaluate every activation of `model` in `basis` (same fit, same range),
 /// e.g. the paper's raw power series instead of pnnc's Chebyshev series.
 pub fn with_basis(model: &mut Model, basis: Basis) {
@@ -89,6 +100,20 @@ mod tests {
                 _ => None,
             })
             .unwrap()
+    }
+
+    #[test]
+    fn boundary_weight_changes_the_hash_only_when_it_changes_the_weight() {
+        let base = load(
+            "model m\ninput [4]\nclasses 2\nact p = poly(degree: 2, fit: relu, range: 12)\nnet {\n  dense(8); p\n  dense(classes)\n}\ntrain {\n  epochs: 1  batch: 4  seed: 1\n  optimizer: adamw(lr: 1e-3)\n  boundary: exp(penalty: 12, weight: 10, reduce: sum)\n}\n",
+        );
+        let mut same = base.clone();
+        with_boundary_weight(&mut same, 10.0);
+        assert_eq!(same, base);
+        let mut audio = base.clone();
+        with_boundary_weight(&mut audio, 100.0);
+        assert_eq!(audio.train.boundary.as_ref().unwrap().weight, 100.0);
+        assert_ne!(audio.source_hash, base.source_hash);
     }
 
     #[test]

@@ -538,7 +538,10 @@ fn run_epoch(
                 overflow.is_some(),
                 cfg.boundary.as_ref(),
             ),
-            site: worst_site(&stats.act_max_abs, &cfg.site_ranges)
+            // The site the message names: where a polynomial overflowed, else the
+            // one furthest outside its range (a downstream NaN is not the cause).
+            site: overflow
+                .or_else(|| worst_site(&stats.act_max_abs, &cfg.site_ranges))
                 .map(|(name, v, _)| (name.to_string(), v)),
         };
         if !stats.loss.is_finite() {
@@ -1430,16 +1433,35 @@ mod tests {
         let mut fx = Fixture::new();
         fx.train.0.iter_mut().for_each(|v| *v *= 25.0);
         let mut cfg = config(1);
-        cfg.site_ranges = [("poly0".to_string(), 47.0)].into_iter().collect();
-        let net = |basis| {
+        cfg.site_ranges = [("poly0".to_string(), 47.0), ("poly2".to_string(), 47.0)]
+            .into_iter()
+            .collect();
+        // With `downstream`, a second site sees the first one's inf/NaN: the
+        // cause reported is still the first.
+        let net = |basis, downstream: bool| {
             let mut s = SeqBuilder::new("", vec![4]);
-            s.poly(&relu_poly(22, 47.0, basis)).dense(3, true);
+            s.poly(&relu_poly(22, 47.0, basis));
+            if downstream {
+                s.dense(4, true).poly(&relu_poly(22, 47.0, basis));
+            }
+            s.dense(3, true);
             let model = model_from_ops("raw", vec![4], 3, s.ops);
             Network::new(&model, 1, &NetworkOptions::default()).unwrap()
         };
         let dir = temp_dir("raw-overflow");
-        let err = train(&mut net(Basis::RawPower), &cfg, &fx.data(), &dir, false).unwrap_err();
+        let err = train(
+            &mut net(Basis::RawPower, true),
+            &cfg,
+            &fx.data(),
+            &dir,
+            false,
+        )
+        .unwrap_err();
         let msg = err.to_string();
+        assert!(
+            matches!(&err, RunError::Diverged { site: Some((name, x)), .. } if name == "poly0" && x.is_finite()),
+            "{err:?}"
+        );
         assert!(
             msg.contains("diverged at step 0 (epoch 1, batch 0)"),
             "{msg}"
@@ -1455,7 +1477,14 @@ mod tests {
             "{msg}"
         );
         let _ = std::fs::remove_dir_all(&dir);
-        let summary = train(&mut net(Basis::Chebyshev), &cfg, &fx.data(), &dir, false).unwrap();
+        let summary = train(
+            &mut net(Basis::Chebyshev, false),
+            &cfg,
+            &fx.data(),
+            &dir,
+            false,
+        )
+        .unwrap();
         assert_eq!(summary.steps, 15);
         std::fs::remove_dir_all(&dir).unwrap();
     }
