@@ -27,6 +27,7 @@ fn main() {
         "PNNC_VENV",
         "PNNC_TORCH_PYTHON",
         "PNNC_REQUIRE_ALL",
+        "PATH",
     ] {
         println!("cargo::rerun-if-env-changed={var}");
     }
@@ -77,6 +78,22 @@ fn main() {
         &mut missing,
     );
 
+    // Neovim, for the real-editor check of `pnnc lsp` (tests/nvim.rs).
+    let nvim = find_on_path("nvim");
+    println!(
+        "cargo::rerun-if-changed={}",
+        nvim.as_deref()
+            .unwrap_or(Path::new("/usr/bin/nvim"))
+            .display()
+    );
+    check_tool(
+        "pnnc_nvim",
+        nvim.as_deref().unwrap_or(Path::new("nvim")),
+        &["--version"],
+        "Neovim, for the editor check of `pnnc lsp` (apt-get install neovim)",
+        &mut missing,
+    );
+
     let require_all = std::env::var("PNNC_REQUIRE_ALL").is_ok_and(|v| v == "1");
     if require_all && !missing.is_empty() {
         panic!(
@@ -94,6 +111,14 @@ fn data_roots(manifest: &Path) -> Vec<PathBuf> {
     }
     roots.push(manifest.join("../shared/data"));
     roots
+}
+
+/// The first `name` in a folder of `$PATH`.
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
 }
 
 /// Sets `cfg` when `program args` runs and exits 0.

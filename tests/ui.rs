@@ -96,6 +96,100 @@ fn several_problems_are_all_reported_with_locations() {
     assert!(checked.diagnostics.iter().all(|d| !d.help.is_empty()));
 }
 
+/// Every code some case emits, over all UI cases.
+fn emitted_codes() -> std::collections::BTreeSet<&'static str> {
+    cases()
+        .iter()
+        .flat_map(|p| check::check_path(p).expect("readable").diagnostics)
+        .map(|d| d.code.as_str())
+        .collect()
+}
+
+#[test]
+fn every_emitted_code_has_a_page_and_every_page_is_emitted() {
+    let emitted = emitted_codes();
+    for code in &emitted {
+        assert!(
+            Path::new(&format!("docs/diagnostics/{code}.md")).exists(),
+            "{code} is emitted but has no page"
+        );
+    }
+    let mut pages = 0;
+    for entry in std::fs::read_dir("docs/diagnostics").expect("docs/diagnostics") {
+        let path = entry.expect("entry").path();
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+        assert_eq!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("md"),
+            "{path:?}"
+        );
+        let code = Code::parse(stem).unwrap_or_else(|| panic!("{path:?} names no code"));
+        assert_eq!(code.as_str(), stem, "{path:?}: page names are upper case");
+        assert!(
+            emitted.contains(stem),
+            "{stem} has a page but no case emits it"
+        );
+        pages += 1;
+    }
+    assert_eq!(pages, Code::ALL.len());
+}
+
+/// The limits the checker enforces are the ones its pages state.
+#[test]
+fn pages_state_the_enforced_limits() {
+    use pnnc::check::{MAX_FILE_BYTES, config, eval, net};
+    use pnnc::syntax::MAX_NESTING;
+    let limits: &[(Code, u64)] = &[
+        (Code::Syntax, MAX_NESTING as u64),
+        (Code::ImportFailed, MAX_FILE_BYTES),
+        (Code::OutOfRange, net::MAX_DIM as u64),
+        (Code::OutOfRange, net::MAX_WINDOW as u64),
+        (Code::OutOfRange, eval::MAX_RANGE as u64),
+        (Code::OutOfRange, config::MAX_DEPTH_BUDGET as u64),
+        (Code::DepthBudget, config::MAX_DEPTH_BUDGET as u64),
+        (Code::TooLarge, net::MAX_OPS as u64),
+        (Code::TooLarge, net::MAX_LOOP_STEPS as u64),
+        (Code::TooLarge, net::MAX_PARAMS),
+        (Code::TooLarge, net::MAX_NUMEL),
+        (Code::RecursiveBlock, net::MAX_BLOCK_DEPTH as u64),
+    ];
+    for (code, limit) in limits {
+        let page: String = code
+            .explanation()
+            .chars()
+            .filter(|c| *c != ',' && *c != '_')
+            .collect();
+        assert!(
+            page.contains(&limit.to_string()),
+            "docs/diagnostics/{code}.md does not state the limit {limit}"
+        );
+    }
+}
+
+#[test]
+fn root_causes_come_first_and_follow_ons_are_suppressed() {
+    let codes = |name: &str| -> Vec<&'static str> {
+        let c = check::check_path(Path::new(&format!("tests/ui/{name}.pnn"))).expect("readable");
+        c.diagnostics.iter().map(|d| d.code.as_str()).collect()
+    };
+    // The import's syntax error first, then the main file's own error; no E0101.
+    assert_eq!(codes("E0001_import_syntax"), ["E0001", "E0202"]);
+    assert_eq!(codes("E0002_import_not_a_file"), ["E0002"]);
+    assert_eq!(codes("E0203_classes_follow_on"), ["E0203"]);
+    assert_eq!(codes("E0301_layer_limit"), ["E0301"]);
+    assert_eq!(codes("E0301_loop_limit"), ["E0301"]);
+    assert_eq!(codes("E0301_input_too_large"), ["E0301"]);
+}
+
+#[test]
+fn overflowed_sizes_are_never_printed_as_wrapped_numbers() {
+    for path in cases() {
+        let c = check::check_path(&path).expect("readable");
+        let text = render::text(&c.sources, &c.diagnostics, false);
+        assert!(!text.contains(&u64::MAX.to_string()), "{path:?}:\n{text}");
+    }
+}
+
 /// `pnnc explain` prints code pages and topic pages, lists the topics, and
 /// answers an unknown name with exit 2 and the closest name.
 #[test]

@@ -1,7 +1,7 @@
 //! `act` definitions, the `train { }` and `he { }` sections -> typed IR configs.
 
-use super::diag::{Code, Diagnostic, FileId, Label};
-use super::eval::{Bound, Env, bind, eval, opt, options_help, req};
+use super::diag::{Code, Diagnostic, FileId, Fix, Label};
+use super::eval::{Bound, Env, ParamSpec, bind, eval, opt, options_help, req, type_error};
 use crate::ir::{
     Basis, BoundaryKind, BoundaryLoss, Clip, ClipExcept, DataSpec, FitMethod, FitTarget, HeConfig,
     Optimizer, PolyAct, Reduce, Schedule, Scheme, TrainConfig, Value,
@@ -67,6 +67,17 @@ pub fn default_train() -> TrainConfig {
     }
 }
 
+/// The arguments of `poly(...)` in an `act` definition.
+pub const ACT_PARAMS: &[ParamSpec<'static>] = &[
+    req("degree"),
+    opt("fit"),
+    req("range"),
+    opt("basis"),
+    opt("learnable"),
+    opt("method"),
+    opt("points"),
+];
+
 /// `act NAME = poly(degree: D, fit: relu, range: B, basis: chebyshev|power|raw_power, learnable: true, method: lstsq, points: 100)`
 pub fn act(def: &ActDef, file: FileId, diags: &mut Vec<Diagnostic>) -> Option<PolyAct> {
     let call = &def.call;
@@ -91,16 +102,14 @@ pub fn act(def: &ActDef, file: FileId, diags: &mut Vec<Diagnostic>) -> Option<Po
         );
         return None;
     }
-    let spec = [
-        req("degree"),
-        opt("fit"),
-        req("range"),
-        opt("basis"),
-        opt("learnable"),
-        opt("method"),
-        opt("points"),
-    ];
-    let b = bind(call, &spec, &Env::new(), file, diags);
+    if call
+        .args
+        .iter()
+        .any(|a| a.name.as_ref().is_some_and(|n| n.name == "coeffs"))
+    {
+        return given_act(def, file, diags);
+    }
+    let b = bind(call, ACT_PARAMS, &Env::new(), file, diags);
     let degree = b.int("degree", None, 1, 31, diags);
     let range = b.float("range", None, |r| r > 0.0, "a positive number", diags);
     let fit = b.word("fit", "relu", &["relu", "silu", "gelu"], diags);
@@ -114,6 +123,9 @@ pub fn act(def: &ActDef, file: FileId, diags: &mut Vec<Diagnostic>) -> Option<Po
     let method = b.word("method", "lstsq", &["lstsq", "minimax"], diags);
     let points = b.usize("points", Some(100), 2, 1_000_000, diags);
     if b.failed {
+        return None;
+    }
+    if !fit_is_determined(&b, degree?, method?, points?, file, diags) {
         return None;
     }
     Some(PolyAct {
@@ -135,10 +147,166 @@ pub fn act(def: &ActDef, file: FileId, diags: &mut Vec<Diagnostic>) -> Option<Po
             _ => FitMethod::LeastSquares { points: points? },
         },
         learnable: learnable?,
+        coeffs: None,
     })
 }
 
-const TRAIN_KEYS: &[&str] = &[
+/// The arguments of `poly(coeffs: [...])`, a polynomial given by the user.
+pub const GIVEN_ACT_PARAMS: &[ParamSpec<'static>] =
+    &[req("coeffs"), req("range"), opt("basis"), opt("learnable")];
+
+/// Arguments of a fitted polynomial that a given one refuses with a reason.
+const FIT_ONLY: [&str; 4] = ["degree", "fit", "method", "points"];
+
+/// Most coefficients of a given polynomial (degree 31, as fitted ones).
+const MAX_GIVEN_COEFFS: usize = 32;
+
+/// `act NAME = poly(coeffs: [a0, a1, ...], range: B, basis: chebyshev, learnable: false)`:
+/// p(x) = sum a_k x^k on the raw input, fixed unless `learnable: true`.
+fn given_act(def: &ActDef, file: FileId, diags: &mut Vec<Diagnostic>) -> Option<PolyAct> {
+    let mut call = def.call.clone();
+    let mut refused = false;
+    call.args.retain(|arg| {
+        let Some(name) = arg.name.as_ref().filter(|n| FIT_ONLY.contains(&n.name.as_str())) else {
+            return true;
+        };
+        refused = true;
+        diags.push(
+            Diagnostic::new(
+                Code::UnknownArgument,
+                format!("`{}` does not apply to a polynomial given by `coeffs`", name.name),
+                Label::new(file, arg.span, "only for fitted polynomials"),
+            )
+            .help("the degree is the number of coefficients minus one; remove this argument, or remove `coeffs` to fit the polynomial instead"),
+        );
+        false
+    });
+    let b = bind(&call, GIVEN_ACT_PARAMS, &Env::new(), file, diags);
+    let range = b.float("range", None, |r| r > 0.0, "a positive number", diags);
+    let basis = b.word(
+        "basis",
+        "chebyshev",
+        &["chebyshev", "power", "raw_power"],
+        diags,
+    );
+    let learnable = b.bool("learnable", false, diags);
+    let coeffs = given_coeffs(&b, file, diags);
+    if b.failed || refused {
+        return None;
+    }
+    let coeffs = coeffs?;
+    Some(PolyAct {
+        def: def.name.name.clone(),
+        degree: (coeffs.len() - 1) as u32,
+        basis: Basis::from_name(basis?).unwrap_or(Basis::Chebyshev),
+        range: range?,
+        // Unused for given coefficients (see `PolyAct::coeffs`).
+        fit: FitTarget::Relu,
+        fit_method: FitMethod::LeastSquares { points: 100 },
+        learnable: learnable?,
+        coeffs: Some(coeffs),
+    })
+}
+
+/// The `coeffs` list: finite numbers, trailing zeros dropped, degree 1 to 31.
+fn given_coeffs(b: &Bound, file: FileId, diags: &mut Vec<Diagnostic>) -> Option<Vec<f64>> {
+    let (value, span) = b.values.get("coeffs")?;
+    let numbers: Option<Vec<f64>> = match value {
+        Value::List(items) => items.iter().map(Value::as_f64).collect(),
+        _ => None,
+    };
+    let Some(mut coeffs) = numbers else {
+        type_error(*span, file, "a list of numbers [a0, a1, ...]", value, diags);
+        return None;
+    };
+    let out_of_range = |message: String, label: &str, help: &str| {
+        Diagnostic::new(Code::OutOfRange, message, Label::new(file, *span, label))
+            .help(help.to_string())
+    };
+    if let Some(k) = coeffs.iter().position(|c| !c.is_finite()) {
+        diags.push(out_of_range(
+            format!("coefficient a{k} is not a finite number"),
+            "not finite",
+            "write every coefficient as a finite number",
+        ));
+        return None;
+    }
+    while coeffs.len() > 1 && coeffs.last() == Some(&0.0) {
+        coeffs.pop();
+    }
+    if coeffs.len() < 2 {
+        diags.push(out_of_range(
+            "a constant polynomial is not an activation".into(),
+            "no coefficient past a0 is non-zero",
+            "give at least a0 and a1, e.g. `coeffs: [0, 0, 1]` for x^2",
+        ));
+        return None;
+    }
+    if coeffs.len() > MAX_GIVEN_COEFFS {
+        diags.push(out_of_range(
+            format!(
+                "degree {} is above the maximum of {}",
+                coeffs.len() - 1,
+                MAX_GIVEN_COEFFS - 1
+            ),
+            "too many coefficients",
+            "give at most 32 coefficients (degree 31)",
+        ));
+        return None;
+    }
+    Some(coeffs)
+}
+
+/// A least-squares fit of degree d has d + 1 coefficients and needs more
+/// points than its degree; minimax chooses its own points.
+fn fit_is_determined(
+    b: &Bound,
+    degree: i64,
+    method: &str,
+    points: usize,
+    file: FileId,
+    diags: &mut Vec<Diagnostic>,
+) -> bool {
+    if method == "minimax" {
+        if b.has("points") {
+            diags.push(
+                Diagnostic::new(
+                    Code::UnknownArgument,
+                    "`points` applies only to `method: lstsq`",
+                    Label::new(file, b.span("points"), "ignored by a minimax fit"),
+                )
+                .help("remove `points`: the minimax (Remez) fit chooses its own points"),
+            );
+            return false;
+        }
+        return true;
+    }
+    if points as i64 <= degree {
+        let coefficients = degree + 1;
+        diags.push(
+            Diagnostic::new(
+                Code::OutOfRange,
+                format!(
+                    "{points} fit points cannot determine the {coefficients} coefficients of a degree-{degree} polynomial"
+                ),
+                Label::new(file, b.span("points"), format!("needs at least {coefficients}")),
+            )
+            .help(format!(
+                "use at least `points: {coefficients}` (the default 100 suits every degree), or lower the degree"
+            ))
+            .fix(Fix::replace(
+                format!("Use `points: {coefficients}`"),
+                file,
+                b.span("points"),
+                coefficients.to_string(),
+            )),
+        );
+        return false;
+    }
+    true
+}
+
+pub const TRAIN_KEYS: &[&str] = &[
     "data",
     "epochs",
     "batch",
@@ -233,7 +401,9 @@ pub fn train(section: Option<&Section>, file: FileId, diags: &mut Vec<Diagnostic
     };
     let env = Env::new();
     let mut seen = Vec::new();
-    let mut poly_lr_scale_in_optimizer = None;
+    // `poly_lr_scale` may be given in `train` or in the optimizer, not both.
+    let mut scale_in_train: Option<Span> = None;
+    let mut scale_in_optimizer: Option<(f64, Span)> = None;
     for entry in &section.entries {
         if duplicate(&mut seen, &entry.key, "train", file, diags) {
             continue;
@@ -278,6 +448,7 @@ pub fn train(section: Option<&Section>, file: FileId, diags: &mut Vec<Diagnostic
                 ) {
                     cfg.poly_lr_scale = v;
                 }
+                scale_in_train = Some(entry.key.span);
             }
             "activation" => {
                 if let Some(w) = single("activation", diags).word(
@@ -297,7 +468,7 @@ pub fn train(section: Option<&Section>, file: FileId, diags: &mut Vec<Diagnostic
             "optimizer" => {
                 if let Some((opt, scale)) = optimizer(entry, &env, file, diags) {
                     cfg.optimizer = opt;
-                    poly_lr_scale_in_optimizer = scale;
+                    scale_in_optimizer = scale;
                 }
             }
             "schedule" => {
@@ -327,8 +498,18 @@ pub fn train(section: Option<&Section>, file: FileId, diags: &mut Vec<Diagnostic
             ),
         }
     }
-    if let Some(scale) = poly_lr_scale_in_optimizer {
-        info.config.poly_lr_scale = scale;
+    match (scale_in_train, scale_in_optimizer) {
+        (Some(first), Some((_, again))) => diags.push(
+            Diagnostic::new(
+                Code::Duplicate,
+                "`poly_lr_scale` is set twice in `train`: as a setting and in the optimizer",
+                Label::new(file, again, "set again in the optimizer"),
+            )
+            .with(Label::new(file, first, "first set here"))
+            .help("keep one of the two: `poly_lr_scale: X` in `train` or `poly_lr_scale: X` in the optimizer"),
+        ),
+        (None, Some((scale, _))) => info.config.poly_lr_scale = scale,
+        _ => {}
     }
     info
 }
@@ -400,12 +581,13 @@ fn data(
     }
 }
 
+/// The optimizer, and its `poly_lr_scale` with the span where it was written.
 fn optimizer(
     entry: &Entry,
     env: &Env,
     file: FileId,
     diags: &mut Vec<Diagnostic>,
-) -> Option<(Optimizer, Option<f64>)> {
+) -> Option<(Optimizer, Option<(f64, Span)>)> {
     let call = expect_call(entry, &["adamw", "sgd"], file, diags)?;
     let pos = |x: f64| x > 0.0;
     let nonneg = |x: f64| x >= 0.0;
@@ -443,7 +625,7 @@ fn optimizer(
                 beta2: b2?,
                 eps: eps?,
             },
-            scale,
+            scale.map(|x| (x, b.span("poly_lr_scale"))),
         ))
     } else {
         let spec = [
@@ -475,7 +657,7 @@ fn optimizer(
                 weight_decay: wd?,
                 nesterov: nesterov?,
             },
-            scale,
+            scale.map(|x| (x, b.span("poly_lr_scale"))),
         ))
     }
 }
@@ -657,7 +839,10 @@ fn clip(
     }))
 }
 
-const HE_KEYS: &[&str] = &["scheme", "security", "depth"];
+pub const HE_KEYS: &[&str] = &["scheme", "security", "depth"];
+
+/// Largest `depth` budget in `he` (far above what CKKS parameters reach).
+pub const MAX_DEPTH_BUDGET: i64 = 10_000;
 
 /// `he { scheme: ckks  security: 128  depth: 40 }`; returns the config and
 /// the span of `depth` when a budget is set.
@@ -714,7 +899,7 @@ pub fn he(
             }
             "depth" => {
                 let b = bind(&call, &[req("depth")], &Env::new(), file, diags);
-                if let Some(d) = b.int("depth", None, 1, 10_000, diags) {
+                if let Some(d) = b.int("depth", None, 1, MAX_DEPTH_BUDGET, diags) {
                     cfg.depth_budget = Some(d as u32);
                     depth_span = Some(entry.span);
                 }

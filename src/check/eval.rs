@@ -11,6 +11,21 @@ pub const MAX_RANGE: i64 = 100_000;
 /// Names visible to an expression: loop variables and block parameters.
 pub type Env = HashMap<String, Value>;
 
+/// The value of a name whose definition failed (bad or missing `classes`):
+/// the failure was reported, so its uses fail silently instead of
+/// reporting a type error each.
+pub fn unknown() -> Value {
+    Value::Ident(UNKNOWN.to_string())
+}
+
+/// Whether `v` is [`unknown`].
+pub fn is_unknown(v: &Value) -> bool {
+    matches!(v, Value::Ident(n) if n == UNKNOWN)
+}
+
+/// Cannot be written in a source file (identifiers are ASCII words).
+const UNKNOWN: &str = "\u{0}unknown";
+
 /// Evaluate `expr` in `env`. Bare names not bound in `env` evaluate to
 /// [`Value::Ident`] (option words such as `relu`, `chebyshev`).
 /// Errors are pushed to `diags` and give `None`.
@@ -36,11 +51,11 @@ pub fn eval(expr: &Expr, env: &Env, file: FileId, diags: &mut Vec<Diagnostic>) -
         }
         ExprKind::Str(s) => Some(Value::Str(s.clone())),
         ExprKind::Bool(b) => Some(Value::Bool(*b)),
-        ExprKind::Name(n) => Some(
-            env.get(n)
-                .cloned()
-                .unwrap_or_else(|| Value::Ident(n.clone())),
-        ),
+        ExprKind::Name(n) => match env.get(n) {
+            Some(v) if is_unknown(v) => None,
+            Some(v) => Some(v.clone()),
+            None => Some(Value::Ident(n.clone())),
+        },
         ExprKind::Paren(e) => eval(e, env, file, diags),
         ExprKind::List(items) => {
             let mut out = Vec::with_capacity(items.len());
@@ -374,6 +389,9 @@ pub fn closest<'a>(candidates: impl Iterator<Item = &'a str>, typed: &str) -> Op
         return None;
     }
     candidates
+        // Cheap first: names whose lengths differ by more than 2 are further
+        // away (names are ASCII words, so bytes are characters).
+        .filter(|c| c.len().abs_diff(typed.len()) <= 2)
         .map(|c| (edit_distance(c, typed), c))
         .filter(|(d, _)| *d <= 2)
         .min()

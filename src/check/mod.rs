@@ -12,10 +12,10 @@ pub mod nonhe;
 pub mod render;
 pub mod topics;
 
-pub use diag::{Code, Diagnostic, FileId, Label, Severity, SourceFile, Sources};
+pub use diag::{Code, Diagnostic, Edit, FileId, Fix, Label, Severity, SourceFile, Sources};
 pub use net::Origin;
 
-use crate::ir::{Model, OpKind, Shape, Value};
+use crate::ir::{Model, Op, OpKind, Shape, Value};
 use crate::syntax::{self, Expr, File, Item, Span};
 use eval::Env;
 use net::{ActInfo, BlockInfo, Builder, Defs};
@@ -33,9 +33,46 @@ pub struct Checked {
     pub diagnostics: Vec<Diagnostic>,
     /// Where each op (by name) was written.
     pub origins: HashMap<String, Origin>,
+    /// The network as far as it could be built, levels assigned, when there
+    /// is no `model` (errors); empty otherwise (see [`Checked::net`]).
+    pub partial_net: Vec<Op>,
+    /// Every `act` and `block` definition, in all files, in reading order.
+    pub definitions: Vec<Definition>,
+    /// For each imported file, the `import` in the main file that led to it.
+    pub imported_by: HashMap<FileId, Span>,
+    /// `depth` in `he`, when given and valid.
+    pub depth_budget: Option<u32>,
+    /// The syntax tree of each file that parsed (the main file first).
+    pub syntax: Vec<(FileId, File)>,
+}
+
+/// An `act` or `block` definition, for editors.
+#[derive(Debug, Clone)]
+pub struct Definition {
+    pub name: String,
+    pub file: FileId,
+    pub name_span: Span,
+    /// The whole definition.
+    pub span: Span,
+    pub kind: DefinitionKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum DefinitionKind {
+    /// None when the definition has errors.
+    Act(Option<crate::ir::PolyAct>),
+    /// Parameter names with their defaults as written.
+    Block {
+        params: Vec<(String, Option<String>)>,
+    },
 }
 
 impl Checked {
+    /// The expanded network: the model's, or as far as it could be built.
+    pub fn net(&self) -> &[Op] {
+        self.model.as_ref().map_or(&self.partial_net, |m| &m.net)
+    }
+
     pub fn has_errors(&self) -> bool {
         self.diagnostics
             .iter()
@@ -60,7 +97,30 @@ pub enum LoadError {
     },
     #[error("{path}: not UTF-8 text (invalid byte at offset {offset})")]
     NotUtf8 { path: String, offset: usize },
+    #[error("{path}: not a regular file")]
+    NotAFile { path: String },
+    #[error("{path}: {size} bytes, over the limit of {MAX_FILE_BYTES} bytes for a model file")]
+    TooLarge { path: String, size: u64 },
 }
+
+impl LoadError {
+    /// What to do about it, for the `help:` line.
+    pub fn help(&self) -> &'static str {
+        match self {
+            LoadError::Io { .. } => "give the path of a readable .pnn file",
+            LoadError::NotUtf8 { .. } => "save the file as UTF-8 text",
+            LoadError::NotAFile { .. } => "give a .pnn file, not a folder, a device or a pipe",
+            LoadError::TooLarge { .. } => {
+                "a model file is a few kilobytes; generate repeated layers with `for` loops and blocks"
+            }
+        }
+    }
+}
+
+/// Largest model or imported file read, in bytes. The largest model the
+/// checker accepts (100000 layers written out) is about 1 MiB; the cap keeps
+/// an import of a huge file from exhausting memory.
+pub const MAX_FILE_BYTES: u64 = 8 << 20;
 
 /// Loading a model for a later stage failed.
 #[derive(Debug, thiserror::Error)]
@@ -88,16 +148,67 @@ pub fn load_model(path: &Path) -> Result<Model, ModelError> {
     }
 }
 
+/// Read a model file: a regular file of at most [`MAX_FILE_BYTES`] of UTF-8.
+/// Devices, pipes and folders are refused before they are opened.
 fn read_text(path: &Path) -> Result<String, LoadError> {
+    use std::io::Read;
     let display = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
+    let io = |source| LoadError::Io {
         path: display.clone(),
         source,
-    })?;
+    };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if !meta.is_file() {
+        return Err(LoadError::NotAFile { path: display });
+    }
+    let too_large = |size| LoadError::TooLarge {
+        path: display.clone(),
+        size,
+    };
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(too_large(meta.len()));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(io)?;
+    // The file may have grown since `metadata`.
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_large(bytes.len() as u64));
+    }
     String::from_utf8(bytes).map_err(|e| LoadError::NotUtf8 {
         path: display,
         offset: e.utf8_error().valid_up_to(),
     })
+}
+
+/// Where the checker reads imported files from: the disk, or (in an
+/// editor) open, unsaved buffers over it.
+pub trait Files {
+    /// The identity of a path, for import cycles and repeated imports.
+    fn canonicalize(&self, path: &Path) -> std::io::Result<PathBuf>;
+    /// The text of a file, with the limits of [`read_text`].
+    fn read(&self, path: &Path) -> Result<String, LoadError>;
+}
+
+/// The file system.
+pub struct Disk;
+
+impl Disk {
+    /// A model file's text, with the limits of imports.
+    pub fn read_path(&self, path: &Path) -> Result<String, LoadError> {
+        read_text(path)
+    }
+}
+
+impl Files for Disk {
+    fn canonicalize(&self, path: &Path) -> std::io::Result<PathBuf> {
+        std::fs::canonicalize(path)
+    }
+
+    fn read(&self, path: &Path) -> Result<String, LoadError> {
+        read_text(path)
+    }
 }
 
 /// Check the file at `path`; imports resolve relative to its folder.
@@ -108,43 +219,66 @@ pub fn check_path(path: &Path) -> Result<Checked, LoadError> {
 
 /// Check `text` as if read from `path` (imports resolve relative to `path`'s folder).
 pub fn check_source(path: &str, text: &str) -> Checked {
+    check_source_in(path, text, &Disk)
+}
+
+/// [`check_source`] with imports read through `files`.
+pub fn check_source_in(path: &str, text: &str, files: &dyn Files) -> Checked {
     let mut sources = Sources::default();
     let main = sources.add(path.to_string(), text.to_string());
     let mut diags = Vec::new();
-    let mut files: Vec<(FileId, File)> = Vec::new();
-    match syntax::parse(text) {
-        Ok(f) => files.push((main, f)),
-        Err(e) => diags.push(syntax_diag(main, e)),
-    }
-    if files.is_empty() {
-        return finish(sources, None, diags, HashMap::new());
-    }
+    let ast = match syntax::parse(text) {
+        Ok(f) => f,
+        Err(e) => {
+            diags.push(syntax_diag(main, e));
+            return finish(sources, Built::default(), diags);
+        }
+    };
+    let mut asts: Vec<(FileId, File)> = vec![(main, ast)];
     let mut loader = Loader {
         sources: &mut sources,
-        files: &mut files,
+        files: &mut asts,
         diags: &mut diags,
+        fs: files,
         loaded: Vec::new(),
+        failed: false,
+        imported_by: HashMap::new(),
     };
     let main_dir = Path::new(path)
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default();
-    let mut stack = vec![std::fs::canonicalize(path).unwrap_or_else(|_| PathBuf::from(path))];
+    let mut stack = vec![
+        files
+            .canonicalize(Path::new(path))
+            .unwrap_or_else(|_| PathBuf::from(path)),
+    ];
     loader.imports(0, &main_dir, &mut stack);
-    let (model, origins) = check_files(&sources, &files, &mut diags);
-    finish(sources, model, diags, origins)
+    let imports_failed = loader.failed;
+    let imported_by = std::mem::take(&mut loader.imported_by);
+    let mut built = check_files(&sources, &asts, imports_failed, &mut diags);
+    built.imported_by = imported_by;
+    built.syntax = asts;
+    finish(sources, built, diags)
 }
 
 fn syntax_diag(file: FileId, e: syntax::SyntaxError) -> Diagnostic {
     Diagnostic::new(Code::Syntax, e.message, Label::new(file, e.span, "here")).help(e.help)
 }
 
-fn finish(
-    sources: Sources,
+/// What [`check_files`] built, for [`Checked`].
+#[derive(Default)]
+struct Built {
     model: Option<Model>,
-    mut diags: Vec<Diagnostic>,
+    partial_net: Vec<Op>,
     origins: HashMap<String, Origin>,
-) -> Checked {
+    definitions: Vec<Definition>,
+    imported_by: HashMap<FileId, Span>,
+    depth_budget: Option<u32>,
+    syntax: Vec<(FileId, File)>,
+}
+
+fn finish(sources: Sources, built: Built, mut diags: Vec<Diagnostic>) -> Checked {
     // The same mistake inside a block used many times is reported once.
     let mut seen = std::collections::HashSet::new();
     diags.retain(|d| {
@@ -156,13 +290,31 @@ fn finish(
             d.message.clone(),
         ))
     });
-    diags.sort_by_key(|d| (d.primary.file, d.primary.span.start, d.primary.span.end));
+    // Root causes first, then by place.
+    diags.sort_by_key(|d| {
+        (
+            !d.root_cause,
+            d.primary.file,
+            d.primary.span.start,
+            d.primary.span.end,
+        )
+    });
     let has_errors = diags.iter().any(|d| d.severity() == Severity::Error);
+    let (model, partial_net) = match built.model {
+        Some(m) if !has_errors => (Some(m), Vec::new()),
+        Some(m) => (None, m.net),
+        None => (None, built.partial_net),
+    };
     Checked {
         sources,
-        model: if has_errors { None } else { model },
+        model,
         diagnostics: diags,
-        origins,
+        origins: built.origins,
+        partial_net,
+        definitions: built.definitions,
+        imported_by: built.imported_by,
+        depth_budget: built.depth_budget,
+        syntax: built.syntax,
     }
 }
 
@@ -171,7 +323,13 @@ struct Loader<'a> {
     sources: &'a mut Sources,
     files: &'a mut Vec<(FileId, File)>,
     diags: &'a mut Vec<Diagnostic>,
+    fs: &'a dyn Files,
     loaded: Vec<PathBuf>,
+    /// For each imported file, the main file's `import` that led to it.
+    imported_by: HashMap<FileId, Span>,
+    /// Whether an import could not be read or parsed: names it would have
+    /// defined are then unknown, and not reported again as such.
+    failed: bool,
 }
 
 impl Loader<'_> {
@@ -190,16 +348,18 @@ impl Loader<'_> {
         };
         for (rel, span) in imports {
             let joined = dir.join(&rel);
-            let canonical = match std::fs::canonicalize(&joined) {
+            let canonical = match self.fs.canonicalize(&joined) {
                 Ok(c) => c,
                 Err(e) => {
+                    self.failed = true;
                     self.diags.push(
                         Diagnostic::new(
                             Code::ImportFailed,
                             format!("cannot import `{rel}`: {e}"),
                             Label::new(file, span, format!("looked for {}", joined.display())),
                         )
-                        .help("import paths are relative to the importing file's folder"),
+                        .help("import paths are relative to the importing file's folder")
+                        .root_cause(),
                     );
                     continue;
                 }
@@ -219,21 +379,25 @@ impl Loader<'_> {
                 continue;
             }
             self.loaded.push(canonical.clone());
-            let text = match read_text(&joined) {
+            let text = match self.fs.read(&joined) {
                 Ok(t) => t,
                 Err(e) => {
+                    self.failed = true;
                     self.diags.push(
                         Diagnostic::new(
                             Code::ImportFailed,
                             format!("cannot import `{rel}`"),
                             Label::new(file, span, e.to_string()),
                         )
-                        .help("import only UTF-8 .pnn files"),
+                        .help(e.help())
+                        .root_cause(),
                     );
                     continue;
                 }
             };
             let id = self.sources.add(joined.display().to_string(), text);
+            let root = self.imported_by.get(&file).copied().unwrap_or(span);
+            self.imported_by.insert(id, root);
             match syntax::parse(self.sources.text(id)) {
                 Ok(ast) => {
                     for item in &ast.items {
@@ -256,154 +420,116 @@ impl Loader<'_> {
                     self.imports(next, &sub_dir, stack);
                     stack.pop();
                 }
-                Err(e) => self.diags.push(syntax_diag(id, e).with(Label::new(
-                    file,
-                    span,
-                    "imported here",
-                ))),
+                Err(e) => {
+                    self.failed = true;
+                    self.diags.push(
+                        syntax_diag(id, e)
+                            .with(Label::new(file, span, "imported here"))
+                            .root_cause(),
+                    );
+                }
             }
         }
     }
 }
 
-/// The main file's single-occurrence items.
+/// The main file's single-occurrence items, each with the span where it was written.
 #[derive(Default)]
 struct Header<'a> {
     model: Option<(&'a syntax::Ident, Span)>,
     input: Option<(&'a Expr, Span)>,
     classes: Option<(&'a Expr, Span)>,
     net: Option<(&'a [syntax::Stmt], Span)>,
-    train: Option<&'a syntax::Section>,
-    he: Option<&'a syntax::Section>,
+    train: Option<(&'a syntax::Section, Span)>,
+    he: Option<(&'a syntax::Section, Span)>,
 }
 
+/// Fill `slot` with `value`, or report E0005 when it was already given.
 fn once<T>(
-    slot: &mut Option<T>,
+    slot: &mut Option<(T, Span)>,
     value: T,
     what: &str,
     span: Span,
-    first: Option<Span>,
     file: FileId,
     diags: &mut Vec<Diagnostic>,
 ) {
-    if slot.is_some() {
-        let mut d = Diagnostic::new(
-            Code::Duplicate,
-            format!("`{what}` is given twice"),
-            Label::new(file, span, "given again here"),
-        )
-        .help(format!("keep one `{what}`"));
-        if let Some(f) = first {
-            d = d.with(Label::new(file, f, "first given here"));
-        }
-        diags.push(d);
-    } else {
-        *slot = Some(value);
+    match slot {
+        Some((_, first)) => diags.push(
+            Diagnostic::new(
+                Code::Duplicate,
+                format!("`{what}` is given twice"),
+                Label::new(file, span, "given again here"),
+            )
+            .help(format!("keep one `{what}`"))
+            .with(Label::new(file, *first, "first given here")),
+        ),
+        None => *slot = Some((value, span)),
     }
 }
 
-fn check_files(
-    sources: &Sources,
-    files: &[(FileId, File)],
-    diags: &mut Vec<Diagnostic>,
-) -> (Option<Model>, HashMap<String, Origin>) {
-    let main = files[0].0;
+/// Collect the main file's header items, reporting duplicates and missing ones.
+fn header<'a>(ast: &'a File, main: FileId, end: Span, diags: &mut Vec<Diagnostic>) -> Header<'a> {
     let mut h = Header::default();
-    let mut firsts: HashMap<&str, Span> = HashMap::new();
-    for item in &files[0].1.items {
+    for item in &ast.items {
         let span = item.span();
         match item {
-            Item::Model { name, span } => once(
-                &mut h.model,
-                (name, *span),
-                "model",
-                *span,
-                firsts.get("model").copied(),
-                main,
-                diags,
-            ),
-            Item::Input { shape, span } => once(
-                &mut h.input,
-                (shape, *span),
-                "input",
-                *span,
-                firsts.get("input").copied(),
-                main,
-                diags,
-            ),
-            Item::Classes { value, span } => once(
-                &mut h.classes,
-                (value, *span),
-                "classes",
-                *span,
-                firsts.get("classes").copied(),
-                main,
-                diags,
-            ),
-            Item::Net { body, span } => once(
-                &mut h.net,
-                (body.as_slice(), *span),
-                "net",
-                *span,
-                firsts.get("net").copied(),
-                main,
-                diags,
-            ),
-            Item::Train(s) => once(
-                &mut h.train,
-                s,
-                "train",
-                s.span,
-                firsts.get("train").copied(),
-                main,
-                diags,
-            ),
-            Item::He(s) => once(
-                &mut h.he,
-                s,
-                "he",
-                s.span,
-                firsts.get("he").copied(),
-                main,
-                diags,
-            ),
-            _ => continue,
+            Item::Model { name, .. } => once(&mut h.model, name, "model", span, main, diags),
+            Item::Input { shape, .. } => once(&mut h.input, shape, "input", span, main, diags),
+            Item::Classes { value, .. } => {
+                once(&mut h.classes, value, "classes", span, main, diags)
+            }
+            Item::Net { body, .. } => once(&mut h.net, body.as_slice(), "net", span, main, diags),
+            Item::Train(s) => once(&mut h.train, s, "train", span, main, diags),
+            Item::He(s) => once(&mut h.he, s, "he", span, main, diags),
+            _ => {}
         }
-        let key = match item {
-            Item::Model { .. } => "model",
-            Item::Input { .. } => "input",
-            Item::Classes { .. } => "classes",
-            Item::Net { .. } => "net",
-            Item::Train(_) => "train",
-            _ => "he",
-        };
-        firsts.entry(key).or_insert(span);
     }
-    let end = Span::new(sources.text(main).len(), sources.text(main).len());
-    let missing = |what: &str, example: &str, diags: &mut Vec<Diagnostic>| {
+    // A file of definitions only is a library: it has no sections to miss.
+    let library = ast
+        .items
+        .iter()
+        .any(|i| matches!(i, Item::Act(_) | Item::Block(_)))
+        && ast
+            .items
+            .iter()
+            .all(|i| matches!(i, Item::Import { .. } | Item::Act(_) | Item::Block(_)));
+    if library {
+        return h;
+    }
+    let mut missing = |what: &str, example: &str| {
         diags.push(
             Diagnostic::new(
                 Code::MissingSection,
                 format!("the model has no `{what}`"),
                 Label::new(main, end, format!("`{what}` expected")),
             )
-            .help(format!("add `{example}`")),
+            .help(format!("add `{example}`"))
+            .root_cause(),
         );
     };
     if h.model.is_none() {
-        missing("model", "model my_model", diags);
+        missing("model", "model my_model");
     }
     if h.input.is_none() {
-        missing("input", "input [1, 28, 28]", diags);
+        missing("input", "input [1, 28, 28]");
     }
     if h.classes.is_none() {
-        missing("classes", "classes 10", diags);
+        missing("classes", "classes 10");
     }
     if h.net.is_none() {
-        missing("net", "net { flatten; dense(classes) }", diags);
+        missing("net", "net { flatten; dense(classes) }");
     }
+    h
+}
 
-    // Definitions from every file.
+/// The `act` and `block` definitions of every file (for the network, and
+/// for editors); a name defined twice is E0005.
+fn definitions<'a>(
+    files: &'a [(FileId, File)],
+    sources: &Sources,
+    diags: &mut Vec<Diagnostic>,
+) -> (Defs<'a>, Vec<Definition>) {
+    let mut list = Vec::new();
     let mut defs = Defs {
         acts: HashMap::new(),
         blocks: HashMap::new(),
@@ -429,26 +555,25 @@ fn check_files(
                 );
                 continue;
             }
+            if net::BUILTINS.contains(&name.name.as_str()) {
+                diags.push(builtin_name(item, name, *file));
+                continue;
+            }
             def_spans.insert(name.name.clone(), (*file, name.span));
             match item {
                 Item::Act(a) => {
-                    let arg_span = |key: &str| {
-                        a.call
-                            .args
-                            .iter()
-                            .find(|x| x.name.as_ref().is_some_and(|n| n.name == key))
-                            .map_or(a.call.span, |x| x.span)
-                    };
-                    let info = ActInfo {
-                        act: config::act(a, *file, diags),
+                    let info = act_info(a, *file, diags);
+                    list.push(Definition {
+                        name: a.name.name.clone(),
                         file: *file,
-                        span: a.name.span,
-                        degree_span: arg_span("degree"),
-                        range_span: arg_span("range"),
-                    };
+                        name_span: a.name.span,
+                        span: a.span,
+                        kind: DefinitionKind::Act(info.act.clone()),
+                    });
                     defs.acts.insert(a.name.name.clone(), info);
                 }
                 Item::Block(b) => {
+                    list.push(block_definition(b, *file, sources.text(*file)));
                     defs.blocks.insert(
                         b.name.name.clone(),
                         BlockInfo {
@@ -461,36 +586,104 @@ fn check_files(
             }
         }
     }
+    (defs, list)
+}
 
-    // Header values.
-    let input = h.input.and_then(|(e, _)| input_shape(e, main, diags));
-    let (classes, class_names) = h
-        .classes
-        .map_or((None, Vec::new()), |(e, _)| classes(e, main, diags));
-    if let Some(c) = classes {
-        defs.globals.insert("classes".into(), Value::Int(c as i64));
+fn block_definition(b: &syntax::BlockDef, file: FileId, text: &str) -> Definition {
+    let params = b
+        .params
+        .iter()
+        .map(|p| {
+            let default = p
+                .default
+                .as_ref()
+                .and_then(|d| text.get(d.span.start..d.span.end))
+                .map(String::from);
+            (p.name.name.clone(), default)
+        })
+        .collect();
+    Definition {
+        name: b.name.name.clone(),
+        file,
+        name_span: b.name.span,
+        span: b.span,
+        kind: DefinitionKind::Block { params },
     }
-    let train = config::train(h.train, main, diags);
-    if let Some(spec) = &train.config.data {
-        data_fit(
-            spec,
-            h.input.map(|(_, s)| s),
-            input.as_ref(),
-            h.classes,
-            classes,
-            main,
-            diags,
-        );
-    }
-    let (he, depth_span) = config::he(h.he, main, diags);
+}
 
-    // The network.
-    let mut builder = Builder::new(&defs, sources);
+/// A user definition may not take a built-in layer's name: the layer would
+/// silently win at every use.
+fn builtin_name(item: &Item, name: &syntax::Ident, file: FileId) -> Diagnostic {
+    let what = if matches!(item, Item::Act(_)) {
+        "an activation"
+    } else {
+        "a block"
+    };
+    Diagnostic::new(
+        Code::Duplicate,
+        format!("`{}` is a built-in layer and cannot name {what}", name.name),
+        Label::new(file, name.span, "built-in layer name"),
+    )
+    .help(format!(
+        "rename it, e.g. `my_{}`: built-in layer names ({}) are reserved",
+        name.name,
+        net::BUILTINS.join(", ")
+    ))
+}
+
+fn act_info(a: &syntax::ActDef, file: FileId, diags: &mut Vec<Diagnostic>) -> ActInfo {
+    let arg_span = |key: &str| {
+        a.call
+            .args
+            .iter()
+            .find(|x| x.name.as_ref().is_some_and(|n| n.name == key))
+            .map_or(a.call.span, |x| x.span)
+    };
+    ActInfo {
+        act: config::act(a, file, diags),
+        file,
+        span: a.name.span,
+        degree_span: arg_span("degree"),
+        range_span: arg_span("range"),
+    }
+}
+
+/// What the network is built from besides its definitions.
+struct NetInput {
+    shape: Option<Shape>,
+    classes: Option<usize>,
+    imports_failed: bool,
+}
+
+/// The expanded network with levels assigned, and what later checks need of it.
+struct Net {
+    /// Expansion stopped at the layer limit.
+    truncated: bool,
+    ops: Vec<crate::ir::Op>,
+    params: u64,
+    depth: u32,
+    used_acts: Vec<String>,
+    origins: HashMap<String, Origin>,
+}
+
+/// Expand `net`, check its output against `classes`, place activations,
+/// fold batchnorms and assign levels.
+fn build_net(
+    h: &Header<'_>,
+    defs: &Defs<'_>,
+    sources: &Sources,
+    input: NetInput,
+    placement: config::Placement,
+    main: FileId,
+    diags: &mut Vec<Diagnostic>,
+) -> Net {
+    let mut builder = Builder::new(defs, sources);
+    builder.imports_failed = input.imports_failed;
     let (mut ops, out_shape) = match h.net {
-        Some((body, _)) => builder.build(body, main, input.clone()),
+        Some((body, span)) => builder.build(body, main, span.start, input.shape),
         None => (Vec::new(), None),
     };
-    if let (Some(out), Some(c), Some((body, net_span))) = (&out_shape, classes, h.net)
+    if let (Some(out), Some(c), Some((body, net_span))) = (&out_shape, input.classes, h.net)
         && out.dims() != [c]
     {
         let at = body.last().map_or(net_span, |s| s.span());
@@ -508,43 +701,130 @@ fn check_files(
     let origins = std::mem::take(&mut builder.origins);
     diags.append(&mut builder.diags);
 
-    depth::apply_placement(&mut ops, train.placement);
+    depth::apply_placement(&mut ops, placement);
     depth::mark_foldable(&mut ops);
     let depth = depth::assign_levels(&mut ops, 0);
-
-    lints(&ops, &origins, &defs, &used_acts, &train, main, diags);
-    if let (Some(budget), Some(dspan)) = (he.depth_budget, depth_span)
-        && depth > budget
-    {
-        budget_error(&ops, &origins, budget, depth, main, dspan, diags);
+    Net {
+        truncated: builder.limit_crossed(),
+        ops,
+        params,
+        depth,
+        used_acts,
+        origins,
     }
+}
 
+/// SHA-256 of every source file's text, in the order read (hex).
+fn source_hash(sources: &Sources) -> String {
     let mut hasher = Sha256::new();
     for f in &sources.files {
         hasher.update(f.text.as_bytes());
     }
-    let source_hash = hasher
+    hasher
         .finalize()
         .iter()
         .map(|b| format!("{b:02x}"))
-        .collect::<String>();
+        .collect::<String>()
+}
 
-    let model = match (h.model, input, classes) {
-        (Some((name, _)), Some(input), Some(classes)) => Some(Model {
-            name: name.name.clone(),
-            source_hash,
-            input,
+fn check_files(
+    sources: &Sources,
+    files: &[(FileId, File)],
+    imports_failed: bool,
+    diags: &mut Vec<Diagnostic>,
+) -> Built {
+    let main = files[0].0;
+    let end = Span::new(sources.text(main).len(), sources.text(main).len());
+    let h = header(&files[0].1, main, end, diags);
+    let (mut defs, definitions) = definitions(files, sources, diags);
+
+    // Header values.
+    let input = h.input.and_then(|(e, _)| input_shape(e, main, diags));
+    let (classes, class_names) = h
+        .classes
+        .map_or((None, Vec::new()), |(e, _)| classes(e, main, diags));
+    // Without a valid `classes`, uses of the name stay silent: the cause is reported.
+    let classes_value = classes.map_or_else(eval::unknown, |c| Value::Int(c as i64));
+    defs.globals.insert("classes".into(), classes_value);
+    let train = config::train(h.train.map(|(s, _)| s), main, diags);
+    if let Some(spec) = &train.config.data {
+        data_fit(
+            spec,
+            h.input.map(|(_, s)| s),
+            input.as_ref(),
+            h.classes,
             classes,
-            class_names,
-            net: ops,
-            train: train.config,
-            he,
-            params,
-            depth,
-        }),
-        _ => None,
+            main,
+            diags,
+        );
+    }
+    let (he, depth_span) = config::he(h.he.map(|(s, _)| s), main, diags);
+
+    let net = build_net(
+        &h,
+        &defs,
+        sources,
+        NetInput {
+            shape: input.clone(),
+            classes,
+            imports_failed,
+        },
+        train.placement,
+        main,
+        diags,
+    );
+    lints(
+        &net.ops,
+        &net.origins,
+        &defs,
+        &net.used_acts,
+        &train,
+        main,
+        diags,
+    );
+    // A truncated network's depth says nothing: the layer limit is the cause.
+    if let (Some(budget), Some(dspan), false) = (he.depth_budget, depth_span, net.truncated)
+        && net.depth > budget
+    {
+        budget_error(
+            &net.ops,
+            &net.origins,
+            budget,
+            net.depth,
+            main,
+            dspan,
+            diags,
+        );
+    }
+
+    let depth_budget = he.depth_budget;
+    let (model, partial_net) = match (h.model, input, classes) {
+        (Some((name, _)), Some(input), Some(classes)) => (
+            Some(Model {
+                name: name.name.clone(),
+                source_hash: source_hash(sources),
+                input,
+                classes,
+                class_names,
+                net: net.ops,
+                train: train.config,
+                he,
+                params: net.params,
+                depth: net.depth,
+            }),
+            Vec::new(),
+        ),
+        _ => (None, net.ops),
     };
-    (model, origins)
+    Built {
+        model,
+        partial_net,
+        origins: net.origins,
+        definitions,
+        imported_by: HashMap::new(),
+        depth_budget,
+        syntax: Vec::new(),
+    }
 }
 
 fn input_shape(e: &Expr, file: FileId, diags: &mut Vec<Diagnostic>) -> Option<Shape> {
@@ -556,16 +836,35 @@ fn input_shape(e: &Expr, file: FileId, diags: &mut Vec<Diagnostic>) -> Option<Sh
             .collect(),
         _ => None,
     };
-    if dims.is_none() {
+    let Some(dims) = dims else {
         diags.push(
             Diagnostic::new(Code::OutOfRange, format!("invalid input shape `{v}`"), Label::new(file, e.span, "expected 1 to 3 positive sizes"))
                 .help(format!(
                     "write [features], [channels, length] or [channels, height, width], each from 1 to {}",
                     net::MAX_DIM
-                )),
+                ))
+                .root_cause(),
         );
+        return None;
+    };
+    let shape = Shape(dims);
+    if shape.numel() > net::MAX_NUMEL {
+        diags.push(
+            Diagnostic::new(
+                Code::TooLarge,
+                format!(
+                    "the input {shape} has {} values, over the limit of {}",
+                    net::value_count(shape.numel()),
+                    net::MAX_NUMEL
+                ),
+                Label::new(file, e.span, "input too large"),
+            )
+            .help("check the sizes: an HE input is one ciphertext's worth of values or a few, not billions")
+            .root_cause(),
+        );
+        return None;
     }
-    dims.map(Shape)
+    Some(shape)
 }
 
 fn classes(e: &Expr, file: FileId, diags: &mut Vec<Diagnostic>) -> (Option<usize>, Vec<String>) {
@@ -590,7 +889,8 @@ fn classes(e: &Expr, file: FileId, diags: &mut Vec<Diagnostic>) -> (Option<usize
                     format!("invalid number of classes `{v}`"),
                     Label::new(file, e.span, "expected 2 to 1000000, or a list of names"),
                 )
-                .help("write `classes 10` or `classes [\"cat\", \"dog\"]`"),
+                .help("write `classes 10` or `classes [\"cat\", \"dog\"]`")
+                .root_cause(),
             );
             (None, Vec::new())
         }

@@ -11,6 +11,74 @@ fn byte_range(sources: &Sources, label: &Label) -> Range<usize> {
     start..end
 }
 
+/// Longest line (bytes) and most lines per label drawn with the source.
+const MAX_DRAWN_LINE: usize = 1000;
+const MAX_DRAWN_LINES: usize = 50;
+
+/// Whether every label's lines are short and few enough to draw: drawing
+/// copies each label's lines, so a diagnostic on a huge line would make the
+/// output grow with the line's length times the number of diagnostics.
+fn drawable(sources: &Sources, d: &Diagnostic) -> bool {
+    std::iter::once(&d.primary).chain(&d.secondary).all(|l| {
+        let Some(file) = sources.files.get(l.file) else {
+            return true;
+        };
+        let r = byte_range(sources, l);
+        let (first, _) = file.line_start(r.start);
+        let (last, _) = file.line_start(r.end);
+        last - first < MAX_DRAWN_LINES
+            && (first..=last)
+                .all(|line| file.line_offset(line + 1) - file.line_offset(line) <= MAX_DRAWN_LINE)
+    })
+}
+
+/// A diagnostic without the source drawn: code, message, each label's place
+/// and message, help.
+fn plain(sources: &Sources, d: &Diagnostic) -> String {
+    let kind = match d.severity() {
+        Severity::Error => "Error",
+        Severity::Warning => "Warning",
+    };
+    let mut out = format!("[{}] {kind}: {}\n", d.code, d.message);
+    for l in std::iter::once(&d.primary).chain(&d.secondary) {
+        let (line, column) = sources.line_col(l.file, byte_range(sources, l).start);
+        out.push_str(&format!(
+            "   --> {}:{line}:{column}: {}\n",
+            sources.path(l.file),
+            l.message
+        ));
+    }
+    if !d.help.is_empty() {
+        out.push_str(&format!("   Help: {}\n", d.help));
+    }
+    out
+}
+
+/// The drawing order of a diagnostic's labels (primary first in the result):
+/// the primary's file first, then by file and end position. ariadne starts a
+/// new section, headed by the primary's location, whenever a label ends on a
+/// line above the one before it in the same file; in this order each file is
+/// one section.
+fn label_order(d: &Diagnostic) -> Vec<i32> {
+    let labels: Vec<&Label> = std::iter::once(&d.primary).chain(&d.secondary).collect();
+    let mut by_place: Vec<usize> = (0..labels.len()).collect();
+    by_place.sort_by_key(|&i| {
+        let l = labels[i];
+        (
+            l.file != d.primary.file,
+            l.file,
+            l.span.end,
+            l.span.start,
+            i,
+        )
+    });
+    let mut order = vec![0; labels.len()];
+    for (rank, i) in by_place.into_iter().enumerate() {
+        order[i] = rank as i32;
+    }
+    order
+}
+
 /// Render diagnostics as text, with ANSI colour when `color` is set.
 pub fn text(sources: &Sources, diags: &[Diagnostic], color: bool) -> String {
     use ariadne::{Color, Config, IndexType, Report, ReportKind};
@@ -22,6 +90,10 @@ pub fn text(sources: &Sources, diags: &[Diagnostic], color: bool) -> String {
     let mut cache = ariadne::sources(cache_entries);
     let mut out = Vec::new();
     for d in diags {
+        if !drawable(sources, d) {
+            out.extend_from_slice(plain(sources, d).as_bytes());
+            continue;
+        }
         let path = sources.path(d.primary.file).to_string();
         let kind = match d.severity() {
             Severity::Error => ReportKind::Error,
@@ -32,6 +104,7 @@ pub fn text(sources: &Sources, diags: &[Diagnostic], color: bool) -> String {
         } else {
             Color::Yellow
         };
+        let order = label_order(d);
         let mut report = Report::build(kind, (path.clone(), byte_range(sources, &d.primary)))
             .with_config(
                 Config::default()
@@ -44,14 +117,14 @@ pub fn text(sources: &Sources, diags: &[Diagnostic], color: bool) -> String {
                 ariadne::Label::new((path, byte_range(sources, &d.primary)))
                     .with_message(&d.primary.message)
                     .with_color(main_color)
-                    .with_order(0),
+                    .with_order(order[0]),
             );
-        for (i, l) in d.secondary.iter().enumerate() {
+        for (l, o) in d.secondary.iter().zip(&order[1..]) {
             report = report.with_label(
                 ariadne::Label::new((sources.path(l.file).to_string(), byte_range(sources, l)))
                     .with_message(&l.message)
                     .with_color(Color::Blue)
-                    .with_order(i as i32 + 1),
+                    .with_order(*o),
             );
         }
         if !d.help.is_empty() {
@@ -91,6 +164,23 @@ pub struct JsonDiagnostic {
     pub help: String,
     /// The primary label first, then secondary labels.
     pub labels: Vec<JsonLabel>,
+    /// Concrete replacements that resolve the diagnostic (absent when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fixes: Vec<JsonFix>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct JsonFix {
+    pub title: String,
+    pub edits: Vec<JsonEdit>,
+}
+
+/// Replace the byte range `span` of `file` by `text`.
+#[derive(Debug, Serialize)]
+pub struct JsonEdit {
+    pub file: String,
+    pub span: JsonSpan,
+    pub text: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -149,6 +239,25 @@ pub fn json_diagnostics(sources: &Sources, diags: &[Diagnostic]) -> Vec<JsonDiag
                 },
                 help: d.help.clone(),
                 labels,
+                fixes: d
+                    .fixes
+                    .iter()
+                    .map(|f| JsonFix {
+                        title: f.title.clone(),
+                        edits: f
+                            .edits
+                            .iter()
+                            .map(|e| JsonEdit {
+                                file: sources.path(e.file).to_string(),
+                                span: JsonSpan {
+                                    start: e.span.start,
+                                    end: e.span.end,
+                                },
+                                text: e.text.clone(),
+                            })
+                            .collect(),
+                    })
+                    .collect(),
             }
         })
         .collect()

@@ -83,7 +83,7 @@ pub fn check(args: &CheckArgs) -> ExitCode {
             Err(e) => {
                 io_failed = true;
                 eprintln!("error: {e}");
-                eprintln!("help: give the path of a UTF-8 .pnn model file");
+                eprintln!("help: {}", e.help());
             }
         }
     }
@@ -146,55 +146,11 @@ struct Row {
     depth: usize,
 }
 
-fn describe(op: &Op) -> String {
-    match &op.kind {
-        OpKind::Dense {
-            out_features, bias, ..
-        } => format!(
-            "dense({out_features}{})",
-            if *bias { "" } else { ", bias: false" }
-        ),
-        OpKind::Conv {
-            out_channels,
-            kernel,
-            stride,
-            padding,
-            ..
-        } => {
-            format!(
-                "conv({out_channels}, {}x{}, s{}, p{})",
-                kernel[0], kernel[1], stride[0], padding[0]
-            )
-        }
-        OpKind::BatchNorm { foldable, .. } => {
-            if *foldable {
-                "batchnorm".into()
-            } else {
-                "batchnorm (unfolded)".into()
-            }
-        }
-        OpKind::Poly(a) => format!("{} (poly deg {})", a.def, a.degree),
-        OpKind::AvgPool { kernel, stride } => {
-            format!("avgpool({}x{}, s{})", kernel[0], kernel[1], stride[0])
-        }
-        OpKind::Dropout { p } => format!("dropout({p})"),
-        OpKind::Scale { factor } => format!("scale({factor})"),
-        OpKind::Residual { shortcut, .. } => {
-            if shortcut.is_empty() {
-                "residual (identity)".into()
-            } else {
-                "residual (projection)".into()
-            }
-        }
-        other => other.keyword().into(),
-    }
-}
-
 fn rows(ops: &[Op], depth: usize, out: &mut Vec<Row>) {
     for op in ops {
         out.push(Row {
             name: op.name.clone(),
-            op: describe(op),
+            op: op.summary(),
             output: op.output.to_string(),
             params: op.params,
             levels: op.levels,
@@ -215,7 +171,7 @@ pub fn info(args: &InfoArgs) -> ExitCode {
     }
     let checked = match check::check_path(&args.file) {
         Ok(c) => c,
-        Err(e) => return io_error(&e, "give the path of a UTF-8 .pnn model file"),
+        Err(e) => return io_error(&e, e.help()),
     };
     let model = match (&checked.model, checked.has_errors()) {
         (Some(m), false) => m,

@@ -11,6 +11,7 @@ pub mod eval;
 pub mod export;
 pub mod failure;
 pub mod he_run;
+pub mod lsp;
 pub mod plot;
 pub mod plots;
 pub mod run;
@@ -39,6 +40,8 @@ pub enum Command {
     Fmt(check::FmtArgs),
     /// Explain a diagnostic code or a topic, e.g. `pnnc explain E0100`, `pnnc explain raw_power`.
     Explain(check::ExplainArgs),
+    /// Language server for editors, over stdin/stdout (docs/editors.md).
+    Lsp(lsp::LspArgs),
     /// The whole pipeline: check, train, calibrate, compile, simulate, summary.
     Run(run::RunArgs),
     /// Train a grid of degrees x methods x seeds; results table and plots.
@@ -66,6 +69,9 @@ pub enum Command {
     /// Time the checker on model files (median of repeated runs).
     #[command(hide = true)]
     BenchCheck(check::BenchArgs),
+    /// Time the language server's re-check after a keystroke (median).
+    #[command(hide = true)]
+    BenchLsp(lsp::BenchArgs),
 }
 
 /// Output format of `check` and `info`.
@@ -105,6 +111,7 @@ pub fn run(command: &Command) -> ExitCode {
         Command::Info(a) => check::info(a),
         Command::Fmt(a) => check::fmt(a),
         Command::Explain(a) => check::explain(a),
+        Command::Lsp(a) => lsp::run(a),
         Command::Data(a) => data::run(a),
         Command::Run(a) => run::run(a),
         Command::Sweep(a) => sweep::run(a),
@@ -118,5 +125,6 @@ pub fn run(command: &Command) -> ExitCode {
         Command::Calibrate(a) => calibrate::run(a),
         Command::HeRun(a) => he_run::run(a),
         Command::BenchCheck(a) => check::bench(a),
+        Command::BenchLsp(a) => lsp::bench(a),
     }
 }

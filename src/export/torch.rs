@@ -138,7 +138,24 @@ struct ExportConfig<'a> {
 /// layer kind or basis must be decided here (and in `pnnc_torch/net.py`)
 /// before it compiles.
 fn check_op(op: &Op) -> Result<(), ExportError> {
+    let unsupported = |what: &str| {
+        Err(ExportError::Unsupported {
+            layer: op.name.clone(),
+            loc: op.loc.to_string(),
+            what: what.to_string(),
+        })
+    };
+    let sequence = op.input.dims().len() == 2;
     match &op.kind {
+        // Not yet in the package: refused by name rather than trained wrongly.
+        OpKind::Poly(p) if p.coeffs.is_some() => {
+            unsupported("a given polynomial `poly(coeffs: ...)`")
+        }
+        OpKind::Conv { groups, .. } if *groups > 1 => {
+            unsupported(&format!("a grouped convolution (groups: {groups})"))
+        }
+        OpKind::Conv { .. } if sequence => unsupported("a 1-D convolution on a [c, n] input"),
+        OpKind::AvgPool { .. } if sequence => unsupported("1-D average pooling on a [c, n] input"),
         OpKind::Poly(p) => match p.basis {
             Basis::Chebyshev | Basis::Power | Basis::RawPower => Ok(()),
         },
@@ -552,6 +569,36 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("pnnc-export-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         dir
+    }
+
+    /// Layers the package does not implement yet are refused by name, never
+    /// dropped or trained as something else.
+    #[test]
+    fn layers_the_package_lacks_are_refused_naming_the_layer() {
+        let cases = [
+            (
+                "input [4, 8, 8]",
+                "conv(8, 3, groups: 4)",
+                "grouped convolution",
+            ),
+            ("input [4, 16]", "conv(8, 3)", "1-D convolution"),
+            ("input [4, 16]", "avgpool(2)", "1-D average pooling"),
+            ("input [4]", "dense(8); q", "given polynomial"),
+        ];
+        for (input, layer, what) in cases {
+            let src = format!(
+                "model m\n{input}\nclasses 2\nact q = poly(coeffs: [0, 0, 1], range: 6)\nnet {{\n  {layer}\n  flatten\n  dense(classes)\n}}\n"
+            );
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("m.pnn");
+            std::fs::write(&path, &src).unwrap();
+            let m = crate::check::load_model(&path).unwrap_or_else(|e| panic!("{src}: {e:?}"));
+            let err = check_expressible(&m).unwrap_err().to_string();
+            assert!(
+                err.contains(what) && err.contains("cannot be expressed"),
+                "{layer}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -187,6 +187,7 @@ pub fn op_map(op: &Op, params: &dyn ParamSource) -> Result<Option<AffineMap>, St
             stride,
             padding,
             bias,
+            groups,
         } => {
             let w = params.param(op, "weight")?;
             let b = if *bias {
@@ -202,6 +203,7 @@ pub fn op_map(op: &Op, params: &dyn ParamSource) -> Result<Option<AffineMap>, St
                 *kernel,
                 *stride,
                 *padding,
+                *groups,
                 &w,
                 &b,
             )?
@@ -246,10 +248,15 @@ pub fn op_map(op: &Op, params: &dyn ParamSource) -> Result<Option<AffineMap>, St
     Ok(Some(map))
 }
 
+/// (C, H, W) of an image, or of a sequence [C, T] as [C, 1, T] (1-D conv
+/// and pooling are stored as 2-D ones over a height of 1).
 fn spatial(shape: &[usize], what: &str) -> Result<(usize, usize, usize), String> {
     match shape {
         [c, h, w] => Ok((*c, *h, *w)),
-        _ => Err(format!("{what} needs a [C, H, W] tensor, got {shape:?}")),
+        [c, t] => Ok((*c, 1, *t)),
+        _ => Err(format!(
+            "{what} needs a [C, H, W] or [C, T] tensor, got {shape:?}"
+        )),
     }
 }
 
@@ -262,6 +269,7 @@ fn conv_map(
     kernel: [usize; 2],
     stride: [usize; 2],
     padding: [usize; 2],
+    groups: usize,
     w: &[f64],
     b: &[f64],
 ) -> Result<AffineMap, String> {
@@ -272,13 +280,29 @@ fn conv_map(
             "conv channels {ci_n}->{co_n} do not match shapes {in_shape:?} -> {out_shape:?}"
         ));
     }
+    if groups == 0 || c % groups != 0 || oc % groups != 0 {
+        return Err(format!(
+            "conv groups {groups} do not divide channels {c}->{oc}"
+        ));
+    }
+    // Output channel o reads the `cg` input channels of its group only.
+    let (cg, og) = (c / groups, oc / groups);
+    if w.len() != oc * cg * kernel[0] * kernel[1] {
+        return Err(format!(
+            "conv weight has {} values, expected {oc} x {cg} x {} x {}",
+            w.len(),
+            kernel[0],
+            kernel[1]
+        ));
+    }
     let mut rows = Vec::with_capacity(oc * oh * ow);
     let mut bias = Vec::with_capacity(oc * oh * ow);
     for o in 0..oc {
         for oy in 0..oh {
             for ox in 0..ow {
                 let mut row = Vec::new();
-                for i in 0..c {
+                let first = (o / og) * cg;
+                for i in 0..cg {
                     for ky in 0..kernel[0] {
                         let iy = (oy * stride[0] + ky) as isize - padding[0] as isize;
                         if iy < 0 || iy >= h as isize {
@@ -289,9 +313,9 @@ fn conv_map(
                             if ix < 0 || ix >= wd as isize {
                                 continue;
                             }
-                            let v = w[((o * c + i) * kernel[0] + ky) * kernel[1] + kx];
+                            let v = w[((o * cg + i) * kernel[0] + ky) * kernel[1] + kx];
                             if v != 0.0 {
-                                let col = (i * h + iy as usize) * wd + ix as usize;
+                                let col = ((first + i) * h + iy as usize) * wd + ix as usize;
                                 row.push((col as u32, v));
                             }
                         }

@@ -10,6 +10,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
 
+mod layers;
+
 pub(super) fn op(name: &str, kind: OpKind, input: &[usize], output: &[usize]) -> Op {
     Op {
         name: name.into(),
@@ -42,6 +44,7 @@ pub(super) fn conv(name: &str, input: [usize; 3], co: usize, k: usize, s: usize,
         stride: [s, s],
         padding: [p, p],
         bias: true,
+        groups: 1,
     };
     op(name, kind, &input, &out)
 }
@@ -65,6 +68,7 @@ pub(super) fn act(name: &str, shape: &[usize], degree: u32, basis: Basis, range:
         fit: FitTarget::Relu,
         fit_method: FitMethod::LeastSquares { points: 100 },
         learnable: true,
+        coeffs: None,
     });
     op(name, kind, shape, shape)
 }

@@ -115,7 +115,10 @@ pub enum OpKind {
         out_features: usize,
         bias: bool,
     },
-    /// 2-D convolution, NCHW; weight `[out, in, kh, kw]`.
+    /// 2-D convolution, NCHW; weight `[out, in / groups, kh, kw]`. On a
+    /// sequence `[C, T]` it is a 1-D convolution, stored as one over
+    /// `[C, 1, T]` (`kernel[0] == 1`, `stride[0] == 1`, `padding[0] == 0`),
+    /// with weight `[out, in / groups, k]`.
     Conv {
         in_channels: usize,
         out_channels: usize,
@@ -123,6 +126,10 @@ pub enum OpKind {
         stride: [usize; 2],
         padding: [usize; 2],
         bias: bool,
+        /// Channel groups (PyTorch's `groups`): output channel `o` reads the
+        /// input channels of group `o / (out / groups)` only.
+        #[serde(default = "one_group")]
+        groups: usize,
     },
     /// Per-channel (dim 0 of the shape) batch normalisation.
     BatchNorm {
@@ -155,6 +162,69 @@ pub enum OpKind {
         body: Vec<Op>,
         shortcut: Vec<Op>,
     },
+}
+
+impl Op {
+    /// One line for tables and editors: `conv(16, 3x3, s1, p1)`, `p (poly deg 8)`.
+    pub fn summary(&self) -> String {
+        match &self.kind {
+            OpKind::Dense {
+                out_features, bias, ..
+            } => format!(
+                "dense({out_features}{})",
+                if *bias { "" } else { ", bias: false" }
+            ),
+            OpKind::Conv {
+                out_channels,
+                kernel,
+                stride,
+                padding,
+                groups,
+                ..
+            } => {
+                let groups = if *groups > 1 {
+                    format!(", g{groups}")
+                } else {
+                    String::new()
+                };
+                if self.input.dims().len() == 2 {
+                    format!(
+                        "conv({out_channels}, {}, s{}, p{}{groups})",
+                        kernel[1], stride[1], padding[1]
+                    )
+                } else {
+                    format!(
+                        "conv({out_channels}, {}x{}, s{}, p{}{groups})",
+                        kernel[0], kernel[1], stride[0], padding[0]
+                    )
+                }
+            }
+            OpKind::BatchNorm { foldable, .. } => {
+                if *foldable {
+                    "batchnorm".into()
+                } else {
+                    "batchnorm (unfolded)".into()
+                }
+            }
+            OpKind::Poly(a) => format!("{} (poly deg {})", a.def, a.degree),
+            OpKind::AvgPool { kernel, stride } if self.input.dims().len() == 2 => {
+                format!("avgpool({}, s{})", kernel[1], stride[1])
+            }
+            OpKind::AvgPool { kernel, stride } => {
+                format!("avgpool({}x{}, s{})", kernel[0], kernel[1], stride[0])
+            }
+            OpKind::Dropout { p } => format!("dropout({p})"),
+            OpKind::Scale { factor } => format!("scale({factor})"),
+            OpKind::Residual { shortcut, .. } => {
+                if shortcut.is_empty() {
+                    "residual (identity)".into()
+                } else {
+                    "residual (projection)".into()
+                }
+            }
+            other => other.keyword().into(),
+        }
+    }
 }
 
 impl OpKind {
@@ -198,12 +268,16 @@ impl Op {
                 out_channels,
                 kernel,
                 bias,
+                groups,
                 ..
             } => {
-                let mut v = vec![p(
-                    "weight",
-                    vec![*out_channels, *in_channels, kernel[0], kernel[1]],
-                )];
+                let per_group = in_channels / (*groups).max(1);
+                let weight = if self.input.dims().len() == 2 {
+                    vec![*out_channels, per_group, kernel[1]]
+                } else {
+                    vec![*out_channels, per_group, kernel[0], kernel[1]]
+                };
+                let mut v = vec![p("weight", weight)];
                 if *bias {
                     v.push(p("bias", vec![*out_channels]));
                 }
@@ -221,6 +295,28 @@ impl Op {
     }
 }
 
+/// `p(x) = 0.5 + x^2` for raw power coefficients [0.5, 0, 1], for messages.
+pub fn raw_power_text(coeffs: &[f64]) -> String {
+    let terms: Vec<String> = coeffs
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| **c != 0.0)
+        .map(|(k, c)| match k {
+            0 => format!("{c}"),
+            1 if *c == 1.0 => "x".to_string(),
+            1 => format!("{c} x"),
+            _ if *c == 1.0 => format!("x^{k}"),
+            _ => format!("{c} x^{k}"),
+        })
+        .collect();
+    format!("p(x) = {}", terms.join(" + ").replace("+ -", "- "))
+}
+
+/// Conv's `groups` in files written before it existed.
+fn one_group() -> usize {
+    1
+}
+
 /// A polynomial activation site.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PolyAct {
@@ -236,6 +332,12 @@ pub struct PolyAct {
     pub fit_method: FitMethod,
     /// Whether the coefficients train (at `poly_lr_scale` times the base rate).
     pub learnable: bool,
+    /// User-given coefficients a_0..a_degree of p(x) = sum a_k x^k on the
+    /// raw input (`poly(coeffs: [...])`); `fit` and `fit_method` are then
+    /// unused. Training and HE evaluate the same polynomial in `basis`
+    /// (converted exactly, f64 rounding only). None: fitted to `fit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coeffs: Option<Vec<f64>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

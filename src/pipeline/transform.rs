@@ -18,6 +18,8 @@ pub fn with_degree(model: &mut Model, degree: u32, range: f64, penalty: f64) {
                 OpKind::Poly(p) => {
                     p.degree = degree;
                     p.range = range;
+                    // A given polynomial has its own degree: the sweep fits instead.
+                    p.coeffs = None;
                 }
                 OpKind::Residual { body, shortcut } => {
                     walk(body, degree, range);

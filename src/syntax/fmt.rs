@@ -148,9 +148,9 @@ impl Printer<'_> {
     }
 
     fn has_comment_in(&self, span: Span) -> bool {
-        self.comments[self.next..]
-            .iter()
-            .any(|(o, _)| *o >= span.start && *o < span.end)
+        let rest = &self.comments[self.next.min(self.comments.len())..];
+        let first = rest.partition_point(|(o, _)| *o < span.start);
+        rest.get(first).is_some_and(|(o, _)| *o < span.end)
     }
 
     fn item(&mut self, item: &Item) {
@@ -212,13 +212,11 @@ impl Printer<'_> {
         self.depth += 1;
         self.at_block_start = true;
         let mut line_end: Option<usize> = None;
-        for s in stmts {
+        for (i, s) in stmts.iter().enumerate() {
             let span = s.span();
             let join = matches!(s, Stmt::Call(_))
                 && line_end.is_some_and(|e| self.same_line(e, span.start))
-                && !self.comments[self.next..]
-                    .iter()
-                    .any(|(o, _)| *o < span.start);
+                && !self.comment_before(span.start);
             if join {
                 self.out.push_str("; ");
             } else {
@@ -227,7 +225,7 @@ impl Printer<'_> {
             self.stmt(s);
             self.prev_end = span.end;
             line_end = matches!(s, Stmt::Call(_)).then_some(span.end);
-            if !self.next_is_joined(stmts, s) {
+            if !self.next_is_joined(s, stmts.get(i + 1)) {
                 self.trailing(span.end);
             }
         }
@@ -240,20 +238,22 @@ impl Printer<'_> {
         self.at_block_start = false;
     }
 
-    /// Whether the statement after `s` will be joined onto its line.
-    fn next_is_joined(&self, stmts: &[Stmt], s: &Stmt) -> bool {
-        let Some(i) = stmts.iter().position(|x| std::ptr::eq(x, s)) else {
-            return false;
-        };
-        match (s, stmts.get(i + 1)) {
+    /// Whether `next`, the statement after `s`, will be joined onto its line.
+    fn next_is_joined(&self, s: &Stmt, next: Option<&Stmt>) -> bool {
+        match (s, next) {
             (Stmt::Call(_), Some(n @ Stmt::Call(_))) => {
-                self.same_line(s.span().end, n.span().start)
-                    && !self.comments[self.next..]
-                        .iter()
-                        .any(|(o, _)| *o < n.span().start)
+                self.same_line(s.span().end, n.span().start) && !self.comment_before(n.span().start)
             }
             _ => false,
         }
+    }
+
+    /// Whether a comment not yet printed starts before `offset` (comments
+    /// are in source order, so the next one decides).
+    fn comment_before(&self, offset: usize) -> bool {
+        self.comments
+            .get(self.next)
+            .is_some_and(|(o, _)| *o < offset)
     }
 
     fn stmt(&mut self, s: &Stmt) {
@@ -315,9 +315,7 @@ impl Printer<'_> {
         for (i, e) in s.entries.iter().enumerate() {
             let join = i > 0
                 && self.same_line(s.entries[i - 1].span.end, e.span.start)
-                && !self.comments[self.next..]
-                    .iter()
-                    .any(|(o, _)| *o < e.span.start);
+                && !self.comment_before(e.span.start);
             if join {
                 self.out.push_str("  ");
             } else {
@@ -326,10 +324,7 @@ impl Printer<'_> {
             self.out.push_str(&entry(e));
             self.prev_end = e.span.end;
             let next_joined = s.entries.get(i + 1).is_some_and(|n| {
-                self.same_line(e.span.end, n.span.start)
-                    && !self.comments[self.next..]
-                        .iter()
-                        .any(|(o, _)| *o < n.span.start)
+                self.same_line(e.span.end, n.span.start) && !self.comment_before(n.span.start)
             });
             if !next_joined {
                 self.trailing(e.span.end);

@@ -85,7 +85,7 @@ fn from_pest(src: &str, e: pest::error::Error<Rule>) -> SyntaxError {
     };
     let found = match src[start..].chars().next() {
         None => "end of file".to_string(),
-        Some(c) if c.is_whitespace() => "end of line".to_string(),
+        Some(c) if c.is_ascii_whitespace() => "end of line".to_string(),
         Some(_) => {
             let word: String = src[start..]
                 .chars()
@@ -593,6 +593,18 @@ mod tests {
         );
         let err = parse(&src).expect_err("too deep");
         assert!(err.message.contains("nesting"));
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_skipped_and_spans_keep_their_offsets() {
+        let src = "\u{feff}model m\nnet { dense(2) }\n";
+        let file = parse(src).expect("parses");
+        let Item::Model { name, .. } = &file.items[0] else {
+            panic!("model expected")
+        };
+        assert_eq!(&src[name.span.start..name.span.end], "m");
+        // Only at the start.
+        assert!(parse("model m\n\u{feff}net { dense(2) }").is_err());
     }
 
     #[test]

@@ -382,9 +382,67 @@ pub fn chebyshev_to_power(cheb: &[f64]) -> Vec<f64> {
     out
 }
 
+/// Coefficients of p(t), t = x / B, in Chebyshev form from its power form:
+/// the inverse of [`chebyshev_to_power`], by back-substitution (the
+/// monomials of T_k are upper triangular with leading 2^(k-1)).
+pub fn power_to_chebyshev(power: &[f64]) -> Vec<f64> {
+    let n = power.len().saturating_sub(1);
+    let mono = chebyshev_monomials(n);
+    let mut cheb = vec![0.0; power.len()];
+    for j in (0..power.len()).rev() {
+        let above: f64 = (j + 1..=n).map(|k| cheb[k] * mono[k][j]).sum();
+        cheb[j] = (power[j] - above) / mono[j][j];
+    }
+    cheb
+}
+
+/// A polynomial given as p(x) = sum a_k x^k on the raw input (`poly(coeffs:
+/// [...])`), as the coefficients `basis` evaluates with fit range B: the
+/// same polynomial, converted exactly (f64 rounding only).
+pub fn from_raw_power(raw: &[f64], range: f64, basis: Basis) -> Vec<f64> {
+    let power: Vec<f64> = raw
+        .iter()
+        .zip(0i32..)
+        .map(|(a, k)| a * range.powi(k))
+        .collect();
+    match basis {
+        Basis::RawPower => raw.to_vec(),
+        Basis::Power => power,
+        Basis::Chebyshev => power_to_chebyshev(&power),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn given_polynomials_are_the_same_in_every_basis() {
+        let raw = [0.25, -0.5, 0.125, 0.0, 0.01];
+        let range = 6.0;
+        for basis in Basis::ALL {
+            let c = from_raw_power(&raw, range, basis);
+            for i in 0..=40 {
+                let x = range * (i as f64 / 20.0 - 1.0);
+                let want: f64 = raw.iter().zip(0i32..).map(|(a, k)| a * x.powi(k)).sum();
+                let t = if basis == Basis::RawPower {
+                    x
+                } else {
+                    x / range
+                };
+                let got = evaluate(&c, basis, t);
+                assert!(
+                    (got - want).abs() < 1e-12 * want.abs().max(1.0),
+                    "{basis:?} at {x}: {got} vs {want}"
+                );
+            }
+        }
+        // x^2 on [-2, 2] is (T_0 + T_2) * 2 in t = x / 2.
+        assert_eq!(
+            from_raw_power(&[0.0, 0.0, 1.0], 2.0, Basis::Chebyshev),
+            [2.0, 0.0, 2.0]
+        );
+    }
 
     #[test]
     fn erf_matches_known_values() {

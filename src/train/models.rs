@@ -80,6 +80,7 @@ impl SeqBuilder {
                 stride: [stride, stride],
                 padding: [pad, pad],
                 bias,
+                groups: 1,
             },
             vec![out, oh, ow],
         )
@@ -172,6 +173,7 @@ pub fn relu_poly(degree: u32, range: f64, basis: Basis) -> PolyAct {
         fit: FitTarget::Relu,
         fit_method: FitMethod::LeastSquares { points: 100 },
         learnable: true,
+        coeffs: None,
     }
 }
 

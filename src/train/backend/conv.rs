@@ -416,6 +416,103 @@ pub fn conv_backward<T: Real>(
     }
 }
 
+/// Grouped convolution: `g` is one group's geometry (`in_c` and `out_c` per
+/// group) and `groups` groups run side by side. Output channels of group k
+/// read input channels `k * g.in_c..(k + 1) * g.in_c` only; the weight is
+/// `[groups * g.out_c, g.in_c, kh, kw]`, so each group's rows are contiguous.
+/// One group is [`conv_forward`] itself.
+pub fn grouped_forward<T: Real>(
+    g: &ConvGeom,
+    groups: usize,
+    x: &[T],
+    batch: usize,
+    w: &[T],
+    bias: Option<&[T]>,
+    y: &mut [T],
+) {
+    if groups == 1 {
+        return conv_forward(g, x, batch, w, bias, y);
+    }
+    let (in_len, out_len) = (g.in_len(), g.out_len());
+    let (wlen, mut xg, mut yg) = (g.weight_len(), Vec::new(), Vec::new());
+    for k in 0..groups {
+        gather(x, batch, groups * in_len, k * in_len, in_len, &mut xg);
+        yg.resize(batch * out_len, T::ZERO);
+        let b = bias.map(|b| &b[k * g.out_c..][..g.out_c]);
+        conv_forward(g, &xg, batch, &w[k * wlen..][..wlen], b, &mut yg);
+        scatter_add(&yg, batch, groups * out_len, k * out_len, out_len, y, false);
+    }
+}
+
+/// The gradients of [`grouped_forward`], added into `dx` (when given), `dw`
+/// and `dbias`.
+#[allow(clippy::too_many_arguments)]
+pub fn grouped_backward<T: Real>(
+    g: &ConvGeom,
+    groups: usize,
+    x: &[T],
+    batch: usize,
+    w: &[T],
+    dy: &[T],
+    mut dx: Option<&mut [T]>,
+    dw: &mut [T],
+    mut dbias: Option<&mut [T]>,
+) {
+    if groups == 1 {
+        return conv_backward(g, x, batch, w, dy, dx, dw, dbias);
+    }
+    let (in_len, out_len, wlen) = (g.in_len(), g.out_len(), g.weight_len());
+    let (mut xg, mut dyg, mut dxg) = (Vec::new(), Vec::new(), Vec::new());
+    for k in 0..groups {
+        gather(x, batch, groups * in_len, k * in_len, in_len, &mut xg);
+        gather(dy, batch, groups * out_len, k * out_len, out_len, &mut dyg);
+        dxg.clear();
+        dxg.resize(batch * in_len, T::ZERO);
+        let db = dbias
+            .as_deref_mut()
+            .map(|b| &mut b[k * g.out_c..][..g.out_c]);
+        let dxs = dx.is_some().then_some(dxg.as_mut_slice());
+        let (wk, dwk) = (&w[k * wlen..][..wlen], &mut dw[k * wlen..][..wlen]);
+        conv_backward(g, &xg, batch, wk, &dyg, dxs, dwk, db);
+        if let Some(dx) = dx.as_deref_mut() {
+            scatter_add(&dxg, batch, groups * in_len, k * in_len, in_len, dx, true);
+        }
+    }
+}
+
+/// `out` = for each sample, `len` values at `offset` of its `stride`-long row.
+fn gather<T: Real>(
+    v: &[T],
+    batch: usize,
+    stride: usize,
+    offset: usize,
+    len: usize,
+    out: &mut Vec<T>,
+) {
+    out.clear();
+    for n in 0..batch {
+        out.extend_from_slice(&v[n * stride + offset..][..len]);
+    }
+}
+
+/// The inverse of [`gather`]: writes (or adds) each sample's `len` values.
+fn scatter_add<T: Real>(
+    part: &[T],
+    batch: usize,
+    stride: usize,
+    offset: usize,
+    len: usize,
+    v: &mut [T],
+    add: bool,
+) {
+    for n in 0..batch {
+        let dst = &mut v[n * stride + offset..][..len];
+        for (d, s) in dst.iter_mut().zip(&part[n * len..][..len]) {
+            *d = if add { *d + *s } else { *s };
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,7 @@
 
 use super::batchnorm::{bn_backward, bn_forward_train};
 use super::boundary::{SiteLoss, site_backward, site_term};
-use super::conv::{ConvGeom, conv_backward, conv_forward};
+use super::conv::{ConvGeom, conv_backward, conv_forward, grouped_backward, grouped_forward};
 use super::dense::{dense_backward, dense_forward};
 use super::loss::cross_entropy;
 use super::network::{NetworkOf, NetworkOptions};
@@ -205,6 +205,91 @@ fn check_conv(g: &ConvGeom, batch: usize) {
         &numeric_grad(&b, &|v| loss(&x1, &w, v)),
         1e-7,
     );
+}
+
+/// Grouped (2 groups), depthwise (a group per channel) and 1-D (height 1)
+/// convolutions: `g` is one group's geometry.
+#[test]
+fn grouped_depthwise_and_1d_conv_gradients() {
+    let geom = |in_c, in_h, in_w, out_c, kernel, stride, padding| ConvGeom {
+        in_c,
+        in_h,
+        in_w,
+        out_c,
+        kernel,
+        stride,
+        padding,
+    };
+    for (g, groups) in [
+        (geom(2, 5, 4, 3, [3, 2], [2, 1], [1, 1]), 2),
+        (geom(1, 4, 4, 1, [3, 3], [1, 1], [1, 1]), 3),
+        (geom(1, 1, 9, 2, [1, 3], [1, 2], [0, 1]), 2),
+    ] {
+        check_grouped_conv(&g, groups, 3);
+    }
+}
+
+fn check_grouped_conv(g: &ConvGeom, groups: usize, batch: usize) {
+    let (in_len, out_len) = (g.in_len() * groups, g.out_len() * groups);
+    let x = values(batch * in_len, 15, 1.0);
+    let w = values(g.weight_len() * groups, 16, 0.5);
+    let b = values(g.out_c * groups, 17, 0.5);
+    let r = values(batch * out_len, 18, 1.0);
+    let loss = |x: &[f64], w: &[f64], b: &[f64]| {
+        let mut y = vec![0.0; batch * out_len];
+        grouped_forward(g, groups, x, batch, w, Some(b), &mut y);
+        dot(&y, &r)
+    };
+    let (mut dx, mut dw, mut db) = (vec![0.0; x.len()], vec![0.0; w.len()], vec![0.0; b.len()]);
+    grouped_backward(
+        g,
+        groups,
+        &x,
+        batch,
+        &w,
+        &r,
+        Some(&mut dx[..]),
+        &mut dw,
+        Some(&mut db[..]),
+    );
+    let what = format!("grouped conv ({groups} groups)");
+    assert_close(
+        &format!("{what} dx"),
+        &dx,
+        &numeric_grad(&x, &|v| loss(v, &w, &b)),
+        1e-7,
+    );
+    assert_close(
+        &format!("{what} dw"),
+        &dw,
+        &numeric_grad(&w, &|v| loss(&x, v, &b)),
+        1e-7,
+    );
+    assert_close(
+        &format!("{what} db"),
+        &db,
+        &numeric_grad(&b, &|v| loss(&x, &w, v)),
+        1e-7,
+    );
+    // A grouped convolution is a full one whose cross-group weights are zero.
+    let full = ConvGeom {
+        in_c: g.in_c * groups,
+        out_c: g.out_c * groups,
+        ..*g
+    };
+    let mut wfull = vec![0.0; full.weight_len()];
+    let taps = g.kernel[0] * g.kernel[1];
+    for o in 0..full.out_c {
+        let k = o / g.out_c;
+        for i in 0..g.in_c {
+            let src = &w[(o * g.in_c + i) * taps..][..taps];
+            wfull[(o * full.in_c + k * g.in_c + i) * taps..][..taps].copy_from_slice(src);
+        }
+    }
+    let (mut y, mut yfull) = (vec![0.0; batch * out_len], vec![0.0; batch * out_len]);
+    grouped_forward(g, groups, &x, batch, &w, Some(&b), &mut y);
+    conv_forward(&full, &x, batch, &wfull, Some(&b), &mut yfull);
+    assert_close(&format!("{what} forward vs full"), &y, &yfull, 1e-12);
 }
 
 #[test]
@@ -548,6 +633,56 @@ fn whole_conv_network_with_pools_and_residual() {
     check_network(&model, Some(&bl), 2.0);
 }
 
+/// A network written in the language: 1-D grouped and depthwise convs and
+/// 1-D pooling on a sequence input, as the checker builds it.
+#[test]
+fn whole_network_with_grouped_and_1d_layers_from_source() {
+    let text = "model seq\ninput [4, 12]\nclasses 3\n\
+        act p = poly(degree: 3, fit: relu, range: 4)\n\
+        net {\n  conv(6, 3, padding: 1, groups: 2, bias: true)\n  p\n  batchnorm\n\
+        conv(6, 3, stride: 2, groups: 6)\n  p\n  avgpool(2)\n  flatten\n  dense(3)\n}\n";
+    let checked = crate::check::check_source("seq.pnn", text);
+    assert!(!checked.has_errors(), "{:?}", checked.diagnostics);
+    let model = checked.model.expect("model");
+    let bl = BoundaryLoss {
+        kind: BoundaryKind::L2,
+        penalty: Some(1.0),
+        weight: 0.5,
+        reduce: Reduce::Sum,
+    };
+    check_network(&model, Some(&bl), 2.0);
+}
+
+/// Polynomials given by their coefficients: a fixed square (gradient to the
+/// input only; its coefficients are no parameter) and a learnable cubic in
+/// the power basis, as the checker builds them.
+#[test]
+fn whole_network_with_given_polynomials_from_source() {
+    let text = "model given\ninput [2, 5, 5]\nclasses 3\n\
+        act sq = poly(coeffs: [0, 0, 1], range: 4)\n\
+        act cubic = poly(coeffs: [0.5, 0.25, -0.125, 0.0625], range: 3, basis: power, learnable: true)\n\
+        net {\n  conv(3, 3, bias: true)\n  sq\n  flatten\n  dense(4)\n  cubic\n  dense(3)\n}\n";
+    let checked = crate::check::check_source("given.pnn", text);
+    assert!(!checked.has_errors(), "{:?}", checked.diagnostics);
+    let model = checked.model.expect("model");
+    let net = NetworkOf::<f64>::new(&model, 3, &NetworkOptions::default()).unwrap();
+    let coeffs: Vec<String> = net
+        .params()
+        .into_iter()
+        .map(|p| p.name)
+        .filter(|n| n.ends_with(".coeffs"))
+        .collect();
+    assert_eq!(coeffs, ["poly2.coeffs"], "only the learnable cubic trains");
+    let bl = BoundaryLoss {
+        kind: BoundaryKind::L2,
+        penalty: Some(0.25),
+        weight: 0.5,
+        reduce: Reduce::Sum,
+    };
+    check_network(&model, Some(&bl), 2.0);
+    check_network(&model, None, 2.0);
+}
+
 #[test]
 fn network_api_round_trip_determinism_and_errors() {
     use super::network::{Network, ParamGroup};
@@ -732,7 +867,38 @@ mod through_dfdx {
             &move |mut a| {
                 let b = a.pop();
                 let w = a.pop().unwrap();
-                ops::conv2d(a.pop().unwrap(), w, b, geom, batch, true)
+                ops::conv2d(a.pop().unwrap(), w, b, geom, 1, batch, true)
+            },
+            1e-7,
+        );
+    }
+
+    #[test]
+    fn grouped_conv_op_on_a_sequence() {
+        // One group's geometry; 2 groups over a [4, 7] sequence.
+        let geom = ConvGeom {
+            in_c: 2,
+            in_h: 1,
+            in_w: 7,
+            out_c: 3,
+            kernel: [1, 3],
+            stride: [1, 2],
+            padding: [0, 1],
+        };
+        let (batch, groups) = (2, 2);
+        let inputs = vec![
+            values(batch * geom.in_len() * groups, 4, 1.0),
+            values(geom.weight_len() * groups, 5, 0.5),
+            values(geom.out_c * groups, 6, 0.5),
+        ];
+        check_op(
+            "grouped conv",
+            inputs,
+            batch * geom.out_len() * groups,
+            &move |mut a| {
+                let b = a.pop();
+                let w = a.pop().unwrap();
+                ops::conv2d(a.pop().unwrap(), w, b, geom, groups, batch, true)
             },
             1e-7,
         );

@@ -81,7 +81,9 @@ enum Layer<T> {
         b: Option<usize>,
     },
     Conv {
+        /// One group's geometry.
         geom: ConvGeom,
+        groups: usize,
         w: usize,
         b: Option<usize>,
     },
@@ -321,18 +323,35 @@ impl<T: Elem> NetworkOf<T> {
                 stride,
                 padding,
                 bias,
+                groups,
             } => {
-                if dims.len() != 3 || dims[0] != *in_channels {
+                // A sequence [C, T] is convolved as [C, 1, T].
+                let (in_h, in_w) = match dims {
+                    [c, h, w] if c == in_channels => (*h, *w),
+                    [c, t] if c == in_channels => (1, *t),
+                    _ => {
+                        return Err(shape_err(
+                            op,
+                            format!(
+                                "expects [{in_channels}, H, W] or [{in_channels}, T], receives {input}"
+                            ),
+                        ));
+                    }
+                };
+                let groups = (*groups).max(1);
+                if in_channels % groups != 0 || out_channels % groups != 0 {
                     return Err(shape_err(
                         op,
-                        format!("expects [{in_channels}, H, W], receives {input}"),
+                        format!(
+                            "groups {groups} do not divide channels {in_channels} -> {out_channels}"
+                        ),
                     ));
                 }
                 let geom = ConvGeom {
-                    in_c: dims[0],
-                    in_h: dims[1],
-                    in_w: dims[2],
-                    out_c: *out_channels,
+                    in_c: in_channels / groups,
+                    in_h,
+                    in_w,
+                    out_c: out_channels / groups,
                     kernel: *kernel,
                     stride: *stride,
                     padding: *padding,
@@ -340,23 +359,30 @@ impl<T: Elem> NetworkOf<T> {
                 let (oh, ow) = geom.out_hw().ok_or_else(|| {
                     shape_err(op, format!("kernel {kernel:?} does not fit input {input}"))
                 })?;
+                // PyTorch's fan-in: one group's input channels times the kernel.
                 let fan_in = geom.patch_len();
-                let wv = kaiming(&mut b.rng, geom.weight_len(), fan_in);
-                let w = self.add_param(
-                    name("weight"),
-                    ParamGroup::Weight,
-                    vec![*out_channels, *in_channels, kernel[0], kernel[1]],
-                    wv,
-                );
+                let wv = kaiming(&mut b.rng, geom.weight_len() * groups, fan_in);
+                let shape = op.param_shapes().swap_remove(0).1;
+                let w = self.add_param(name("weight"), ParamGroup::Weight, shape, wv);
                 let bias = if *bias {
                     let bv = kaiming(&mut b.rng, *out_channels, fan_in);
                     Some(self.add_param(name("bias"), ParamGroup::Bias, vec![*out_channels], bv))
                 } else {
                     None
                 };
+                let output = if dims.len() == 2 {
+                    vec![*out_channels, ow]
+                } else {
+                    vec![*out_channels, oh, ow]
+                };
                 (
-                    Layer::Conv { geom, w, b: bias },
-                    Shape(vec![*out_channels, oh, ow]),
+                    Layer::Conv {
+                        geom,
+                        groups,
+                        w,
+                        b: bias,
+                    },
+                    Shape(output),
                 )
             }
             OpKind::BatchNorm {
@@ -401,23 +427,33 @@ impl<T: Elem> NetworkOf<T> {
             }
             OpKind::Poly(act) => (self.build_poly(op, act, b)?, input.clone()),
             OpKind::AvgPool { kernel, stride } => {
-                if dims.len() != 3 {
-                    return Err(shape_err(
-                        op,
-                        format!("expects [C, H, W], receives {input}"),
-                    ));
-                }
+                // A sequence [C, T] is pooled as [C, 1, T].
+                let (in_h, in_w) = match dims {
+                    [_, h, w] => (*h, *w),
+                    [_, t] => (1, *t),
+                    _ => {
+                        return Err(shape_err(
+                            op,
+                            format!("expects [C, H, W] or [C, T], receives {input}"),
+                        ));
+                    }
+                };
                 let geom = PoolGeom {
                     channels: dims[0],
-                    in_h: dims[1],
-                    in_w: dims[2],
+                    in_h,
+                    in_w,
                     kernel: *kernel,
                     stride: *stride,
                 };
                 let (oh, ow) = geom.out_hw().ok_or_else(|| {
                     shape_err(op, format!("window {kernel:?} does not fit input {input}"))
                 })?;
-                (Layer::AvgPool { geom }, Shape(vec![dims[0], oh, ow]))
+                let output = if dims.len() == 2 {
+                    vec![dims[0], ow]
+                } else {
+                    vec![dims[0], oh, ow]
+                };
+                (Layer::AvgPool { geom }, Shape(output))
             }
             OpKind::GlobalAvgPool => {
                 if dims.len() < 2 {
@@ -482,16 +518,18 @@ impl<T: Elem> NetworkOf<T> {
         act: &PolyAct,
         b: &mut Builder,
     ) -> Result<Layer<T>, TrainError> {
-        let fit = fit_activation(act.fit, act.degree, act.range, act.fit_method, act.basis)
-            .map_err(|source| TrainError::Fit {
-                op: op.name.clone(),
-                source,
-            })?;
-        let coeffs: Vec<T> = fit
-            .coeffs
-            .iter()
-            .map(|&c| <T as Real>::from_f64(c))
-            .collect();
+        let initial = match &act.coeffs {
+            Some(raw) => crate::train::fit::from_raw_power(raw, act.range, act.basis),
+            None => {
+                fit_activation(act.fit, act.degree, act.range, act.fit_method, act.basis)
+                    .map_err(|source| TrainError::Fit {
+                        op: op.name.clone(),
+                        source,
+                    })?
+                    .coeffs
+            }
+        };
+        let coeffs: Vec<T> = initial.iter().map(|&c| <T as Real>::from_f64(c)).collect();
         let site = self.sites.len();
         self.sites.push(Site {
             name: op.name.clone(),
@@ -926,9 +964,9 @@ fn forward_layer<T: Elem, P: Tp<T>>(
             let bias = b.map(|i| arg(params, i));
             ops::dense(x, arg(params, *w), bias, batch, *in_f, *out_f, need_dx)
         }
-        Layer::Conv { geom, w, b } => {
+        Layer::Conv { geom, groups, w, b } => {
             let bias = b.map(|i| arg(params, i));
-            ops::conv2d(x, arg(params, *w), bias, *geom, batch, need_dx)
+            ops::conv2d(x, arg(params, *w), bias, *geom, *groups, batch, need_dx)
         }
         Layer::BatchNorm {
             c,

@@ -19,7 +19,7 @@
 
 use super::batchnorm::{bn_backward, bn_forward_eval, bn_forward_train};
 use super::boundary::{SiteLoss, SiteReduce, reduce_sites, site_backward, site_term};
-use super::conv::{ConvGeom, conv_backward, conv_forward};
+use super::conv::{ConvGeom, grouped_backward, grouped_forward};
 use super::dense::{dense_backward, dense_forward};
 use super::elementwise::{relu_backward, relu_forward};
 use super::loss::cross_entropy;
@@ -166,12 +166,14 @@ pub fn dense<T: Elem, P: Tp<T>>(
     out.put_tape(tape)
 }
 
-/// 2-D convolution (im2col + our matmul); `need_dx` as for [`dense`].
+/// 2-D convolution (im2col + our matmul) in `groups` groups of `geom`
+/// each (see [`grouped_forward`]); `need_dx` as for [`dense`].
 pub fn conv2d<T: Elem, P: Tp<T>>(
     x: Flat<T, P>,
     w: Flat<T, P>,
     b: Option<Flat<T, P>>,
     geom: ConvGeom,
+    groups: usize,
     batch: usize,
     need_dx: bool,
 ) -> Flat<T, P> {
@@ -185,8 +187,8 @@ pub fn conv2d<T: Elem, P: Tp<T>>(
     });
     let (xv, wv) = (values(&x), values(&w));
     let bv = b.as_ref().map(values);
-    let mut y = vec![<T as Real>::ZERO; batch * geom.out_len()];
-    conv_forward(&geom, &xv, batch, &wv, bv.as_deref(), &mut y);
+    let mut y = vec![<T as Real>::ZERO; batch * geom.out_len() * groups];
+    grouped_forward(&geom, groups, &xv, batch, &wv, bv.as_deref(), &mut y);
     let out = flat(x.device(), y);
     if P::OWNS_TAPE {
         let (yg, xg, wg, bg) = (out.ghost(), x.ghost(), w.ghost(), b.map(|b| b.ghost()));
@@ -203,7 +205,17 @@ pub fn conv2d<T: Elem, P: Tp<T>>(
                 None => None,
             };
             let dxs = need_dx.then_some(dx.as_mut_slice());
-            conv_backward(&geom, &xv, batch, &wv, &dy, dxs, &mut dw, db.as_deref_mut());
+            grouped_backward(
+                &geom,
+                groups,
+                &xv,
+                batch,
+                &wv,
+                &dy,
+                dxs,
+                &mut dw,
+                db.as_deref_mut(),
+            );
             if need_dx {
                 put_grad!(grads, &xg, dx);
             }
