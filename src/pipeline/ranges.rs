@@ -58,7 +58,7 @@ pub const HAR: [PaperRange; 3] = [row(2, 13.0, 13.0), row(4, 20.0, 20.0), row(8,
 /// The paper's Speech Commands settings, (25, 25), (40, 30) and (70, 70).
 /// Our sources give the pairs in this order but not the degree of each: they
 /// are assigned to degrees 2, 4 and 8 in increasing order, as the HAR table
-/// assigns its three rows (docs/training.md, "The paper's (B, P) tables").
+/// assigns its three rows (docs/end-to-end.md, `pnnc sweep`).
 pub const AUDIO: [PaperRange; 3] = [row(2, 25.0, 25.0), row(4, 40.0, 30.0), row(8, 70.0, 70.0)];
 
 impl Domain {
