@@ -26,39 +26,6 @@ use std::sync::atomic::AtomicBool;
 /// The file that marks a finished cell.
 pub const CELL_FILE: &str = "cell.json";
 
-#[derive(clap::Args, Debug, Clone)]
-pub struct SweepArgs {
-    /// The model file (.pnn); its activation degree and range are overridden per cell.
-    pub model: PathBuf,
-    /// Activation degrees (each uses the paper's (B, P) for images).
-    #[arg(long, value_delimiter = ',', default_value = "2,4,8,16,22")]
-    pub degrees: Vec<u32>,
-    /// Methods: framework, no-boundary, clip-all, no-clip, plain, relu.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        value_enum,
-        default_value = "framework,plain,relu"
-    )]
-    pub methods: Vec<Method>,
-    /// Seeds.
-    #[arg(long, value_delimiter = ',', default_value = "1")]
-    pub seeds: Vec<u64>,
-    #[arg(long)]
-    pub epochs: Option<u32>,
-    #[arg(long)]
-    pub limit_train: Option<usize>,
-    /// Folder holding the data set.
-    #[arg(long)]
-    pub data: Option<PathBuf>,
-    /// Sweep folder (default: runs/sweep-<model>).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
-}
-
 /// One grid point. A ReLU cell has no polynomial, so it has no degree
 /// (`RELU_DEGREE`): it is trained once per seed and stands for every degree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -554,19 +521,8 @@ fn torch_cell(
 /// trainer's (`pipeline::train::train_on`) would record it.
 fn torch_result(dir: &Path, config: &RunConfig, outcome: Outcome, seconds: f64) -> CellResult {
     let mut cell = CellResult {
-        test_acc: None,
-        best_val_acc: None,
-        diverged_step: None,
-        diverged: None,
-        diverged_help: None,
-        epochs: 0,
-        steps: 0,
         seconds,
-        train_samples: 0,
-        max_abs_input: None,
-        max_abs_site: None,
-        max_abs_range: None,
-        diverged_site: None,
+        ..CellResult::default()
     };
     let failing = match &outcome {
         Outcome::Diverged(d) => d.site(),

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 /// What one training run measured (a sweep cell's `cell.json`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Default, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CellResult {
     pub test_acc: Option<f64>,
     pub best_val_acc: Option<f64>,
@@ -219,19 +219,8 @@ pub fn train_on(job: &TrainJob, splits: &Splits, data_dir: &Path) -> Result<Trai
         stop: job.stop,
     };
     let mut cell = CellResult {
-        test_acc: None,
-        best_val_acc: None,
-        diverged_step: None,
-        diverged: None,
-        diverged_help: None,
-        epochs: 0,
-        steps: 0,
-        seconds: 0.0,
         train_samples: splits.train.len(),
-        max_abs_input: None,
-        max_abs_site: None,
-        max_abs_range: None,
-        diverged_site: None,
+        ..CellResult::default()
     };
     let started = std::time::Instant::now();
     let outcome = trainer::train(
