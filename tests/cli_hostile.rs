@@ -2,8 +2,9 @@
 //! odd arguments, run folders that must not be overwritten, resume that
 //! keeps the run's own settings, bad data. Each case once failed.
 
+mod common;
+use common::{gz, pnnc, text};
 use std::ffi::OsStr;
-use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -30,17 +31,7 @@ train {
 ";
 
 fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("pnnc-hostile-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn gz(path: &Path, bytes: &[u8]) {
-    let f = std::fs::File::create(path).unwrap();
-    let mut e = flate2::write::GzEncoder::new(f, flate2::Compression::fast());
-    e.write_all(bytes).unwrap();
-    e.finish().unwrap();
+    common::temp("hostile", name)
 }
 
 /// IDX files of `n` 28x28 images with labels `i % classes`.
@@ -75,25 +66,6 @@ fn fixture(name: &str) -> PathBuf {
     write_idx(&data, "t10k", 50, 10);
     std::fs::create_dir_all(dir.join("empty")).unwrap();
     dir
-}
-
-fn pnnc<S: AsRef<OsStr>>(dir: &Path, args: &[S]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pnnc"))
-        .args(args)
-        .current_dir(dir)
-        .env("PNN_DATA", dir.join("empty"))
-        .env("HOME", dir.join("empty"))
-        .env("XDG_CACHE_HOME", dir.join("empty"))
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn train(dir: &Path, extra: &[&str]) -> Output {

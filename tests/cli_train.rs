@@ -2,9 +2,9 @@
 //! written by the test, and their errors on a missing data set and on the
 //! weights of another model.
 
-use std::io::Write;
+mod common;
+use common::{gz, pnnc, text};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 const MODEL: &str = "model tiny
 input [1, 28, 28]
@@ -28,17 +28,7 @@ train {
 ";
 
 fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("pnnc-cli-train-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn gz(path: &Path, bytes: &[u8]) {
-    let f = std::fs::File::create(path).unwrap();
-    let mut e = flate2::write::GzEncoder::new(f, flate2::Compression::fast());
-    e.write_all(bytes).unwrap();
-    e.finish().unwrap();
+    common::temp("cli-train", name)
 }
 
 /// IDX files of `n` 28x28 images: class c lights up row band c (learnable).
@@ -78,25 +68,6 @@ fn fixture(name: &str) -> PathBuf {
     write_idx(&data, "t10k", 100, 2);
     std::fs::create_dir_all(dir.join("empty")).unwrap();
     dir
-}
-
-fn pnnc(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pnnc"))
-        .args(args)
-        .current_dir(dir)
-        .env("PNN_DATA", dir.join("empty"))
-        .env("HOME", dir.join("empty"))
-        .env("XDG_CACHE_HOME", dir.join("empty"))
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 #[test]
