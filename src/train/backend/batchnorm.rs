@@ -53,8 +53,21 @@ fn lane_dy_sums<T: Real>(dy: &[T], xhat: &[T]) -> (f64, f64) {
     (sdy.iter().sum(), sdyx.iter().sum())
 }
 
+/// Channels per parallel task when each channel is one value per sample
+/// (`s == 1`, the features of a dense layer).
+const FEATURE_BLOCK: usize = 64;
+
 /// Per-channel (mean, biased variance), in f64.
 fn channel_stats<T: Real>(x: &[T], batch: usize, c: usize, s: usize) -> Vec<(f64, f64)> {
+    if s == 1 {
+        feature_stats(x, batch, c)
+    } else {
+        plane_stats(x, batch, c, s)
+    }
+}
+
+/// [`channel_stats`] channel by channel (each channel a parallel task).
+fn plane_stats<T: Real>(x: &[T], batch: usize, c: usize, s: usize) -> Vec<(f64, f64)> {
     let count = (batch * s) as f64;
     (0..c)
         .into_par_iter()
@@ -73,6 +86,65 @@ fn channel_stats<T: Real>(x: &[T], batch: usize, c: usize, s: usize) -> Vec<(f64
             (mean, var)
         })
         .collect()
+}
+
+/// [`channel_stats`] for `s == 1`. Walking one channel down the batch
+/// touches one value per cache line (stride `c`); here a block of channels
+/// is summed sample by sample, a contiguous (vectorised) add over the block.
+/// Each channel's sums still run over the samples in order, the same adds
+/// as the per-channel loop, so the statistics are unchanged (and do not
+/// depend on the thread count).
+fn feature_stats<T: Real>(x: &[T], batch: usize, c: usize) -> Vec<(f64, f64)> {
+    let count = batch as f64;
+    let blocks: Vec<Vec<(f64, f64)>> = (0..c.div_ceil(FEATURE_BLOCK))
+        .into_par_iter()
+        .map(|bi| {
+            let cols = bi * FEATURE_BLOCK..((bi + 1) * FEATURE_BLOCK).min(c);
+            let rows = || x.chunks_exact(c).take(batch).map(|row| &row[cols.clone()]);
+            let mut sum = vec![0.0f64; cols.len()];
+            for row in rows() {
+                for (a, v) in sum.iter_mut().zip(row) {
+                    *a += v.to_f64();
+                }
+            }
+            let mean: Vec<f64> = sum.iter().map(|v| v / count).collect();
+            let mut sq = vec![0.0f64; cols.len()];
+            for row in rows() {
+                for ((a, v), m) in sq.iter_mut().zip(row).zip(&mean) {
+                    let d = v.to_f64() - m;
+                    *a += d * d;
+                }
+            }
+            mean.iter()
+                .zip(&sq)
+                .map(|(&m, &q)| (m, q / count))
+                .collect()
+        })
+        .collect();
+    blocks.concat()
+}
+
+/// Per-channel sums of dy and dy * xhat for `s == 1`, block by block as in
+/// [`feature_stats`] (the same adds, in the same order, as the per-channel
+/// loop of [`bn_backward`]).
+fn feature_dy_sums<T: Real>(dy: &[T], xhat: &[T], batch: usize, c: usize) -> Vec<(f64, f64)> {
+    let blocks: Vec<Vec<(f64, f64)>> = (0..c.div_ceil(FEATURE_BLOCK))
+        .into_par_iter()
+        .map(|bi| {
+            let cols = bi * FEATURE_BLOCK..((bi + 1) * FEATURE_BLOCK).min(c);
+            let mut sdy = vec![0.0f64; cols.len()];
+            let mut sdyx = vec![0.0f64; cols.len()];
+            for (g, h) in dy.chunks_exact(c).zip(xhat.chunks_exact(c)).take(batch) {
+                let (g, h) = (&g[cols.clone()], &h[cols.clone()]);
+                for (((a, p), &g), &h) in sdy.iter_mut().zip(sdyx.iter_mut()).zip(g).zip(h) {
+                    *a += g.to_f64();
+                    *p += (g * h).to_f64();
+                }
+            }
+            sdy.into_iter().zip(sdyx).collect()
+        })
+        .collect();
+    blocks.concat()
 }
 
 /// Training forward with batch statistics; updates the running statistics
@@ -115,6 +187,17 @@ pub fn bn_forward_train<T: Real>(
         .zip(y.par_chunks_mut(per_sample))
         .zip(x.par_chunks(per_sample))
         .for_each(|((hs, ys), xs)| {
+            if s == 1 {
+                // One value per channel: the same arithmetic, vectorised across channels.
+                let per_ch = mean.iter().zip(&inv_std).zip(gamma.iter().zip(beta));
+                for (((h, yv), &xv), ((&m, &is), (&g, &b))) in
+                    hs.iter_mut().zip(ys.iter_mut()).zip(xs).zip(per_ch)
+                {
+                    *h = (xv - m) * is;
+                    *yv = g * *h + b;
+                }
+                return;
+            }
             for ch in 0..c {
                 let r = ch * s..(ch + 1) * s;
                 let (m, is, g, b) = (mean[ch], inv_std[ch], gamma[ch], beta[ch]);
@@ -158,6 +241,30 @@ pub fn bn_forward_eval<T: Real>(
         });
 }
 
+/// Per-channel sums of dy and dy * xhat, in f64, channel by channel.
+fn channel_dy_sums<T: Real>(
+    dy: &[T],
+    xhat: &[T],
+    batch: usize,
+    c: usize,
+    s: usize,
+) -> Vec<(f64, f64)> {
+    (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let mut sdy = 0.0;
+            let mut sdyx = 0.0;
+            for b in 0..batch {
+                let r = (b * c + ch) * s..(b * c + ch + 1) * s;
+                let (a, p) = lane_dy_sums(&dy[r.clone()], &xhat[r]);
+                sdy += a;
+                sdyx += p;
+            }
+            (sdy, sdyx)
+        })
+        .collect()
+}
+
 /// Training backward; adds into `dx` (when given), `dgamma`, `dbeta`.
 #[allow(clippy::too_many_arguments)]
 pub fn bn_backward<T: Real>(
@@ -173,20 +280,11 @@ pub fn bn_backward<T: Real>(
 ) {
     let xhat = &cache.xhat;
     // Per channel: sum dy and sum dy * xhat, in f64.
-    let sums: Vec<(f64, f64)> = (0..c)
-        .into_par_iter()
-        .map(|ch| {
-            let mut sdy = 0.0;
-            let mut sdyx = 0.0;
-            for b in 0..batch {
-                let r = (b * c + ch) * s..(b * c + ch + 1) * s;
-                let (a, p) = lane_dy_sums(&dy[r.clone()], &xhat[r]);
-                sdy += a;
-                sdyx += p;
-            }
-            (sdy, sdyx)
-        })
-        .collect();
+    let sums: Vec<(f64, f64)> = if s == 1 {
+        feature_dy_sums(dy, xhat, batch, c)
+    } else {
+        channel_dy_sums(dy, xhat, batch, c, s)
+    };
     for (ch, &(sdy, sdyx)) in sums.iter().enumerate() {
         dbeta[ch] += T::from_f64(sdy);
         dgamma[ch] += T::from_f64(sdyx);
@@ -200,6 +298,15 @@ pub fn bn_backward<T: Real>(
         .zip(dy.par_chunks(c * s))
         .zip(xhat.par_chunks(c * s))
         .for_each(|((dxs, dys), hs)| {
+            if s == 1 {
+                let per_ch = k.iter().zip(mean_dy.iter().zip(&mean_dyx));
+                for (((d, &g), &h), (&k, (&mdy, &mdyx))) in
+                    dxs.iter_mut().zip(dys).zip(hs).zip(per_ch)
+                {
+                    *d += k * (g - mdy - h * mdyx);
+                }
+                return;
+            }
             for ch in 0..c {
                 let r = ch * s..(ch + 1) * s;
                 for ((d, &g), &h) in dxs[r.clone()].iter_mut().zip(&dys[r.clone()]).zip(&hs[r]) {
@@ -239,5 +346,22 @@ mod tests {
         let want_a: f64 = dy[..s].iter().sum();
         let want_p: f64 = dy[..s].iter().zip(&x[..s]).map(|(g, h)| g * h).sum();
         assert!((a - want_a).abs() < 1e-14 && (p - want_p).abs() < 1e-14);
+    }
+
+    /// The block-wise paths for one value per channel (dense features) give
+    /// exactly the per-channel loops' statistics and sums.
+    #[test]
+    fn feature_paths_match_the_per_channel_loops_exactly() {
+        for (batch, c) in [(37, 3), (5, 64), (19, 130)] {
+            let x: Vec<f32> = (0..batch * c)
+                .map(|i| (i as f32 * 0.37).sin() * 3.0 + 0.5)
+                .collect();
+            let dy: Vec<f32> = (0..x.len()).map(|i| (i as f32 * 0.71).cos()).collect();
+            assert_eq!(feature_stats(&x, batch, c), plane_stats(&x, batch, c, 1));
+            assert_eq!(
+                feature_dy_sums(&dy, &x, batch, c),
+                channel_dy_sums(&dy, &x, batch, c, 1)
+            );
+        }
     }
 }
