@@ -160,6 +160,7 @@ fn check_op(op: &Op) -> Result<(), ExportError> {
             Basis::Chebyshev | Basis::Power | Basis::RawPower => Ok(()),
         },
         OpKind::Residual { body, shortcut } => body.iter().chain(shortcut).try_for_each(check_op),
+        OpKind::Concat { .. } => unsupported("a channel concatenation `concat`"),
         OpKind::Dropout { p } if !(0.0..1.0).contains(p) => Err(ExportError::Unsupported {
             layer: op.name.clone(),
             loc: op.loc.to_string(),
