@@ -345,27 +345,39 @@ impl Lowerer<'_> {
     /// A dense/conv: one linear node per part, reading that part's columns
     /// of the map (the bias with the first), summed.
     fn linear(&mut self, op: &Op, map: AffineMap, v: Value, shape: Vec<usize>) -> Value {
-        let split = v.parts.len() > 1;
-        let mut terms = Vec::with_capacity(v.parts.len());
-        let mut offset = 0;
-        for (i, part) in v.parts.into_iter().enumerate() {
-            let len = part.len();
-            let m = if split {
-                map.columns(offset, len, i == 0)
-            } else {
-                map.clone()
-            };
-            offset += len;
-            let m = match &part.pending {
-                Some(p) => m.compose(p),
-                None => m,
-            };
-            let mut sources = part.sources;
-            sources.push(op.name.clone());
-            terms.push(self.push(NodeKind::Linear(m), vec![part.node], shape.clone(), sources));
-        }
-        let node = self.sum(terms, &shape, &op.name);
+        let mut parts = v.parts;
+        let node = if parts.len() == 1
+            && let Some(part) = parts.pop()
+        {
+            self.linear_node(op, map, part, &shape)
+        } else {
+            let mut terms = Vec::with_capacity(parts.len());
+            let mut offset = 0;
+            for (i, part) in parts.into_iter().enumerate() {
+                let len = part.len();
+                let columns = map.columns(offset, len, i == 0);
+                offset += len;
+                terms.push(self.linear_node(op, columns, part, &shape));
+            }
+            self.sum(terms, &shape, &op.name)
+        };
         Value::single(Part::of(node, shape))
+    }
+
+    /// A linear node applying `m` to `part` (its pending map composed in).
+    fn linear_node(&mut self, op: &Op, m: AffineMap, part: Part, shape: &[usize]) -> usize {
+        let m = match &part.pending {
+            Some(p) => m.compose(p),
+            None => m,
+        };
+        let mut sources = part.sources;
+        sources.push(op.name.clone());
+        self.push(
+            NodeKind::Linear(m),
+            vec![part.node],
+            shape.to_vec(),
+            sources,
+        )
     }
 
     /// A map that costs no level (batchnorm, scale, pooling, flatten,
@@ -375,9 +387,14 @@ impl Lowerer<'_> {
         &mut self,
         op: &Op,
         map: AffineMap,
-        v: Value,
+        mut v: Value,
         shape: Vec<usize>,
     ) -> Result<Value, HeError> {
+        if v.parts.len() == 1
+            && let Some(part) = v.parts.pop()
+        {
+            return Ok(Value::single(Self::then(op, map, part, shape)));
+        }
         let not_per_channel = || {
             HeError::Model(format!(
                 "{}: mixes the channels of the branches of `{}`",
@@ -387,49 +404,48 @@ impl Lowerer<'_> {
         let channels = v.shape.first().copied().unwrap_or(1).max(1);
         let out_len: usize = shape.iter().product();
         let per_channel = out_len / channels;
-        if v.parts.len() > 1 && per_channel * channels != out_len {
+        if per_channel * channels != out_len {
             return Err(not_per_channel());
         }
-        let split = v.parts.len() > 1;
         let (mut row, mut col) = (0, 0);
         let mut parts = Vec::with_capacity(v.parts.len());
-        for part in &v.parts {
-            let (m, part_shape) = if split {
-                let c = part.shape.first().copied().unwrap_or(1);
-                let (rows, cols) = (c * per_channel, part.len());
-                let m = map
-                    .block(row, rows, col, cols)
-                    .ok_or_else(not_per_channel)?;
-                (row, col) = (row + rows, col + cols);
-                let part_shape = if shape.len() == v.shape.len() {
-                    std::iter::once(c)
-                        .chain(shape[1..].iter().copied())
-                        .collect()
-                } else {
-                    vec![rows]
-                };
-                (m, part_shape)
+        for part in v.parts {
+            let c = part.shape.first().copied().unwrap_or(1);
+            let (rows, cols) = (c * per_channel, part.len());
+            let block = map
+                .block(row, rows, col, cols)
+                .ok_or_else(not_per_channel)?;
+            (row, col) = (row + rows, col + cols);
+            let part_shape = if shape.len() == v.shape.len() {
+                std::iter::once(c)
+                    .chain(shape[1..].iter().copied())
+                    .collect()
             } else {
-                (map.clone(), shape.clone())
+                vec![rows]
             };
-            let pending = match &part.pending {
-                Some(p) => m.compose(p),
-                None => m,
-            };
-            let mut sources = part.sources.clone();
-            sources.push(op.name.clone());
-            parts.push(Part {
-                node: part.node,
-                pending: Some(pending),
-                shape: part_shape,
-                sources,
-            });
+            parts.push(Self::then(op, block, part, part_shape));
         }
         Ok(Value {
             parts,
             shape,
             concat: v.concat,
         })
+    }
+
+    /// `part` followed by `m` (still pending), now of `shape`.
+    fn then(op: &Op, m: AffineMap, part: Part, shape: Vec<usize>) -> Part {
+        let pending = match &part.pending {
+            Some(p) => m.compose(p),
+            None => m,
+        };
+        let mut sources = part.sources;
+        sources.push(op.name.clone());
+        Part {
+            node: part.node,
+            pending: Some(pending),
+            shape,
+            sources,
+        }
     }
 
     /// Nodes `terms` added up (the first alone when there is one).

@@ -252,8 +252,10 @@ fn given_polynomials_run_encrypted() {
     ignore = "needs the OpenFHE runner: runners/openfhe/setup.sh (CPython 3.10)"
 )]
 fn concat_runs_encrypted() {
-    for text in [INCEPTION, DENSENET] {
-        let m = model_of(text);
-        encrypted_run(&m, &random_checkpoint(&m, 13), 2);
-    }
+    // Inception has every kind of op a concat lowers to: per-branch products
+    // summed, per-branch activations at different levels, a batchnorm on one
+    // branch only, and a branch placed into the output by a masking product.
+    // (DenseNet's circuit has the same kinds; the plaintext test covers it.)
+    let m = model_of(INCEPTION);
+    encrypted_run(&m, &random_checkpoint(&m, 13), 2);
 }
