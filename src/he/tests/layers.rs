@@ -62,6 +62,12 @@ const DENSENET: &str = "model densenet\ninput [2, 5, 5]\nclasses 3\n\
     batchnorm\n  p\n  residual { concat { conv(3, 1) } { conv(4, 3, padding: 1); p } }\n\
     avgpool(5)\n  flatten\n  dense(classes)\n}\n";
 
+/// One value joined to itself (`concat {} {}`: two parts of one node,
+/// which nothing may fold into for one of them), on a flat input.
+const TWICE: &str = "model twice\ninput [4]\nclasses 3\n\
+    act p = poly(degree: 2, fit: relu, range: 4)\n\
+    net {\n  dense(3)\n  p\n  concat {} {} { scale(2) }\n  batchnorm\n  dense(classes)\n}\n";
+
 /// Random weights, with the coefficients of every activation as training
 /// starts them (for given polynomials: the user's, converted to the basis).
 fn checkpoint_from_training(m: &Model) -> Checkpoint {
@@ -123,7 +129,7 @@ fn folding_is_exact_for_grouped_depthwise_and_1d_layers() {
 /// branches that do not end in a dense/conv, as `check::depth` counts.
 #[test]
 fn folding_is_exact_for_concat_and_levels_match_the_checker() {
-    for text in [INCEPTION, DENSENET] {
+    for text in [INCEPTION, DENSENET, TWICE] {
         let m = model_of(text);
         check_equivalence(&m, io::INLINE_LIMIT);
     }
