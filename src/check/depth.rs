@@ -178,7 +178,7 @@ fn assign_seq(ops: &mut [Op], start: Parts, joined: bool) -> Parts {
             parts = vec![(level_of(&placed(&parts)), false)];
         }
         op.level = level_of(&parts);
-        op.levels = op.level - before;
+        op.levels = op.level.saturating_sub(before);
     }
     if joined && parts.len() > 1 {
         parts = vec![(level_of(&placed(&parts)), false)];
