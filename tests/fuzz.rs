@@ -60,7 +60,7 @@ proptest! {
     #[test]
     fn token_soup_never_panics(tokens in prop::collection::vec(prop::sample::select(vec![
         "model", "m", "input", "[", "]", "classes", "10", "net", "{", "}", "(", ")", "dense", "conv",
-        "residual", "project", "shortcut", "for", "in", "0..3", ",", ":", ";", "block", "b", "act", "p",
+        "residual", "project", "shortcut", "concat", "{}", "for", "in", "0..3", ",", ":", ";", "block", "b", "act", "p",
         "=", "poly", "degree", "range", "-", "*", "1e999", "99999999999999999999", "\"s\"", "#c\n", "\n",
         "train", "he", "import", "batchnorm", "flatten", "global_avgpool", "avgpool", "b(2)",
     ]), 0..80)) {

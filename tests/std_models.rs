@@ -26,6 +26,21 @@ fn every_std_model_and_clean_example_checks_without_diagnostics() {
     }
     load("examples/tiny_mlp.pnn");
     load("examples/residual.pnn");
+    // Inception and DenseNet: the joins are free. conv 1, p 4; inception:
+    // 1x1 -> p -> 3x3 (or 5x5) = 9, p 12; three dense layers (conv, folded
+    // batchnorm, p: 4 levels each) 24; p 27; dense 28.
+    let cat = load("examples/concat.pnn");
+    assert_eq!(cat.depth, 28);
+    let joined: Vec<Vec<usize>> = cat
+        .net
+        .iter()
+        .filter(|o| matches!(o.kind, OpKind::Concat { .. }))
+        .map(|o| o.output.dims().to_vec())
+        .collect();
+    assert_eq!(
+        joined,
+        [[32, 32, 32], [40, 16, 16], [48, 16, 16], [56, 16, 16]]
+    );
     // The boundary-loss comparison of docs/results.md: the same network, two losses.
     let (exp, cap) = (
         load("examples/cifar/resnet20_d2.pnn"),

@@ -892,6 +892,118 @@ fn short_runs_in_both_engines_end_within_tolerance() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Issue 14's layers on images: a grouped and a depthwise conv, a concat
+/// with an identity branch and three branches (an activation and a
+/// batchnorm across them; a batchnorm right after one would make the
+/// branches' shifts' gradients rounding noise), a
+/// concat of flat vectors, and given polynomials (a fixed one, and a
+/// learnable one in the power basis).
+const IMAGE_LAYERS: &str = "model image_layers
+input [2, 8, 8]
+classes 3
+
+act p = poly(degree: 3, fit: relu, range: 3)
+act sq = poly(coeffs: [0, 0.5, 0.25], range: 4)
+act cubic = poly(coeffs: [0.1, 1, 0, -0.05], range: 3, basis: power, learnable: true)
+
+net {
+  conv(4, 3, padding: 1, bias: true, groups: 2); p; batchnorm
+  concat {
+  } {
+    conv(4, 3, padding: 1, groups: 4); sq
+  } {
+    conv(2, 1); batchnorm
+  }
+  cubic; batchnorm
+  avgpool(2)
+  flatten
+  concat { dense(6); p } { dense(4) }
+  dense(classes)
+}
+
+train {
+  RECIPE
+}
+";
+
+/// Issue 14's layers on a sequence (the same 128 values per sample as
+/// [2, 8, 8]): grouped 1-D convs, 1-D pooling, a concat of channels, and a
+/// given square in the power basis.
+const SEQUENCE_LAYERS: &str = "model sequence_layers
+input [8, 16]
+classes 3
+
+act p = poly(degree: 4, fit: relu, range: 3)
+act sq = poly(coeffs: [0, 0, 1], range: 4, basis: power)
+
+net {
+  conv(8, 3, padding: 1, groups: 4, bias: true); p; batchnorm
+  concat { conv(4, 3, stride: 2, padding: 1) } { avgpool(2); conv(2, 1, groups: 2) }
+  sq
+  avgpool(2, stride: 1)
+  flatten
+  dense(classes)
+}
+
+train {
+  RECIPE
+}
+";
+
+/// The exported package builds each of issue 14's layers as pnnc does: a
+/// fresh network has pnnc's weights bit for bit (shapes, fan-ins, draw order,
+/// a given polynomial's coefficients in its basis), and one step from trained
+/// weights gives pnnc's logits, losses, gradients and update.
+#[test]
+#[cfg_attr(
+    not(pnnc_torch),
+    ignore = "needs a Python with torch, numpy and safetensors ($PNNC_TORCH_PYTHON, else python3)"
+)]
+fn grouped_1d_concat_and_given_polynomials_match_pnnc() {
+    let python = python();
+    for (i, text) in [IMAGE_LAYERS, SEQUENCE_LAYERS].iter().enumerate() {
+        let dir = temp(&format!("layers{i}"));
+        let model = checked(&dir, &text.replace("RECIPE", RECIPES[0].1));
+        let cfg = config(&model);
+        let exp = export_to(&model, &dir);
+        let init = dir.join("init.safetensors");
+        let script = format!(
+            "import json
+from pnnc_torch import ir, net, ckpt
+n = net.PnnNet(ir.Export({exp:?}), 11)
+ckpt.save({init:?}, ckpt.Checkpoint('m', 'h', json.dumps(dict(mean=[], std=[])), n.tensors(), {{}}))",
+            exp = exp.display().to_string(),
+            init = init.display().to_string(),
+        );
+        ok(&py(&python, &exp, &["-c", &script]));
+        let fresh = Network::new(&model, 11, &NetworkOptions::default()).unwrap();
+        assert_eq!(
+            Checkpoint::load(&init).unwrap().tensors,
+            fresh.to_tensors(),
+            "{}: initial tensors",
+            model.name
+        );
+        let net = trained_network(&model, &cfg);
+        let ck = dir.join("ck.safetensors");
+        checkpoint(&model, &net).save(&ck).unwrap();
+        let d = dataset(13, 30 + i as u32);
+        let batch = dir.join("batch.safetensors");
+        write_batch(&batch, &d.x, &d.y);
+        let want = pnnc_step(net, &cfg, &d.x, &d.y, 77);
+        let (e, c, b, o) = (
+            exp.display().to_string(),
+            ck.display().to_string(),
+            batch.display().to_string(),
+            dir.join("dump.safetensors").display().to_string(),
+        );
+        let mut args = vec!["-m", "pnnc_torch.dump"];
+        args.extend(dump_args(&e, &c, &b, &o));
+        ok(&py(&python, &exp, &args));
+        compare_step(&model.name, Path::new(&o), &want, 1e-4, cfg.optimizer.lr());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
 #[test]
 #[cfg_attr(
     not(pnnc_torch),

@@ -948,9 +948,8 @@ fn lints(
         fn walk<'a>(ops: &'a [crate::ir::Op], v: &mut Vec<&'a crate::ir::Op>) {
             for o in ops {
                 v.push(o);
-                if let OpKind::Residual { body, shortcut } = &o.kind {
-                    walk(body, v);
-                    walk(shortcut, v);
+                for seq in o.kind.nested() {
+                    walk(seq, v);
                 }
             }
         }
@@ -994,12 +993,12 @@ fn budget_error(
     fn first_over(ops: &[crate::ir::Op], budget: u32) -> Option<&crate::ir::Op> {
         for op in ops {
             if op.level > budget {
-                if let OpKind::Residual { body, shortcut } = &op.kind {
-                    return first_over(body, budget)
-                        .or_else(|| first_over(shortcut, budget))
-                        .or(Some(op));
-                }
-                return Some(op);
+                return op
+                    .kind
+                    .nested()
+                    .into_iter()
+                    .find_map(|seq| first_over(seq, budget))
+                    .or(Some(op));
             }
         }
         None

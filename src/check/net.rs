@@ -5,7 +5,7 @@
 use super::diag::{Code, Diagnostic, Edit, FileId, Fix, Label, Sources};
 use super::eval::{Bound, Env, ParamSpec, bind, closest, eval, opt, req, type_error};
 use crate::ir::{Op, OpKind, PolyAct, Shape, SrcLoc, Value};
-use crate::syntax::{BlockDef, Call, ShortcutKind, Span, Stmt};
+use crate::syntax::{BlockDef, Branch, Call, ShortcutKind, Span, Stmt};
 use std::collections::HashMap;
 
 /// Most trainable parameters a model may have. Far above anything HE can
@@ -380,8 +380,139 @@ impl<'a> Builder<'a> {
                         None
                     };
                 }
+                Stmt::Concat { branches, span } => {
+                    self.concat(branches, *span, file, env, scope, flow, out);
+                }
             }
         }
+    }
+
+    /// `concat { ... } { ... }`: every branch expanded from the same input,
+    /// their outputs joined along the first axis.
+    #[allow(clippy::too_many_arguments)]
+    fn concat(
+        &mut self,
+        branches: &[Branch],
+        span: Span,
+        file: FileId,
+        env: &Env,
+        scope: &mut Scope,
+        flow: &mut Flow,
+        out: &mut Vec<Op>,
+    ) {
+        let name = scope.next("cat");
+        let input = flow.clone();
+        let mut branch_ops = Vec::with_capacity(branches.len());
+        let mut outputs = Vec::with_capacity(branches.len());
+        for (i, b) in branches.iter().enumerate() {
+            let mut ops = Vec::new();
+            let mut branch_flow = input.clone();
+            let mut branch_scope = Scope::new(format!("{name}.b{}.", i + 1));
+            self.expand(
+                &b.body,
+                file,
+                env,
+                &mut branch_scope,
+                &mut branch_flow,
+                &mut ops,
+            );
+            branch_ops.push(ops);
+            outputs.push(branch_flow);
+        }
+        let output = if branches.len() < 2 {
+            self.diags.push(
+                Diagnostic::new(
+                    Code::MissingArgument,
+                    "`concat` has one branch; it joins two or more".to_string(),
+                    Label::new(file, span, "one branch"),
+                )
+                .help("add a branch `{ ... }` (an empty `{}` passes the input through: DenseNet's x ++ f(x) is `concat {} { ... }`), or write the branch's layers without `concat`"),
+            );
+            None
+        } else {
+            let known: Option<Vec<Shape>> = outputs.iter().cloned().collect();
+            known.and_then(|shapes| self.concat_shape(&shapes, branches, file))
+        };
+        let params = branch_ops
+            .iter()
+            .flatten()
+            .map(|o| o.params)
+            .fold(0u64, u64::saturating_add);
+        // The branches' parameters are counted already; only the size is checked.
+        let output = self.check_size(output, Some(0), span, file, &name);
+        self.push(
+            out,
+            name,
+            OpKind::Concat {
+                branches: branch_ops,
+            },
+            &input,
+            output.clone(),
+            params,
+            file,
+            span,
+        );
+        *flow = output;
+    }
+
+    /// The shape of the branches' outputs joined along the first axis, or
+    /// E0300 at the first branch whose other axes differ from the first's.
+    fn concat_shape(&mut self, shapes: &[Shape], branches: &[Branch], file: FileId) -> Flow {
+        let first = &shapes[0];
+        let rest = |s: &Shape| s.dims().get(1..).unwrap_or(&[]).to_vec();
+        let bad: Vec<usize> = (1..shapes.len())
+            .filter(|&i| rest(&shapes[i]) != rest(first) || shapes[i].dims().is_empty())
+            .collect();
+        let Some(&i) = bad.first() else {
+            let channels = shapes
+                .iter()
+                .map(|s| s.dims().first().copied().unwrap_or(0))
+                .fold(0usize, usize::saturating_add);
+            let mut dims = vec![channels];
+            dims.extend(rest(first));
+            return Some(Shape(dims));
+        };
+        let same_rank = shapes[i].dims().len() == first.dims().len();
+        let help = if same_rank {
+            let axes: Vec<String> = rest(first).iter().map(usize::to_string).collect();
+            format!(
+                "concat joins along the first axis (channels): every branch must end in [_, {}] as branch 1 does; keep strides and pooling equal across branches, and pad to keep the size (`conv(c, 3, padding: 1)`)",
+                axes.join(", ")
+            )
+        } else {
+            "every branch must end in a tensor of the same rank: flatten all branches or none"
+                .to_string()
+        };
+        // A branch's shape comes from its last statement (the braces when empty).
+        let at = |b: &Branch| b.body.last().map_or(b.span, Stmt::span);
+        let mut d = Diagnostic::new(
+            Code::ShapeMismatch,
+            format!(
+                "concat: branch {} gives {} but branch 1 gives {first}",
+                i + 1,
+                shapes[i]
+            ),
+            Label::new(
+                file,
+                at(&branches[i]),
+                format!("branch {} gives {}", i + 1, shapes[i]),
+            ),
+        )
+        .with(Label::new(
+            file,
+            at(&branches[0]),
+            format!("branch 1 gives {first}"),
+        ))
+        .help(help);
+        for &j in &bad[1..] {
+            d = d.with(Label::new(
+                file,
+                at(&branches[j]),
+                format!("branch {} gives {}", j + 1, shapes[j]),
+            ));
+        }
+        self.diags.push(d);
+        None
     }
 
     fn call(

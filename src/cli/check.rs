@@ -2,7 +2,7 @@
 
 use super::{ColorChoice, Format};
 use crate::check::{self, Checked, Code, Severity, render};
-use crate::ir::{Op, OpKind};
+use crate::ir::Op;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -157,9 +157,8 @@ fn rows(ops: &[Op], depth: usize, out: &mut Vec<Row>) {
             level: op.level,
             depth,
         });
-        if let OpKind::Residual { body, shortcut } = &op.kind {
-            rows(body, depth + 1, out);
-            rows(shortcut, depth + 1, out);
+        for seq in op.kind.nested() {
+            rows(seq, depth + 1, out);
         }
     }
 }

@@ -11,7 +11,7 @@
 //! by model. `docs/scale-out.md` has the commands and what is identical.
 
 use crate::ir::{Basis, Model, Op, OpKind};
-use crate::train::fit::{FitError, fit_activation};
+use crate::train::fit::{FitError, fit_activation, from_raw_power};
 use crate::train::run::{RunConfig, RunSummary};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -145,26 +145,20 @@ fn check_op(op: &Op) -> Result<(), ExportError> {
             what: what.to_string(),
         })
     };
-    let sequence = op.input.dims().len() == 2;
     match &op.kind {
-        // Not yet in the package: refused by name rather than trained wrongly.
-        OpKind::Poly(p) if p.coeffs.is_some() => {
-            unsupported("a given polynomial `poly(coeffs: ...)`")
-        }
-        OpKind::Conv { groups, .. } if *groups > 1 => {
-            unsupported(&format!("a grouped convolution (groups: {groups})"))
-        }
-        OpKind::Conv { .. } if sequence => unsupported("a 1-D convolution on a [c, n] input"),
-        OpKind::AvgPool { .. } if sequence => unsupported("1-D average pooling on a [c, n] input"),
         OpKind::Poly(p) => match p.basis {
             Basis::Chebyshev | Basis::Power | Basis::RawPower => Ok(()),
         },
-        OpKind::Residual { body, shortcut } => body.iter().chain(shortcut).try_for_each(check_op),
-        OpKind::Dropout { p } if !(0.0..1.0).contains(p) => Err(ExportError::Unsupported {
-            layer: op.name.clone(),
-            loc: op.loc.to_string(),
-            what: format!("dropout with probability {p}"),
-        }),
+        OpKind::Residual { .. } | OpKind::Concat { .. } => op
+            .kind
+            .nested()
+            .into_iter()
+            .flatten()
+            .try_for_each(check_op),
+        OpKind::Conv { groups, .. } if *groups == 0 => unsupported("a convolution with 0 groups"),
+        OpKind::Dropout { p } if !(0.0..1.0).contains(p) => {
+            unsupported(&format!("dropout with probability {p}"))
+        }
         OpKind::Dense { .. }
         | OpKind::Conv { .. }
         | OpKind::BatchNorm { .. }
@@ -181,19 +175,26 @@ pub fn check_expressible(model: &Model) -> Result<(), ExportError> {
     model.net.iter().try_for_each(check_op)
 }
 
-/// pnnc's initial coefficients of every polynomial site.
+/// pnnc's initial coefficients of every polynomial site: the fit, or a
+/// given polynomial converted to its basis (as `Network::new` starts them).
 fn initial_coeffs(model: &Model) -> Result<BTreeMap<String, Vec<f64>>, ExportError> {
     let mut out = BTreeMap::new();
     for op in model.ops() {
-        if let OpKind::Poly(p) = &op.kind {
-            let fit = fit_activation(p.fit, p.degree, p.range, p.fit_method, p.basis).map_err(
-                |source| ExportError::Fit {
-                    layer: op.name.clone(),
-                    source,
-                },
-            )?;
-            out.insert(op.name.clone(), fit.coeffs);
-        }
+        let OpKind::Poly(p) = &op.kind else {
+            continue;
+        };
+        let coeffs = match &p.coeffs {
+            Some(raw) => from_raw_power(raw, p.range, p.basis),
+            None => {
+                fit_activation(p.fit, p.degree, p.range, p.fit_method, p.basis)
+                    .map_err(|source| ExportError::Fit {
+                        layer: op.name.clone(),
+                        source,
+                    })?
+                    .coeffs
+            }
+        };
+        out.insert(op.name.clone(), coeffs);
     }
     Ok(out)
 }
@@ -571,21 +572,22 @@ mod tests {
         dir
     }
 
-    /// Layers the package does not implement yet are refused by name, never
-    /// dropped or trained as something else.
+    /// Grouped, depthwise and 1-D convs, 1-D pooling, concat and given
+    /// polynomials are all expressed (tests/torch_export.rs compares them
+    /// with pnnc); a given polynomial starts from its own coefficients in
+    /// its basis, not from a fit: x^2 on B = 6 is 18 T_0 + 18 T_2.
     #[test]
-    fn layers_the_package_lacks_are_refused_naming_the_layer() {
+    fn issue_14_layers_are_expressed_and_given_polynomials_start_as_given() {
         let cases = [
             (
                 "input [4, 8, 8]",
-                "conv(8, 3, groups: 4)",
-                "grouped convolution",
+                "conv(8, 3, groups: 4); conv(8, 3, groups: 8)",
             ),
-            ("input [4, 16]", "conv(8, 3)", "1-D convolution"),
-            ("input [4, 16]", "avgpool(2)", "1-D average pooling"),
-            ("input [4]", "dense(8); q", "given polynomial"),
+            ("input [4, 16]", "conv(8, 3, groups: 2); avgpool(2)"),
+            ("input [4, 8, 8]", "concat {} { conv(2, 1) }"),
+            ("input [4]", "dense(8); q"),
         ];
-        for (input, layer, what) in cases {
+        for (input, layer) in cases {
             let src = format!(
                 "model m\n{input}\nclasses 2\nact q = poly(coeffs: [0, 0, 1], range: 6)\nnet {{\n  {layer}\n  flatten\n  dense(classes)\n}}\n"
             );
@@ -593,11 +595,16 @@ mod tests {
             let path = dir.path().join("m.pnn");
             std::fs::write(&path, &src).unwrap();
             let m = crate::check::load_model(&path).unwrap_or_else(|e| panic!("{src}: {e:?}"));
-            let err = check_expressible(&m).unwrap_err().to_string();
-            assert!(
-                err.contains(what) && err.contains("cannot be expressed"),
-                "{layer}: {err}"
-            );
+            check_expressible(&m).unwrap_or_else(|e| panic!("{layer}: {e}"));
+            if layer.ends_with('q') {
+                let coeffs = initial_coeffs(&m).unwrap();
+                let c = &coeffs["poly1"];
+                assert!(
+                    c.len() == 3 && (c[0] - 18.0).abs() < 1e-12 && c[1].abs() < 1e-12,
+                    "{c:?}"
+                );
+                assert!((c[2] - 18.0).abs() < 1e-12, "{c:?}");
+            }
         }
     }
 

@@ -133,6 +133,70 @@ impl AffineMap {
             ..self.clone()
         }
     }
+
+    /// The map restricted to input columns `[start, start + len)`, as a map
+    /// on that slice of the input (the other columns' terms dropped); the
+    /// bias kept only when `with_bias`. Summed over a partition of the
+    /// columns (the bias in one part), these give back `self`.
+    pub fn columns(&self, start: usize, len: usize, with_bias: bool) -> AffineMap {
+        let inside = |c: u32| (start..start + len).contains(&(c as usize));
+        AffineMap {
+            in_len: len,
+            rows: self
+                .rows
+                .iter()
+                .map(|row| {
+                    row.iter()
+                        .filter(|(c, _)| inside(*c))
+                        .map(|&(c, v)| (c - start as u32, v))
+                        .collect()
+                })
+                .collect(),
+            bias: if with_bias {
+                self.bias.clone()
+            } else {
+                vec![0.0; self.bias.len()]
+            },
+        }
+    }
+
+    /// Rows `[r0, r0 + rows)` as a map on input columns `[c0, c0 + cols)`,
+    /// or None when one of those rows reads a column outside them (the map
+    /// is not block-diagonal there).
+    pub fn block(&self, r0: usize, rows: usize, c0: usize, cols: usize) -> Option<AffineMap> {
+        let range = c0..c0 + cols;
+        let picked = self.rows.get(r0..r0 + rows)?;
+        let mut out = Vec::with_capacity(rows);
+        for row in picked {
+            if row.iter().any(|(c, _)| !range.contains(&(*c as usize))) {
+                return None;
+            }
+            out.push(row.iter().map(|&(c, v)| (c - c0 as u32, v)).collect());
+        }
+        Some(AffineMap {
+            in_len: cols,
+            rows: out,
+            bias: self.bias[r0..r0 + rows].to_vec(),
+        })
+    }
+
+    /// x (of length `len`) placed at `[offset, offset + len)` of a vector
+    /// of `total` zeros.
+    pub fn embedding(offset: usize, len: usize, total: usize) -> AffineMap {
+        AffineMap {
+            in_len: len,
+            rows: (0..total)
+                .map(|r| {
+                    if (offset..offset + len).contains(&r) {
+                        vec![((r - offset) as u32, 1.0)]
+                    } else {
+                        Vec::new()
+                    }
+                })
+                .collect(),
+            bias: vec![0.0; total],
+        }
+    }
 }
 
 /// Parameters of one IR op as f64 slices, looked up by suffix (`weight`, ...).
@@ -149,7 +213,8 @@ pub fn per_channel(shape: &[usize], scale: &[f64], shift: &[f64]) -> AffineMap {
     AffineMap::diagonal(&expand(scale), &expand(shift))
 }
 
-/// The affine map of a linear IR op (None for poly and residual, which are not linear).
+/// The affine map of a linear IR op (None for poly, residual and concat, which are
+/// not one linear layer).
 pub fn op_map(op: &Op, params: &dyn ParamSource) -> Result<Option<AffineMap>, String> {
     let in_shape = op.input.dims();
     let in_len: usize = in_shape.iter().product();
@@ -243,7 +308,7 @@ pub fn op_map(op: &Op, params: &dyn ParamSource) -> Result<Option<AffineMap>, St
             }
         }
         OpKind::Flatten | OpKind::Dropout { .. } => AffineMap::identity(in_len),
-        OpKind::Poly(_) | OpKind::Residual { .. } => return Ok(None),
+        OpKind::Poly(_) | OpKind::Residual { .. } | OpKind::Concat { .. } => return Ok(None),
     };
     Ok(Some(map))
 }
@@ -391,5 +456,39 @@ mod tests {
         for (u, v) in composed.iter().zip(&twice) {
             assert!((u - v).abs() < 1e-12, "{composed:?} vs {twice:?}");
         }
+    }
+
+    /// The pieces a concat's lowering cuts maps into: column slices sum to
+    /// the map, a block is the rows of a block-diagonal map, an embedding
+    /// places a vector at an offset.
+    #[test]
+    fn columns_blocks_and_embeddings_cut_maps_exactly() {
+        let m = AffineMap {
+            in_len: 5,
+            rows: vec![
+                vec![(0, 1.0), (3, 2.0)],
+                vec![(1, -1.0), (4, 0.5)],
+                vec![(2, 3.0)],
+            ],
+            bias: vec![0.5, -0.5, 1.0],
+        };
+        let x = [0.1, 0.2, -0.3, 0.4, 0.7];
+        let (a, b) = (m.columns(0, 2, true), m.columns(2, 3, false));
+        let sum: Vec<f64> = a
+            .apply(&x[..2])
+            .iter()
+            .zip(b.apply(&x[2..]))
+            .map(|(u, v)| u + v)
+            .collect();
+        for (u, v) in sum.iter().zip(m.apply(&x)) {
+            assert!((u - v).abs() < 1e-12, "{sum:?}");
+        }
+        // Rows 0..2 read columns 0, 1, 3, 4: not a block on 0..2, one on 0..5.
+        assert!(m.block(0, 2, 0, 2).is_none());
+        let diag = AffineMap::diagonal(&[1.0, 2.0, 3.0, 4.0], &[0.0, 1.0, 2.0, 3.0]);
+        let lower = diag.block(2, 2, 2, 2).unwrap();
+        assert_eq!(lower.apply(&[1.0, 1.0]), [5.0, 7.0]);
+        let e = AffineMap::embedding(1, 2, 4);
+        assert_eq!(e.apply(&[3.0, 4.0]), [0.0, 3.0, 4.0, 0.0]);
     }
 }

@@ -13,7 +13,7 @@ use super::lower::{Lowered, Node, NodeKind, lower};
 use super::params::SecretKey;
 use super::reference::{CheckpointParams, normalization_map};
 use super::{params, poly};
-use crate::ir::{Checkpoint, Model, Op, OpKind, levels};
+use crate::ir::{Checkpoint, Model};
 use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Clone)]
@@ -40,23 +40,11 @@ pub struct Compiled {
     pub warnings: Vec<String>,
 }
 
-/// Depth of the IR by the shared level rules.
+/// Depth of the IR by the shared level rules (`check::depth`, which applies
+/// `ir::levels`), from the ops' kinds and batchnorm flags rather than the
+/// levels a model file states.
 pub fn ir_depth(model: &Model) -> u32 {
-    fn seq(ops: &[Op], level: u32) -> u32 {
-        ops.iter().fold(level, |l, op| cost(op, l))
-    }
-    fn cost(op: &Op, level: u32) -> u32 {
-        match &op.kind {
-            OpKind::Dense { .. } | OpKind::Conv { .. } => level + levels::LINEAR,
-            OpKind::BatchNorm {
-                foldable: false, ..
-            } => level + levels::UNFOLDED_BATCHNORM,
-            OpKind::Poly(act) => level + levels::poly(act.degree),
-            OpKind::Residual { body, shortcut } => seq(body, level).max(seq(shortcut, level)),
-            _ => level + levels::FREE,
-        }
-    }
-    seq(&model.net, 0)
+    crate::check::depth::assign_levels(&mut model.net.clone(), 0)
 }
 
 /// Baby step g and rotation steps for the signed diagonals `diags`
@@ -684,13 +672,32 @@ fn check_finite(tensors: &BTreeMap<String, TensorData>) -> Result<(), HeError> {
 
 /// Layout of every node's value: the input dense, a linear op's output by
 /// [`layout::after_linear`], elementwise ops and joins keep their input's.
+/// The addends of a sum must share a layout: a linear addend that nothing
+/// else reads (a concat's parts summed by the layer after it, a branch's last
+/// conv) writes its rows in the other addend's layout, which costs nothing
+/// (its matrix places them).
 fn node_layouts(nodes: &[Node]) -> Vec<Option<SlotLayout>> {
+    let mut readers = vec![0usize; nodes.len()];
+    for n in nodes {
+        for &i in &n.inputs {
+            readers[i] += 1;
+        }
+    }
+    let free = |i: usize| matches!(nodes[i].kind, NodeKind::Linear(_)) && readers[i] == 1;
     let mut out: Vec<Option<SlotLayout>> = Vec::with_capacity(nodes.len());
     for n in nodes {
-        let l = match (&n.kind, n.inputs.first()) {
-            (NodeKind::Linear(_), Some(&i)) => layout::after_linear(out[i].as_ref(), &n.shape),
-            (NodeKind::Input, _) | (_, None) => SlotLayout::dense(&n.shape),
-            (_, Some(&i)) => out[i],
+        let l = match (&n.kind, n.inputs.as_slice()) {
+            (NodeKind::Linear(_), [i, ..]) => layout::after_linear(out[*i].as_ref(), &n.shape),
+            (NodeKind::Add, &[a, b]) if out[a] != out[b] => {
+                if free(b) {
+                    out[b] = out[a];
+                } else if free(a) {
+                    out[a] = out[b];
+                }
+                out[a]
+            }
+            (NodeKind::Input, _) | (_, []) => SlotLayout::dense(&n.shape),
+            (_, [i, ..]) => out[*i],
         };
         out.push(l);
     }

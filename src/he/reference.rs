@@ -70,7 +70,7 @@ impl<'a> Reference<'a> {
                         params.param(op, "coeffs").map_err(weights)?,
                     );
                 }
-                OpKind::Residual { .. } => {}
+                OpKind::Residual { .. } | OpKind::Concat { .. } => {}
                 _ => {
                     let map = affine::op_map(op, &params)
                         .map_err(weights)?
@@ -163,6 +163,23 @@ impl<'a> Reference<'a> {
                     )));
                 }
                 Ok(a.iter().zip(&b).map(|(x, y)| x + y).collect())
+            }
+            OpKind::Concat { branches } => {
+                // One sample: its branches' values one after another.
+                let mut out = Vec::with_capacity(op.output.numel() as usize);
+                for branch in branches {
+                    out.extend(self.seq(branch, v.clone(), observe)?);
+                }
+                if out.len() as u64 != op.output.numel() {
+                    return Err(HeError::Model(format!(
+                        "{}: branches give {} values, the concat {} holds {}",
+                        op.name,
+                        out.len(),
+                        op.output,
+                        op.output.numel()
+                    )));
+                }
+                Ok(out)
             }
             _ => {
                 let map = self.maps.get(&op.name).ok_or_else(missing)?;

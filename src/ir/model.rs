@@ -71,15 +71,14 @@ pub struct Model {
 }
 
 impl Model {
-    /// Every op in execution order, descending into residual branches
-    /// (body first, then shortcut).
+    /// Every op in execution order, descending into nested sequences
+    /// (a residual's body, then its shortcut; a concat's branches in order).
     pub fn ops(&self) -> Vec<&Op> {
         fn walk<'a>(ops: &'a [Op], out: &mut Vec<&'a Op>) {
             for op in ops {
                 out.push(op);
-                if let OpKind::Residual { body, shortcut } = &op.kind {
-                    walk(body, out);
-                    walk(shortcut, out);
+                for seq in op.kind.nested() {
+                    walk(seq, out);
                 }
             }
         }
@@ -98,9 +97,9 @@ pub struct Op {
     pub kind: OpKind,
     pub input: Shape,
     pub output: Shape,
-    /// Trainable parameters of this op (for a residual: of both branches).
+    /// Trainable parameters of this op (for a residual or concat: of all its branches).
     pub params: u64,
-    /// Levels this op itself consumes (for a residual: the join's max branch).
+    /// Levels this op itself consumes (for a residual or concat: its deepest branch).
     pub levels: u32,
     /// Cumulative level after this op, counted from the input at level 0.
     pub level: u32,
@@ -162,6 +161,12 @@ pub enum OpKind {
         body: Vec<Op>,
         shortcut: Vec<Op>,
     },
+    /// The branches' outputs concatenated along the first axis (channels of
+    /// `[C, H, W]` and `[C, T]`, the features of `[N]`); every branch reads
+    /// this op's input, and an empty branch is the identity. Two or more.
+    Concat {
+        branches: Vec<Vec<Op>>,
+    },
 }
 
 impl Op {
@@ -222,6 +227,7 @@ impl Op {
                     "residual (projection)".into()
                 }
             }
+            OpKind::Concat { branches } => format!("concat ({} branches)", branches.len()),
             other => other.keyword().into(),
         }
     }
@@ -241,6 +247,26 @@ impl OpKind {
             OpKind::Dropout { .. } => "dropout",
             OpKind::Scale { .. } => "scale",
             OpKind::Residual { .. } => "residual",
+            OpKind::Concat { .. } => "concat",
+        }
+    }
+
+    /// The op sequences nested in this op, in execution order: a residual's
+    /// body and shortcut, a concat's branches; none for a plain layer.
+    pub fn nested(&self) -> Vec<&[Op]> {
+        match self {
+            OpKind::Residual { body, shortcut } => vec![body, shortcut],
+            OpKind::Concat { branches } => branches.iter().map(Vec::as_slice).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// [`Self::nested`], mutable.
+    pub fn nested_mut(&mut self) -> Vec<&mut Vec<Op>> {
+        match self {
+            OpKind::Residual { body, shortcut } => vec![body, shortcut],
+            OpKind::Concat { branches } => branches.iter_mut().collect(),
+            _ => Vec::new(),
         }
     }
 }

@@ -21,11 +21,11 @@ pub fn with_degree(model: &mut Model, degree: u32, range: f64, penalty: f64) {
                     // A given polynomial has its own degree: the sweep fits instead.
                     p.coeffs = None;
                 }
-                OpKind::Residual { body, shortcut } => {
-                    walk(body, degree, range);
-                    walk(shortcut, degree, range);
+                other => {
+                    for seq in other.nested_mut() {
+                        walk(seq, degree, range);
+                    }
                 }
-                _ => {}
             }
         }
     }
@@ -60,11 +60,11 @@ pub fn with_basis(model: &mut Model, basis: Basis) {
         for op in ops {
             match &mut op.kind {
                 OpKind::Poly(p) => p.basis = basis,
-                OpKind::Residual { body, shortcut } => {
-                    walk(body, basis);
-                    walk(shortcut, basis);
+                other => {
+                    for seq in other.nested_mut() {
+                        walk(seq, basis);
+                    }
                 }
-                _ => {}
             }
         }
     }

@@ -107,15 +107,27 @@ pub enum Stmt {
         shortcut: Option<Shortcut>,
         span: Span,
     },
+    /// `concat { ... } { ... }`: the branches' outputs joined along the
+    /// channel axis.
+    Concat { branches: Vec<Branch>, span: Span },
 }
 
 impl Stmt {
     pub fn span(&self) -> Span {
         match self {
             Stmt::Call(c) => c.span,
-            Stmt::For { span, .. } | Stmt::Residual { span, .. } => *span,
+            Stmt::For { span, .. } | Stmt::Residual { span, .. } | Stmt::Concat { span, .. } => {
+                *span
+            }
         }
     }
+}
+
+/// One `{ ... }` branch of a `concat`; its span covers the braces.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Branch {
+    pub body: Vec<Stmt>,
+    pub span: Span,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -196,6 +196,12 @@ impl Printer<'_> {
     /// The `{ ... }` body of a construct spanning `outer`.
     fn body(&mut self, stmts: &[Stmt], outer: Span) {
         let open = body_open(self.src, outer, stmts);
+        // An empty body (a concat's identity branch) stays `{}`.
+        if stmts.is_empty() && !self.has_comment_in(Span::new(open, outer.end)) {
+            self.out.push_str("{}");
+            self.prev_end = outer.end;
+            return;
+        }
         let inline = !stmts.is_empty()
             && self.same_line(open, outer.end)
             && stmts.iter().all(|s| matches!(s, Stmt::Call(_)))
@@ -284,6 +290,13 @@ impl Printer<'_> {
                         ShortcutKind::WhenShapeChanges => " project ",
                     });
                     self.body(&sc.body, sc.span);
+                }
+            }
+            Stmt::Concat { branches, .. } => {
+                self.out.push_str("concat");
+                for b in branches {
+                    self.out.push(' ');
+                    self.body(&b.body, b.span);
                 }
             }
         }

@@ -137,7 +137,7 @@ fn rule_name(rule: Rule) -> &'static str {
         Rule::params | Rule::param => "block parameters `(name, name: default)`",
         Rule::body => "`{`",
         Rule::section => "`{`",
-        Rule::for_stmt | Rule::residual_stmt | Rule::call_stmt => "a layer",
+        Rule::for_stmt | Rule::residual_stmt | Rule::concat_stmt | Rule::call_stmt => "a layer",
         Rule::shortcut_clause => "`shortcut` or `project`",
         Rule::entry => "`key: value`",
         Rule::args => "`(`",
@@ -155,6 +155,7 @@ fn rule_name(rule: Rule) -> &'static str {
         Rule::kw_residual => "`residual`",
         Rule::kw_shortcut => "`shortcut`",
         Rule::kw_project => "`project`",
+        Rule::kw_concat => "`concat`",
         _ => "something else here",
     }
 }
@@ -265,6 +266,7 @@ fn is_keyword(rule: Rule) -> bool {
             | Rule::kw_for
             | Rule::kw_in
             | Rule::kw_residual
+            | Rule::kw_concat
     )
 }
 
@@ -380,6 +382,17 @@ fn stmt(p: Pair<Rule>) -> Stmt {
                 span,
             }
         }
+        Rule::concat_stmt => Stmt::Concat {
+            branches: p
+                .into_inner()
+                .filter(|q| q.as_rule() == Rule::body)
+                .map(|q| Branch {
+                    span: span_of(&q),
+                    body: body(q),
+                })
+                .collect(),
+            span,
+        },
         _ => Stmt::Call(call_like(p)),
     }
 }

@@ -23,6 +23,7 @@ KNOWN_OPS = (
     "Dropout",
     "Scale",
     "Residual",
+    "Concat",
 )
 
 
@@ -40,13 +41,17 @@ def op_kind(op):
 
 
 def walk(ops):
-    """Every op in execution order, residual bodies before shortcuts (`Model::ops`)."""
+    """Every op in execution order, residual bodies before shortcuts, a concat's
+    branches in order (`Model::ops`)."""
     for op in ops:
         yield op
         name, f = op_kind(op)
         if name == "Residual":
             yield from walk(f["body"])
             yield from walk(f["shortcut"])
+        elif name == "Concat":
+            for branch in f["branches"]:
+                yield from walk(branch)
 
 
 def _where(op):

@@ -69,14 +69,26 @@ class Dense(Layer):
 
 
 class Conv(Layer):
+    """2-D convolution, or 1-D on a sequence [C, T] (pnnc stores it as a 2-D one over a
+    height of 1: kernel [1, k], stride [1, s], padding [0, p]; its weight is
+    [out, in / groups, k], as `Conv1d`'s). `groups` as PyTorch's."""
+
     def __init__(self, op, f, init):
         super().__init__(op)
         ci, co = f["in_channels"], f["out_channels"]
+        self.groups = int(f.get("groups", 1))
         kh, kw = f["kernel"]
-        fan_in = ci * kh * kw
-        self.stride, self.padding = tuple(f["stride"]), tuple(f["padding"])
+        self.sequence = len(self.in_shape) == 2
+        # PyTorch's (and pnnc's) fan-in: one group's input channels times the kernel.
+        fan_in = ci // self.groups * kh * kw
+        if self.sequence:
+            shape = [co, ci // self.groups, kw]
+            self.stride, self.padding = (f["stride"][1],), (f["padding"][1],)
+        else:
+            shape = [co, ci // self.groups, kh, kw]
+            self.stride, self.padding = tuple(f["stride"]), tuple(f["padding"])
         w = init.stream.uniform(co * fan_in, fan_in)
-        self.weight = torch.nn.Parameter(init.tensor(w, [co, ci, kh, kw]))
+        self.weight = torch.nn.Parameter(init.tensor(w, shape))
         self.bias = (
             torch.nn.Parameter(init.tensor(init.stream.uniform(co, fan_in), [co]))
             if f["bias"]
@@ -85,7 +97,8 @@ class Conv(Layer):
 
     def forward(self, x, p):
         x = x.reshape(x.shape[0], *self.in_shape)
-        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
+        conv = F.conv1d if self.sequence else F.conv2d
+        return conv(x, self.weight, self.bias, self.stride, self.padding, 1, self.groups)
 
     def entries(self):
         out = [(f"{self.op_name}.weight", self.weight, PLAIN)]
@@ -218,12 +231,19 @@ class Relu(Layer):
 
 
 class AvgPool(Layer):
+    """2-D average pooling, or 1-D on a sequence [C, T] (stored as a 2-D one over a
+    height of 1)."""
+
     def __init__(self, op, f, init):
         super().__init__(op)
         self.kernel, self.stride = tuple(f["kernel"]), tuple(f["stride"])
+        self.sequence = len(self.in_shape) == 2
 
     def forward(self, x, p):
-        return F.avg_pool2d(x.reshape(x.shape[0], *self.in_shape), self.kernel, self.stride)
+        x = x.reshape(x.shape[0], *self.in_shape)
+        if self.sequence:
+            return F.avg_pool1d(x, self.kernel[1], self.stride[1])
+        return F.avg_pool2d(x, self.kernel, self.stride)
 
 
 class GlobalAvgPool(Layer):
@@ -306,6 +326,35 @@ class Residual(Layer):
         return out
 
 
+class Concat(Layer):
+    """The branches' outputs joined along the first axis of a sample (channels); an
+    empty branch passes the input through."""
+
+    def __init__(self, op, f, init):
+        super().__init__(op)
+        self.branches = torch.nn.ModuleList(
+            torch.nn.ModuleList(build_layers(b, init)) for b in f["branches"]
+        )
+
+    def forward(self, x, p):
+        n = x.shape[0]
+        outs = []
+        for branch in self.branches:
+            y = x
+            for layer in branch:
+                y = layer(y, p)
+            # Each branch's own output shape, then channels joined (dim 1 after the batch).
+            outs.append(y.reshape(n, -1, *self.out_shape[1:]))
+        return torch.cat(outs, dim=1)
+
+    def entries(self):
+        out = []
+        for branch in self.branches:
+            for layer in branch:
+                out.extend(layer.entries())
+        return out
+
+
 LAYERS = {
     "Dense": Dense,
     "Conv": Conv,
@@ -317,6 +366,7 @@ LAYERS = {
     "Dropout": Dropout,
     "Scale": Scale,
     "Residual": Residual,
+    "Concat": Concat,
 }
 
 

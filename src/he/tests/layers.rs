@@ -1,5 +1,6 @@
 //! The layers of issue 14 section 4 (grouped, depthwise and 1-D convs and
-//! pooling; polynomials given by their coefficients) through the HE stage, from `.pnn` text:
+//! pooling; polynomials given by their coefficients; channel concatenation)
+//! through the HE stage, from `.pnn` text:
 //! folding equivalence in plaintext, and an encrypted run under OpenFHE
 //! (ignored, with the reason, where the runner is not installed: build.rs's
 //! `pnnc_openfhe` cfg; CI fails instead).
@@ -39,6 +40,33 @@ const GIVEN_POLYS: &str = "model given_polys\ninput [1, 6, 6]\nclasses 3\n\
     act sq = poly(coeffs: [0, 0, 1], range: 6)\n\
     act cubic = poly(coeffs: [0.5, 0.25, -0.125, 0.0625], range: 3, basis: power, learnable: true)\n\
     net {\n  conv(2, 3, stride: 2)\n  sq\n  flatten\n  dense(4)\n  cubic\n  dense(classes)\n}\n";
+
+/// Inception-style branches (1x1, 3x3 with a folded batchnorm, and one that
+/// ends in an activation), a batchnorm and activation on the joined
+/// channels, a strided conv over all of them; then a concat of flat vectors
+/// (one ending in an activation) that is the network's output, placed into
+/// one vector at one level for that branch.
+const INCEPTION: &str = "model inception\ninput [2, 6, 6]\nclasses 5\n\
+    act p = poly(degree: 2, fit: relu, range: 4)\n\
+    net {\n  conv(4, 3, padding: 1)\n  p\n\
+    concat {\n    conv(3, 1)\n  } {\n    conv(2, 3, padding: 1); batchnorm\n  } {\n    conv(2, 1); p\n  }\n\
+    batchnorm\n  p\n  conv(4, 3, stride: 2, padding: 1)\n  global_avgpool\n\
+    concat { dense(3) } { dense(2); p }\n}\n";
+
+/// DenseNet: each layer's channels joined to its input's (`concat {} ...`),
+/// batchnorm -> activation -> conv inside; the joined input of a residual.
+const DENSENET: &str = "model densenet\ninput [2, 5, 5]\nclasses 3\n\
+    act p = poly(degree: 2, fit: relu, range: 4)\n\
+    block dense_layer(growth) { concat {} { batchnorm; p; conv(growth, 3, padding: 1) } }\n\
+    net {\n  conv(3, 3, padding: 1)\n  dense_layer(2)\n  dense_layer(2)\n\
+    batchnorm\n  p\n  residual { concat { conv(3, 1) } { conv(4, 3, padding: 1); p } }\n\
+    avgpool(5)\n  flatten\n  dense(classes)\n}\n";
+
+/// One value joined to itself (`concat {} {}`: two parts of one node,
+/// which nothing may fold into for one of them), on a flat input.
+const TWICE: &str = "model twice\ninput [4]\nclasses 3\n\
+    act p = poly(degree: 2, fit: relu, range: 4)\n\
+    net {\n  dense(3)\n  p\n  concat {} {} { scale(2) }\n  batchnorm\n  dense(classes)\n}\n";
 
 /// Random weights, with the coefficients of every activation as training
 /// starts them (for given polynomials: the user's, converted to the basis).
@@ -94,6 +122,50 @@ fn folding_is_exact_for_grouped_depthwise_and_1d_layers() {
     for text in [SEQUENCE_CNN, GROUPED_CNN] {
         check_equivalence(&model_of(text), io::INLINE_LIMIT);
     }
+}
+
+/// Concat is exact in plaintext, and its levels are the checker's: the
+/// joins are free, a map on the joined channels costs a level only on the
+/// branches that do not end in a dense/conv, as `check::depth` counts.
+#[test]
+fn folding_is_exact_for_concat_and_levels_match_the_checker() {
+    for text in [INCEPTION, DENSENET, TWICE] {
+        let m = model_of(text);
+        check_equivalence(&m, io::INLINE_LIMIT);
+    }
+    // Inception: conv 1, p 2 -> 3; branches 4 / 4 / 6 (1x1 then p); the
+    // batchnorm after them costs a level on the third only (6 + 1 = 7 > 4);
+    // p 9; conv 10; the flat concat: dense 11 / dense + p 13, and placing the
+    // p branch into the output costs one more: 14.
+    let m = model_of(INCEPTION);
+    let levels: Vec<(String, u32)> = m.net.iter().map(|o| (o.name.clone(), o.level)).collect();
+    assert_eq!(m.depth, 14, "{levels:?}");
+    let cat = &m.net[2];
+    assert_eq!((cat.output.dims(), cat.levels), ([7, 6, 6].as_slice(), 3));
+    let bn = &m.net[3];
+    assert!(matches!(
+        bn.kind,
+        OpKind::BatchNorm {
+            foldable: false,
+            ..
+        }
+    ));
+    assert_eq!(bn.level, 7);
+    assert_eq!(m.net.last().map(|o| o.levels), Some(4));
+}
+
+/// A concat whose branches come in different slot layouts (a strided conv
+/// keeps its input's grid with gaps; one channel is packed densely): the
+/// conv after it reads each part in its own, and its per-part products are
+/// written in one layout to be summed.
+#[test]
+fn concat_joins_branches_laid_out_differently() {
+    let text = "model layouts\ninput [2, 8, 8]\nclasses 3\n\
+        act p = poly(degree: 2, fit: relu, range: 4)\n\
+        net {\n  conv(8, 3, padding: 1)\n  p\n\
+        concat { conv(4, 3, stride: 2, padding: 1) } { avgpool(2); conv(1, 1) } { avgpool(2) }\n\
+        p\n  conv(4, 3, padding: 1)\n  global_avgpool\n  dense(classes)\n}\n";
+    check_equivalence(&model_of(text), io::INLINE_LIMIT);
 }
 
 /// The runner's python: `$PNNC_VENV` or runners/openfhe/.venv, as build.rs looks.
@@ -178,4 +250,18 @@ fn grouped_depthwise_and_1d_layers_run_encrypted() {
 fn given_polynomials_run_encrypted() {
     let m = model_of(GIVEN_POLYS);
     encrypted_run(&m, &checkpoint_from_training(&m), 2);
+}
+
+#[test]
+#[cfg_attr(
+    not(pnnc_openfhe),
+    ignore = "needs the OpenFHE runner: runners/openfhe/setup.sh (CPython 3.10)"
+)]
+fn concat_runs_encrypted() {
+    // Inception has every kind of op a concat lowers to: per-branch products
+    // summed, per-branch activations at different levels, a batchnorm on one
+    // branch only, and a branch placed into the output by a masking product.
+    // (DenseNet's circuit has the same kinds; the plaintext test covers it.)
+    let m = model_of(INCEPTION);
+    encrypted_run(&m, &random_checkpoint(&m, 13), 2);
 }

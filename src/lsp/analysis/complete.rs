@@ -40,7 +40,7 @@ impl Analysis {
         }
     }
 
-    /// Built-in layers, defined activations and blocks, `for` and `residual`.
+    /// Built-in layers, defined activations and blocks, `for`, `residual` and `concat`.
     fn layers(&self) -> Vec<CompletionItem> {
         let mut items: Vec<CompletionItem> = net::BUILTINS
             .iter()
@@ -67,7 +67,7 @@ impl Analysis {
             };
             items.push(item(&d.name, kind, Some(detail)));
         }
-        for k in ["for", "residual"] {
+        for k in ["for", "residual", "concat"] {
             items.push(item(k, CompletionItemKind::KEYWORD, None));
         }
         items

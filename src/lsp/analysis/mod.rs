@@ -11,7 +11,7 @@ mod navigate;
 pub use actions::Action;
 
 use crate::check::{self, Checked, FileId, Files, Severity, SourceFile};
-use crate::ir::{Op, OpKind};
+use crate::ir::Op;
 use crate::syntax::{self, Call, Span, Stmt};
 use lsp_types::{DiagnosticSeverity, NumberOrString, Position, Range, TextEdit};
 
@@ -186,9 +186,8 @@ impl Analysis {
         fn walk<'a>(ops: &'a [Op], out: &mut Vec<&'a Op>) {
             for op in ops {
                 out.push(op);
-                if let OpKind::Residual { body, shortcut } = &op.kind {
-                    walk(body, out);
-                    walk(shortcut, out);
+                for seq in op.kind.nested() {
+                    walk(seq, out);
                 }
             }
         }
@@ -225,6 +224,9 @@ fn call_in(stmts: &[Stmt], offset: usize) -> Option<&Call> {
             span,
         } if inside(*span) => call_in(body, offset)
             .or_else(|| shortcut.as_ref().and_then(|sc| call_in(&sc.body, offset))),
+        Stmt::Concat { branches, span } if inside(*span) => {
+            branches.iter().find_map(|b| call_in(&b.body, offset))
+        }
         _ => None,
     })
 }

@@ -161,6 +161,30 @@ impl Analysis {
                         Some(children),
                     )
                 }
+                Stmt::Concat { branches, span } => {
+                    let children = branches
+                        .iter()
+                        .enumerate()
+                        .map(|(i, b)| {
+                            self.symbol(
+                                format!("branch {}", i + 1),
+                                SymbolKind::ARRAY,
+                                b.span,
+                                b.span,
+                                None,
+                                Some(self.stmt_symbols(&b.body)),
+                            )
+                        })
+                        .collect();
+                    self.symbol(
+                        "concat".into(),
+                        SymbolKind::OPERATOR,
+                        *span,
+                        *span,
+                        None,
+                        Some(children),
+                    )
+                }
             })
             .collect()
     }

@@ -284,6 +284,46 @@ fn document_symbols_outline_the_file() {
     insta::assert_snapshot!(out);
 }
 
+/// A concat goes through the generic paths: a layer inside a branch hovers
+/// with its own shape and levels, the concat outlines as its branches, and
+/// `concat` is offered where a layer may stand.
+#[test]
+fn concat_branches_hover_outline_and_complete() {
+    let text = "model m\ninput [3, 8, 8]\nclasses 10\nact p = poly(degree: 8, range: 35)\n\
+        net {\n  concat {} {\n    conv(4, 3, padding: 1); p\n  }\n  global_avgpool\n  dense(classes)\n}\n";
+    let at = text.find("conv(4").expect("marker");
+    let (a, pos, _) = fixture(&format!("{}$0{}", &text[..at], &text[at..]), &[]);
+    let hover = hover_text(&a, pos);
+    assert!(
+        hover.contains("[4, 8, 8]") && hover.contains("cat1.b2.conv1"),
+        "{hover}"
+    );
+    let net = a
+        .symbols()
+        .into_iter()
+        .find(|s| s.name == "net")
+        .expect("net symbol");
+    let children = net.children.unwrap_or_default();
+    let concat = children
+        .iter()
+        .find(|s| s.name == "concat")
+        .expect("concat");
+    let branches: Vec<(String, usize)> = concat
+        .children
+        .iter()
+        .flatten()
+        .map(|b| (b.name.clone(), b.children.as_ref().map_or(0, Vec::len)))
+        .collect();
+    assert_eq!(
+        branches,
+        [("branch 1".to_string(), 0), ("branch 2".to_string(), 2)]
+    );
+    let at = text.find("global_avgpool").expect("marker");
+    let (a, pos, _) = fixture(&format!("{}$0{}", &text[..at], &text[at..]), &[]);
+    let items = a.completions(pos);
+    assert!(items.iter().any(|i| i.label == "concat"), "{items:?}");
+}
+
 #[test]
 fn formatting_is_pnnc_fmt() {
     let (a, _, _) = fixture("model   m\nnet{dense(2)}\n", &[]);

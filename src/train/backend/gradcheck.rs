@@ -3,6 +3,7 @@
 
 use super::batchnorm::{bn_backward, bn_forward_train};
 use super::boundary::{SiteLoss, site_backward, site_term};
+use super::concat::{concat_backward, concat_forward};
 use super::conv::{ConvGeom, conv_backward, conv_forward, grouped_backward, grouped_forward};
 use super::dense::{dense_backward, dense_forward};
 use super::loss::cross_entropy;
@@ -325,6 +326,44 @@ fn pool_gradients() {
     let mut dx = vec![0.0; x.len()];
     global_avgpool_backward(&r, 12, &mut dx);
     assert_close("global avgpool dx", &dx, &numeric_grad(&x, &loss), 1e-8);
+}
+
+/// Concatenation copies values, so its gradient splits dy: every input
+/// gets exactly its part of each sample.
+#[test]
+fn concat_gradients() {
+    let (batch, lens) = (3, [4usize, 2, 5]);
+    let xs: Vec<Vec<f64>> = lens
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| values(batch * n, 20 + i as u64, 1.0))
+        .collect();
+    let total: usize = lens.iter().sum();
+    let r = values(batch * total, 23, 1.0);
+    let loss = |xs: &[Vec<f64>]| {
+        let slices: Vec<&[f64]> = xs.iter().map(Vec::as_slice).collect();
+        let mut y = vec![0.0; batch * total];
+        concat_forward(&slices, &lens, batch, &mut y);
+        dot(&y, &r)
+    };
+    for (i, x) in xs.iter().enumerate() {
+        let mut dx = vec![0.0; x.len()];
+        concat_backward(&r, &lens, i, batch, &mut dx);
+        let numeric = numeric_grad(x, &|v| {
+            let mut moved = xs.clone();
+            moved[i] = v.to_vec();
+            loss(&moved)
+        });
+        assert_close(&format!("concat d(input {i})"), &dx, &numeric, 1e-8);
+    }
+    // Sample 1 of the output: each input's sample 1, in order.
+    let slices: Vec<&[f64]> = xs.iter().map(Vec::as_slice).collect();
+    let mut y = vec![0.0; batch * total];
+    concat_forward(&slices, &lens, batch, &mut y);
+    let want: Vec<f64> = (0..3)
+        .flat_map(|i| xs[i][lens[i]..2 * lens[i]].to_vec())
+        .collect();
+    assert_eq!(y[total..2 * total], want[..]);
 }
 
 #[test]
@@ -683,6 +722,32 @@ fn whole_network_with_given_polynomials_from_source() {
     check_network(&model, None, 2.0);
 }
 
+/// Channel concatenation as the checker builds it: an identity branch (the
+/// input feeds the join and the other branches: three paths to one tensor),
+/// three branches with their own layers, a concat of flat vectors, and a
+/// batchnorm after a concat (per channel across branches).
+#[test]
+fn whole_network_with_concat_from_source() {
+    let text = "model cat\ninput [2, 5, 5]\nclasses 3\n\
+        act p = poly(degree: 3, fit: relu, range: 4)\n\
+        net {\n  conv(3, 3, padding: 1, bias: true)\n  p\n\
+        concat {\n  } {\n    conv(2, 1); p\n  } {\n    conv(4, 3, padding: 1); batchnorm\n  }\n\
+        batchnorm\n  p\n  avgpool(2)\n  flatten\n\
+        concat { dense(4); p } { dense(3) }\n  dense(3)\n}\n";
+    let checked = crate::check::check_source("cat.pnn", text);
+    assert!(!checked.has_errors(), "{:?}", checked.diagnostics);
+    let model = checked.model.expect("model");
+    assert_eq!(model.net[2].output.dims(), [9, 5, 5]);
+    let bl = BoundaryLoss {
+        kind: BoundaryKind::L2,
+        penalty: Some(1.0),
+        weight: 0.5,
+        reduce: Reduce::Sum,
+    };
+    check_network(&model, Some(&bl), 2.0);
+    check_network(&model, None, 2.0);
+}
+
 #[test]
 fn network_api_round_trip_determinism_and_errors() {
     use super::network::{Network, ParamGroup};
@@ -996,6 +1061,26 @@ mod through_dfdx {
             vec![x],
             80,
             &move |mut a| ops::dropout(a.pop().unwrap(), mask.clone()),
+            1e-8,
+        );
+    }
+
+    /// The concat op through dfdx, with one tensor joined twice (its
+    /// gradient must collect both parts).
+    #[test]
+    fn concat_op_with_a_repeated_input() {
+        let batch = 2;
+        let inputs = vec![values(batch * 3, 15, 1.0), values(batch * 5, 16, 1.0)];
+        check_op(
+            "concat",
+            inputs,
+            batch * 11,
+            &move |mut a| {
+                let b = a.pop().unwrap();
+                let x = a.pop().unwrap();
+                let again = x.with_empty_tape();
+                ops::concat(vec![x, b, again], &[3, 5, 3], batch)
+            },
             1e-8,
         );
     }

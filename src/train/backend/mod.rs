@@ -7,6 +7,7 @@
 
 pub mod batchnorm;
 pub mod boundary;
+pub mod concat;
 pub mod conv;
 pub mod dense;
 pub mod elementwise;

@@ -129,6 +129,11 @@ enum Layer<T> {
         body: Vec<Layer<T>>,
         shortcut: Vec<Layer<T>>,
     },
+    /// Two or more branches; `lens[i]`: values per sample of branch i's output.
+    Concat {
+        branches: Vec<Vec<Layer<T>>>,
+        lens: Vec<usize>,
+    },
 }
 
 struct Site {
@@ -509,7 +514,64 @@ impl<T: Elem> NetworkOf<T> {
                     body_out,
                 )
             }
+            OpKind::Concat { branches } => self.build_concat(op, branches, input, b)?,
         })
+    }
+
+    /// Each branch from `input`, and the shape of their outputs joined along
+    /// the first axis (the other axes must agree).
+    fn build_concat(
+        &mut self,
+        op: &Op,
+        branches: &[Vec<Op>],
+        input: &Shape,
+        b: &mut Builder,
+    ) -> Result<(Layer<T>, Shape), TrainError> {
+        if branches.len() < 2 {
+            return Err(shape_err(
+                op,
+                format!(
+                    "a concat needs two or more branches, has {}",
+                    branches.len()
+                ),
+            ));
+        }
+        let mut layers = Vec::with_capacity(branches.len());
+        let mut lens = Vec::with_capacity(branches.len());
+        let mut channels = 0usize;
+        let mut rest: Option<Vec<usize>> = None;
+        for (i, branch) in branches.iter().enumerate() {
+            let (branch_layers, out) = self.build_seq(branch, input, b)?;
+            let (first, tail) = out
+                .dims()
+                .split_first()
+                .ok_or_else(|| shape_err(op, format!("branch {} gives a scalar", i + 1)))?;
+            match &rest {
+                Some(r) if r.as_slice() != tail => {
+                    return Err(shape_err(
+                        op,
+                        format!(
+                            "branch {} gives {out}, whose axes after the first differ from branch 1's",
+                            i + 1
+                        ),
+                    ));
+                }
+                Some(_) => {}
+                None => rest = Some(tail.to_vec()),
+            }
+            channels += first;
+            lens.push(out.numel() as usize);
+            layers.push(branch_layers);
+        }
+        let mut dims = vec![channels];
+        dims.extend(rest.unwrap_or_default());
+        Ok((
+            Layer::Concat {
+                branches: layers,
+                lens,
+            },
+            Shape(dims),
+        ))
     }
 
     fn build_poly(
@@ -875,6 +937,11 @@ fn collect_layer_tensors<T: Elem>(layers: &[Layer<T>], out: &mut BTreeMap<String
                 collect_layer_tensors(body, out);
                 collect_layer_tensors(shortcut, out);
             }
+            Layer::Concat { branches, .. } => {
+                for branch in branches {
+                    collect_layer_tensors(branch, out);
+                }
+            }
             _ => {}
         }
     }
@@ -910,6 +977,11 @@ fn collect_layer_state<'a, T: Elem>(
             Layer::Residual { body, shortcut } => {
                 collect_layer_state(body, out);
                 collect_layer_state(shortcut, out);
+            }
+            Layer::Concat { branches, .. } => {
+                for branch in branches {
+                    collect_layer_state(branch, out);
+                }
             }
             _ => {}
         }
@@ -1039,6 +1111,20 @@ fn forward_layer<T: Elem, P: Tp<T>>(
             let b = forward_seq(body, params, x.with_empty_tape(), batch, ctx, need_dx);
             let s = forward_seq(shortcut, params, x, batch, ctx, need_dx);
             b + s
+        }
+        Layer::Concat { branches, lens } => {
+            // As for a residual: every branch but the last reads a copy with
+            // an empty tape, the last the tape owner; `ops::concat` merges them.
+            let mut outs = Vec::with_capacity(branches.len());
+            let Some((last, first)) = branches.split_last_mut() else {
+                return x;
+            };
+            for branch in first {
+                let input = x.with_empty_tape();
+                outs.push(forward_seq(branch, params, input, batch, ctx, need_dx));
+            }
+            outs.push(forward_seq(last, params, x, batch, ctx, need_dx));
+            ops::concat(outs, lens, batch)
         }
     }
 }

@@ -19,6 +19,7 @@
 
 use super::batchnorm::{bn_backward, bn_forward_eval, bn_forward_train};
 use super::boundary::{SiteLoss, SiteReduce, reduce_sites, site_backward, site_term};
+use super::concat::{concat_backward, concat_forward};
 use super::conv::{ConvGeom, grouped_backward, grouped_forward};
 use super::dense::{dense_backward, dense_forward};
 use super::elementwise::{relu_backward, relu_forward};
@@ -481,6 +482,46 @@ pub fn global_avgpool<T: Elem, P: Tp<T>>(x: Flat<T, P>, spatial: usize) -> Flat<
             let mut dx = take_grad!(grads, &xg);
             global_avgpool_backward(&dy, spatial, &mut dx);
             put_grad!(grads, &xg, dx);
+            Ok(())
+        });
+    }
+    out.put_tape(tape)
+}
+
+/// The inputs' samples joined per sample (`concat`): input i holds `lens[i]`
+/// values per sample. `xs` must not be empty; a tensor may appear more than
+/// once (its gradient collects every part).
+pub fn concat<T: Elem, P: Tp<T>>(xs: Vec<Flat<T, P>>, lens: &[usize], batch: usize) -> Flat<T, P> {
+    let mut tape = P::default();
+    let mut inputs = Vec::with_capacity(xs.len());
+    for x in xs {
+        let (x, t) = split(x);
+        tape = tape.merge(t);
+        inputs.push(x);
+    }
+    let data: Vec<Vec<T>> = inputs.iter().map(values).collect();
+    let slices: Vec<&[T]> = data.iter().map(Vec::as_slice).collect();
+    let total: usize = lens.iter().sum();
+    let mut y = vec![<T as Real>::ZERO; batch * total];
+    concat_forward(&slices, lens, batch, &mut y);
+    drop(slices);
+    drop(data);
+    let dev = inputs
+        .first()
+        .map(|x| x.device().clone())
+        .expect("concat of at least one input");
+    let out = flat(&dev, y);
+    if P::OWNS_TAPE {
+        let yg = out.ghost();
+        let xgs: Vec<_> = inputs.iter().map(|x| x.ghost()).collect();
+        let lens = lens.to_vec();
+        tape.add_backward_op(move |grads| {
+            let dy = take_grad!(grads, &yg);
+            for (i, xg) in xgs.iter().enumerate() {
+                let mut dx = take_grad!(grads, xg);
+                concat_backward(&dy, &lens, i, batch, &mut dx);
+                put_grad!(grads, xg, dx);
+            }
             Ok(())
         });
     }
