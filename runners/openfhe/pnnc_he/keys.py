@@ -118,12 +118,13 @@ def available_memory() -> int:
     return 8 << 30
 
 
-# Rotation keys OpenFHE 1.6's EvalBootstrapKeyGen makes per level budget
-# (measured at N = 2^16 with 2^15 slots; a little fewer at smaller rings),
-# plus the conjugation key; its precomputed CoeffsToSlots / SlotsToCoeffs
-# plaintexts take about as much again (measured: 7.1 GB resident for 49 keys
-# of 69 MB at 18 towers).
-BOOTSTRAP_KEYS = {(3, 3): 52, (4, 4): 76, (2, 2): 90, (1, 1): 256}
+# Automorphism keys OpenFHE 1.6's EvalBootstrapKeyGen makes per level budget
+# at N = 2^16 with 2^15 slots, the conjugation key included (a little fewer at
+# smaller rings); its precomputed CoeffsToSlots / SlotsToCoeffs plaintexts
+# take about as much again. Measured for [3, 3] at ResNet-20's chain (sparse
+# secret, 23 towers, 3 digits; docs/performance.md): 49 keys = 4.45 GiB
+# serialized, 4.54 GiB resident, precomputations 4.53 GiB.
+BOOTSTRAP_KEYS = {(3, 3): 49, (4, 4): 76, (2, 2): 90, (1, 1): 256}
 # Temporaries of one EvalBootstrap, in ciphertexts of the full chain
 # (measured at N = 2^16: 0.7 GiB above the keys and precomputations).
 BOOTSTRAP_WORKING_CIPHERTEXTS = 32
@@ -147,7 +148,13 @@ def largest_baby_count(circuit: Circuit) -> int:
     return most
 
 
-def estimate(circuit: Circuit, group: int = 0) -> dict:
+def diagonal_bytes(circuit: Circuit, largest: bool = False) -> int:
+    """The float64 diagonals of every linear op, or of the largest (one packing block each)."""
+    counts = [len(op["kind"].get("diagonals", [])) for op in circuit.ops if op["kind"]["op"] == "linear"]
+    return (max(counts, default=0) if largest else sum(counts)) * circuit.dim * 8
+
+
+def estimate(circuit: Circuit, group: int = 0, keep_diagonals: bool = True) -> dict:
     """Bytes the keys and working ciphertexts need in each mode.
 
     `per-op` holds one group of `group` keys (0: an op's keys all at once);
@@ -157,8 +164,11 @@ def estimate(circuit: Circuit, group: int = 0) -> dict:
     key, ct = key_bytes(p), ciphertext_bytes(p)
     per_op = max((len(op_rotations(op)) for op in circuit.ops), default=0)
     held = per_op if not group else min(group, per_op)
-    # Live values, a linear op's rotated inputs (baby steps) and a few partial sums.
-    working = (live_values(circuit) + largest_baby_count(circuit) + 4) * ct
+    # Live values, a linear op's rotated inputs (baby steps) and a few partial
+    # sums; and the float64 diagonals: every linear op's when they are kept
+    # for later ciphertexts (`run.linear_diagonals`), else the largest op's.
+    diagonals = diagonal_bytes(circuit) if keep_diagonals else diagonal_bytes(circuit, largest=True)
+    working = (live_values(circuit) + largest_baby_count(circuit) + 4) * ct + diagonals
     boot = bootstrap_bytes(p)
     # +1: the relinearisation key.
     return {
@@ -179,15 +189,17 @@ def gib(n: int) -> str:
     return f"{n / (1 << 30):.1f} GiB"
 
 
-def largest_group(circuit: Circuit, budget: int) -> int:
+def largest_group(circuit: Circuit, budget: int, keep_diagonals: bool = True) -> int:
     """The most keys per group (at most the largest op's) that keep `per-op` within budget; 0 if none."""
-    est = estimate(circuit)
+    est = estimate(circuit, 0, keep_diagonals)
     room = budget - est["working_bytes"] - est["bootstrap_bytes"]
     # The group and the relinearisation key.
     return max(0, min(est["largest_op_keys"], room // est["key_bytes"] - 1))
 
 
-def choose_mode(circuit: Circuit, mode: str, budget: int, group: int = 0) -> tuple[str, dict]:
+def choose_mode(
+    circuit: Circuit, mode: str, budget: int, group: int = 0, keep_diagonals: bool = True
+) -> tuple[str, dict]:
     """The key mode (and, for `per-op`, the group size in est["group"]), or
     KeyBudgetError before any key exists. `group` 0 picks the largest group
     that fits; a positive `group` is used as given."""
@@ -196,10 +208,10 @@ def choose_mode(circuit: Circuit, mode: str, budget: int, group: int = 0) -> tup
     if group < 0:
         raise KeyBudgetError(f"the key group size must be at least 1 (0: chosen by the budget), not {group}")
     if mode == "auto":
-        mode = "all" if not group and estimate(circuit)["all"] <= budget else "per-op"
+        mode = "all" if not group and estimate(circuit, 0, keep_diagonals)["all"] <= budget else "per-op"
     if mode == "per-op" and not group:
-        group = max(1, largest_group(circuit, budget))
-    est = estimate(circuit, group)
+        group = max(1, largest_group(circuit, budget, keep_diagonals))
+    est = estimate(circuit, group, keep_diagonals)
     if est[mode] > budget:
         p = circuit.params
         fixes = []

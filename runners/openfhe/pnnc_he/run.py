@@ -63,8 +63,9 @@ def load_inputs(path: Path, circuit: Circuit) -> dict:
     return {"samples": out, "labels": labels, "reference_logits": refs, "escapes": escapes, "test_indices": indices}
 
 
-def linear_diagonals(circuit: Circuit, op: dict) -> dict[int, np.ndarray]:
-    """The op's diagonals, checked against what the circuit declares."""
+def linear_diagonals(circuit: Circuit, op: dict, keep: bool = True) -> dict[int, np.ndarray]:
+    """The op's diagonals, checked against what the circuit declares; kept
+    for later calls unless `keep` is false (ResNet-20's take 1.8 GiB)."""
     k = op["kind"]
     key = ("diags", op["id"])
     if key not in circuit.cache:
@@ -76,6 +77,8 @@ def linear_diagonals(circuit: Circuit, op: dict) -> dict[int, np.ndarray]:
                 f"{circuit.path}: op {op['id']} ({', '.join(op['source'])}): declared `diagonals` "
                 "differ from the matrix's; recompile with `pnnc compile`"
             )
+        if not keep:
+            return diags
         circuit.cache[key] = diags
     return circuit.cache[key]
 
@@ -93,8 +96,9 @@ def eval_op(cc, circuit: Circuit, op: dict, values: list, cache: ckks.PlaintextC
     a = values[op["inputs"][0]]
     if k["op"] == "linear":
         declared = set(int(r) for r in circuit.doc["rotations"])
+        keep = circuit.cache.get("keep_diagonals", True)
         y = ckks.bsgs_matvec(
-            cc, a, linear_diagonals(circuit, op), int(k["baby_step"]), dim, slots, declared, cache, op["id"], store
+            cc, a, linear_diagonals(circuit, op, keep), int(k["baby_step"]), dim, slots, declared, cache, op["id"], store
         )
         return add_plain(cc, circuit, y, circuit.tensors[k["bias"]])
     if k["op"] == "affine":
@@ -209,17 +213,21 @@ def run(
 ) -> dict:
     progress = progress or (lambda _msg: None)
     params = circuit.params
-    for op in circuit.ops:
-        if op["kind"]["op"] == "linear":
-            linear_diagonals(circuit, op)
     batch = circuit.samples_per_ciphertext if per_ciphertext is None else per_ciphertext
     if not 1 <= batch <= circuit.samples_per_ciphertext:
         raise ckks.HeError(
             f"samples per ciphertext must be 1..{circuit.samples_per_ciphertext} for this circuit, not {batch}"
         )
+    # Diagonals and encoded plaintexts are kept only when a later ciphertext
+    # reuses them; every op's diagonals are checked before key generation.
+    reused = len(inputs["samples"]) > batch
+    circuit.cache["keep_diagonals"] = reused
+    for op in circuit.ops:
+        if op["kind"]["op"] == "linear":
+            linear_diagonals(circuit, op, reused)
     budget = keystore.available_memory() * 9 // 10 if memory_bytes is None else memory_bytes
     try:
-        mode, estimate = keystore.choose_mode(circuit, keys_mode, budget, key_group)
+        mode, estimate = keystore.choose_mode(circuit, keys_mode, budget, key_group, reused)
     except keystore.KeyBudgetError as e:
         raise ckks.HeError(str(e)) from e
     group = f", groups of at most {estimate['group']} keys" if mode == "per-op" else ""
@@ -250,7 +258,6 @@ def run(
         # 2 GiB of what the keys leave of the budget (less 1 GiB for Python and
         # the plaintext reference), none when one ciphertext holds every
         # sample (nothing would reuse them); PNNC_HE_CACHE_MB sets it.
-        reused = len(inputs["samples"]) > batch
         default_mb = min(2048, max(0, budget - estimate[mode] - (1 << 30)) >> 20) if reused else 0
         budget_mb = int(os.environ.get("PNNC_HE_CACHE_MB", str(default_mb)))
         cache = ckks.PlaintextCache(budget_mb << 20, int(params["ring_dim"]), int(params["mult_depth"]))
