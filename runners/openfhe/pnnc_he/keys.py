@@ -122,9 +122,11 @@ def available_memory() -> int:
 # at N = 2^16 with 2^15 slots, the conjugation key included (a little fewer at
 # smaller rings); its precomputed CoeffsToSlots / SlotsToCoeffs plaintexts
 # take about as much again. Measured for [3, 3] at ResNet-20's chain (sparse
-# secret, 23 towers, 3 digits; docs/performance.md): 49 keys = 4.45 GiB
-# serialized, 4.54 GiB resident, precomputations 4.53 GiB.
-BOOTSTRAP_KEYS = {(3, 3): 49, (4, 4): 76, (2, 2): 90, (1, 1): 256}
+# secret, 23 towers, 3 digits; docs/performance.md): [3, 3] 49 keys = 4.45 GiB
+# serialized, 4.54 GiB resident, precomputations 4.53 GiB; [4, 4] 74 keys,
+# 6.85 GiB resident, precomputations 2.51 GiB. [2, 2] and [1, 1]: earlier
+# counts, not remeasured.
+BOOTSTRAP_KEYS = {(3, 3): 49, (4, 4): 74, (2, 2): 90, (1, 1): 256}
 # Temporaries of one EvalBootstrap, in ciphertexts of the full chain
 # (measured at N = 2^16: 0.7 GiB above the keys and precomputations).
 BOOTSTRAP_WORKING_CIPHERTEXTS = 32

@@ -217,6 +217,18 @@ class KeysTest(unittest.TestCase):
         self.assertLess(rows[0]["max_error"], 1e-2)
         self.assertIn("keygen", out.getvalue())
 
+    def test_the_bootstrap_bench_measures_another_level_budget(self):
+        from pnnc_he import bootstrap_bench
+
+        c = circuit_mod.Circuit(Path("c.json"), fixture.tiny_bootstrap(), {})
+        out = io.StringIO()
+        rows = bootstrap_bench.bench(c, 1, out, level_budget=[4, 4])
+        # Sparse secret: [4, 4] takes 18 levels (the plan's [3, 3] 16).
+        self.assertEqual([(r["level_planned"], r["level_out"]) for r in rows], [(18, 18)])
+        self.assertLess(rows[0]["max_error"], 1e-2)
+        self.assertRegex(out.getvalue(), r"level budget \[4, 4\]: 18 levels")
+        self.assertRegex(out.getvalue(), r"\d+\.\d automorphism keys")
+
     def test_bootstrapping_keys_count_in_the_estimate_and_the_refusal(self):
         from pnnc_he import keys
 
