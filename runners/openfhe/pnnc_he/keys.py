@@ -150,6 +150,15 @@ def largest_baby_count(circuit: Circuit) -> int:
     return most
 
 
+# Python, numpy and OpenFHE's context before any key (measured ~0.2 GiB).
+INTERPRETER_BYTES = 256 << 20
+
+
+def process_bytes(circuit: Circuit) -> int:
+    """The interpreter and the circuit's tensors in memory (ResNet-20's: 0.84 GiB)."""
+    return INTERPRETER_BYTES + sum(int(getattr(t, "nbytes", 0)) for t in circuit.tensors.values())
+
+
 def diagonal_bytes(circuit: Circuit, largest: bool = False) -> int:
     """The float64 diagonals of every linear op, or of the largest (one packing block each)."""
     counts = [len(op["kind"].get("diagonals", [])) for op in circuit.ops if op["kind"]["op"] == "linear"]
@@ -170,7 +179,7 @@ def estimate(circuit: Circuit, group: int = 0, keep_diagonals: bool = True) -> d
     # sums; and the float64 diagonals: every linear op's when they are kept
     # for later ciphertexts (`run.linear_diagonals`), else the largest op's.
     diagonals = diagonal_bytes(circuit) if keep_diagonals else diagonal_bytes(circuit, largest=True)
-    working = (live_values(circuit) + largest_baby_count(circuit) + 4) * ct + diagonals
+    working = (live_values(circuit) + largest_baby_count(circuit) + 4) * ct + diagonals + process_bytes(circuit)
     boot = bootstrap_bytes(p)
     # +1: the relinearisation key.
     return {

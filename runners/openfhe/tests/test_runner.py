@@ -176,6 +176,16 @@ class KeysTest(unittest.TestCase):
             keys.choose_mode(c, "per-op", whole["per-op"] - 1, whole["largest_op_keys"])
         self.assertIn("PNNC_HE_KEY_GROUP=1", str(e.exception))
 
+    def test_the_estimate_counts_the_circuits_tensors(self):
+        import numpy as np
+        from pnnc_he import keys
+
+        doc = fixture.tiny_with_affine()
+        small = keys.estimate(circuit_mod.Circuit(Path("c.json"), doc, {}))
+        big = keys.estimate(circuit_mod.Circuit(Path("c.json"), doc, {"w": np.zeros(1 << 20)}))
+        self.assertEqual(big["working_bytes"] - small["working_bytes"], 8 << 20)
+        self.assertEqual(big["per-op"] - small["per-op"], 8 << 20)
+
     def test_the_estimate_counts_the_values_alive_at_once(self):
         from pnnc_he import keys
 
