@@ -234,6 +234,7 @@ def bsgs_matvec(
     available_rotations,
     cache: PlaintextCache | None = None,
     cache_key=None,
+    keys=None,
 ):
     """y = sum_k diag_k * rot(x, k) in every block, by baby-step giant-step; one level.
 
@@ -241,8 +242,10 @@ def bsgs_matvec(
     diag_k tiled over the blocks. Signed diagonals only read x[r + k] with
     0 <= r + k < in_len, inside the sample's own block, so a rotation over all
     slots never mixes samples. Baby rotations of x are hoisted (one key-switch
-    decomposition, many automorphisms).
+    decomposition, many automorphisms). `keys` (a `keys.KeyStore`) is told
+    each step before it is used, so that it can read that step's key group.
     """
+    use = keys.use if keys is not None else (lambda _step: None)
     needed = bsgs_rotations(diags.keys(), baby_step)
     missing = sorted(needed - set(available_rotations))
     if missing:
@@ -263,6 +266,7 @@ def bsgs_matvec(
         digits = cc.EvalFastRotationPrecompute(ct)
         order = cc.GetCyclotomicOrder()
         for i in baby_ids:
+            use(i)
             rotated[i] = cc.EvalFastRotation(ct, i, order, digits)
     result = None
     for giant, ks in groups.items():
@@ -283,6 +287,7 @@ def bsgs_matvec(
             else:
                 cc.EvalAddInPlace(inner, term)
         if giant:
+            use(giant)
             inner = cc.EvalRotate(inner, giant)
         if result is None:
             result = inner
@@ -306,7 +311,7 @@ def sum_rotations(stride: int, count: int) -> set[int]:
     return steps
 
 
-def rotate_sum(cc, ct, stride: int, count: int, available_rotations):
+def rotate_sum(cc, ct, stride: int, count: int, available_rotations, keys=None):
     """sum_{q < count} rot(ct, q * stride), in at most 2 log2(count) rotations; no level.
 
     P_i = sum_{q < 2^i} rot(x, q stride) by doubling up to h = floor(log2 count),
@@ -318,15 +323,18 @@ def rotate_sum(cc, ct, stride: int, count: int, available_rotations):
             f"needs rotation steps {missing} that the circuit does not declare "
             "(compiler bug: the circuit's rotation list is incomplete)"
         )
+    use = keys.use if keys is not None else (lambda _step: None)
     if ct.GetNoiseScaleDeg() > 1:
         ct = cc.Rescale(ct)
     h = count.bit_length() - 1
     powers = [ct]
     for i in range(h):
+        use((1 << i) * stride)
         powers.append(cc.EvalAdd(powers[i], cc.EvalRotate(powers[i], (1 << i) * stride)))
     result, offset = powers[h], 1 << h
     for i in reversed(range(h)):
         if count >> i & 1:
+            use(offset * stride)
             result = cc.EvalAdd(result, cc.EvalRotate(powers[i], offset * stride))
             offset += 1 << i
     return result

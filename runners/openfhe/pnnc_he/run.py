@@ -63,8 +63,9 @@ def load_inputs(path: Path, circuit: Circuit) -> dict:
     return {"samples": out, "labels": labels, "reference_logits": refs, "escapes": escapes, "test_indices": indices}
 
 
-def linear_diagonals(circuit: Circuit, op: dict) -> dict[int, np.ndarray]:
-    """The op's diagonals, checked against what the circuit declares."""
+def linear_diagonals(circuit: Circuit, op: dict, keep: bool = True) -> dict[int, np.ndarray]:
+    """The op's diagonals, checked against what the circuit declares; kept
+    for later calls unless `keep` is false (ResNet-20's take 1.8 GiB)."""
     k = op["kind"]
     key = ("diags", op["id"])
     if key not in circuit.cache:
@@ -76,6 +77,8 @@ def linear_diagonals(circuit: Circuit, op: dict) -> dict[int, np.ndarray]:
                 f"{circuit.path}: op {op['id']} ({', '.join(op['source'])}): declared `diagonals` "
                 "differ from the matrix's; recompile with `pnnc compile`"
             )
+        if not keep:
+            return diags
         circuit.cache[key] = diags
     return circuit.cache[key]
 
@@ -87,14 +90,15 @@ def add_plain(cc, circuit: Circuit, ct, values: np.ndarray):
     return cc.EvalAdd(ct, pt)
 
 
-def eval_op(cc, circuit: Circuit, op: dict, values: list, cache: ckks.PlaintextCache | None = None):
+def eval_op(cc, circuit: Circuit, op: dict, values: list, cache: ckks.PlaintextCache | None = None, store=None):
     k = op["kind"]
     dim, slots = circuit.dim, circuit.slots
     a = values[op["inputs"][0]]
     if k["op"] == "linear":
         declared = set(int(r) for r in circuit.doc["rotations"])
+        keep = circuit.cache.get("keep_diagonals", True)
         y = ckks.bsgs_matvec(
-            cc, a, linear_diagonals(circuit, op), int(k["baby_step"]), dim, slots, declared, cache, op["id"]
+            cc, a, linear_diagonals(circuit, op, keep), int(k["baby_step"]), dim, slots, declared, cache, op["id"], store
         )
         return add_plain(cc, circuit, y, circuit.tensors[k["bias"]])
     if k["op"] == "affine":
@@ -109,7 +113,7 @@ def eval_op(cc, circuit: Circuit, op: dict, values: list, cache: ckks.PlaintextC
         return ckks.bootstrap(cc, a)
     if k["op"] == "sum":
         declared = set(int(r) for r in circuit.doc["rotations"])
-        return ckks.rotate_sum(cc, a, int(k["stride"]), int(k["count"]), declared)
+        return ckks.rotate_sum(cc, a, int(k["stride"]), int(k["count"]), declared, store)
     return cc.EvalAdd(a, values[op["inputs"][1]])
 
 
@@ -122,12 +126,18 @@ def run_batch(cc, keys, circuit: Circuit, xs: list[np.ndarray], cache: ckks.Plai
     values = [ckks.encrypt(cc, keys, xs, circuit.dim, circuit.slots)]
     encrypt_s = time.perf_counter() - t
     ops, eval_s, eval_cpu_s, decrypt_s, failure = [], 0.0, 0.0, 0.0, None
+    # A value is freed after its last use (ResNet-20: 73 ciphertexts of up
+    # to 23 MiB otherwise stay alive to the end).
+    last_use = {}
+    for op in circuit.ops:
+        for j in op["inputs"]:
+            last_use[j] = op["id"]
     for op in circuit.ops:
         t, cpu = time.perf_counter(), time.process_time()
         try:
             if store is not None:
                 store.before(op)
-            ct = eval_op(cc, circuit, op, values, cache)
+            ct = eval_op(cc, circuit, op, values, cache, store)
             if store is not None:
                 store.after(op)
         except ckks.MissingRotationKey as e:
@@ -144,6 +154,9 @@ def run_batch(cc, keys, circuit: Circuit, xs: list[np.ndarray], cache: ckks.Plai
             f"{op_s:.1f}s (CPU {op_cpu:.1f}s)"
         )
         values.append(ct)
+        for j in set(op["inputs"]):
+            if last_use.get(j) == op["id"] and j != circuit.doc["output"]:
+                values[j] = None
         t = time.perf_counter()
         n = output_len(op)
         try:
@@ -196,24 +209,30 @@ def run(
     progress=None,
     keys_mode: str = "auto",
     memory_bytes: int | None = None,
+    key_group: int = 0,
 ) -> dict:
     progress = progress or (lambda _msg: None)
     params = circuit.params
-    for op in circuit.ops:
-        if op["kind"]["op"] == "linear":
-            linear_diagonals(circuit, op)
     batch = circuit.samples_per_ciphertext if per_ciphertext is None else per_ciphertext
     if not 1 <= batch <= circuit.samples_per_ciphertext:
         raise ckks.HeError(
             f"samples per ciphertext must be 1..{circuit.samples_per_ciphertext} for this circuit, not {batch}"
         )
+    # Diagonals and encoded plaintexts are kept only when a later ciphertext
+    # reuses them; every op's diagonals are checked before key generation.
+    reused = len(inputs["samples"]) > batch
+    circuit.cache["keep_diagonals"] = reused
+    for op in circuit.ops:
+        if op["kind"]["op"] == "linear":
+            linear_diagonals(circuit, op, reused)
     budget = keystore.available_memory() * 9 // 10 if memory_bytes is None else memory_bytes
     try:
-        mode, estimate = keystore.choose_mode(circuit, keys_mode, budget)
+        mode, estimate = keystore.choose_mode(circuit, keys_mode, budget, key_group, reused)
     except keystore.KeyBudgetError as e:
         raise ckks.HeError(str(e)) from e
+    group = f", groups of at most {estimate['group']} keys" if mode == "per-op" else ""
     progress(
-        f"keys: mode {mode}, about {keystore.gib(estimate[mode])} "
+        f"keys: mode {mode}{group}, about {keystore.gib(estimate[mode])} "
         f"({estimate['key_bytes'] / (1 << 20):.0f} MiB per key; budget {keystore.gib(budget)})"
     )
     t = time.perf_counter()
@@ -228,7 +247,7 @@ def run(
         params.get("secret_key", "uniform_ternary"),
         params.get("bootstrapping"),
     )
-    store = keystore.KeyStore(cc, circuit, mode)
+    store = keystore.KeyStore(cc, circuit, mode, estimate["group"])
     try:
         kp = cc.KeyGen()
         store.generate(kp.secretKey)
@@ -237,8 +256,9 @@ def run(
         progress(f"keys: {len(circuit.doc['rotations'])} rotation keys, {keygen_s:.1f}s")
         # Encoded diagonals are cached (reused by later ciphertexts) in at most
         # 2 GiB of what the keys leave of the budget (less 1 GiB for Python and
-        # the plaintext reference); PNNC_HE_CACHE_MB sets it.
-        default_mb = min(2048, max(0, budget - estimate[mode] - (1 << 30)) >> 20)
+        # the plaintext reference), none when one ciphertext holds every
+        # sample (nothing would reuse them); PNNC_HE_CACHE_MB sets it.
+        default_mb = min(2048, max(0, budget - estimate[mode] - (1 << 30)) >> 20) if reused else 0
         budget_mb = int(os.environ.get("PNNC_HE_CACHE_MB", str(default_mb)))
         cache = ckks.PlaintextCache(budget_mb << 20, int(params["ring_dim"]), int(params["mult_depth"]))
         samples, batches = run_batches(cc, keys, circuit, inputs, batch, cache, progress, store)
@@ -246,7 +266,14 @@ def run(
         store.close()
     report = summarise(circuit, samples, batches, keygen_s, tolerance)
     report["params"]["key_switching_digits"] = digits
-    report["keys"] = {"mode": mode, "estimate_bytes": estimate[mode], "budget_bytes": budget, "cache_mb": budget_mb}
+    report["keys"] = {
+        "mode": mode,
+        "group": estimate["group"] if mode == "per-op" else None,
+        "group_loads": store.loads,
+        "estimate_bytes": estimate[mode],
+        "budget_bytes": budget,
+        "cache_mb": budget_mb,
+    }
     return report
 
 
@@ -477,6 +504,11 @@ def main(argv=None) -> int:
         help="memory budget for keys and cached plaintexts in GiB (default $PNNC_HE_MEMORY_GB, else "
         "90%% of the available memory)",
     )
+    ap.add_argument(
+        "--key-group", type=int, default=int(os.environ.get("PNNC_HE_KEY_GROUP", "0")),
+        help="in per-op key mode, read at most this many rotation keys at once (default $PNNC_HE_KEY_GROUP, "
+        "else 0: the largest group the memory budget allows)",
+    )
     args = ap.parse_args(argv)
     try:
         circuit = load(args.circuit)
@@ -490,7 +522,7 @@ def main(argv=None) -> int:
                 print(f"[he-run {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
         memory = None if args.memory_gb is None else int(args.memory_gb * (1 << 30))
-        report = run(circuit, inputs, args.tolerance, args.per_ciphertext, progress, args.keys, memory)
+        report = run(circuit, inputs, args.tolerance, args.per_ciphertext, progress, args.keys, memory, args.key_group)
     except CircuitError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -127,6 +127,75 @@ class KeysTest(unittest.TestCase):
             self.assertEqual(a["he_class"], b["he_class"])
             self.assertLess(max(abs(x - y) for x, y in zip(a["he_logits"], b["he_logits"])), 1e-6)
 
+    def test_keys_read_in_groups_give_the_same_result_as_all_keys(self):
+        doc = fixture.tiny_with_affine()
+        inputs = fixture.random_inputs(2, 10, seed=3)
+        code, every, out, _ = run_main(doc, inputs, ["--keys", "all"])
+        self.assertEqual(code, 0, out)
+        with_keys = [op for op in doc["ops"] if op["kind"].get("rotations")]
+        for group in (1, 2):
+            code, grouped, out, err = run_main(doc, inputs, ["--keys", "per-op", "--key-group", str(group)])
+            self.assertEqual(code, 0, out + err)
+            self.assertEqual(grouped["keys"]["group"], group)
+            # One read per group of every op with rotations: more reads than ops.
+            expected = sum(-(-len(op["kind"]["rotations"]) // group) for op in with_keys)
+            self.assertEqual(grouped["keys"]["group_loads"], expected)
+            self.assertGreater(expected, len(with_keys))
+            for a, b in zip(every["samples"], grouped["samples"]):
+                self.assertEqual(a["he_class"], b["he_class"])
+                self.assertLess(max(abs(x - y) for x, y in zip(a["he_logits"], b["he_logits"])), 1e-6)
+
+    def test_a_linear_op_reads_its_baby_steps_before_its_giant_steps(self):
+        from pnnc_he import keys
+
+        op = {"kind": {"op": "linear", "baby_step": 4, "rotations": [-8, 1, 2, 3, 4, 8, 12]}}
+        self.assertEqual(keys.use_order(op), [1, 2, 3, -8, 4, 8, 12])
+        self.assertEqual(keys.op_groups(op, 3), [[1, 2, 3], [-8, 4, 8], [12]])
+        self.assertEqual(keys.op_groups(op, 0), [[1, 2, 3, -8, 4, 8, 12]])
+        summed = {"kind": {"op": "sum", "rotations": [16, 4, 8]}}
+        self.assertEqual(keys.op_groups(summed, 2), [[4, 8], [16]])
+
+    def test_the_group_estimate_holds_one_group_of_keys(self):
+        from pnnc_he import keys
+
+        c = circuit_mod.Circuit(Path("c.json"), fixture.tiny_with_affine(), {})
+        whole, one = keys.estimate(c), keys.estimate(c, 1)
+        self.assertEqual(whole["per-op"] - one["per-op"], (whole["largest_op_keys"] - 1) * whole["key_bytes"])
+        self.assertEqual(one["per-op"], one["per-key"])
+        # The budget picks the largest group that fits, and per-op over all keys when all do not fit.
+        for g in range(1, whole["largest_op_keys"] + 1):
+            budget = keys.estimate(c, g)["per-op"]
+            self.assertEqual(keys.largest_group(c, budget), g)
+            mode, est = keys.choose_mode(c, "auto", budget)
+            self.assertEqual((mode, est["group"]), ("per-op", g))
+            self.assertLessEqual(est["per-op"], budget)
+        with self.assertRaises(keys.KeyBudgetError) as e:
+            keys.choose_mode(c, "per-op", one["per-key"] - 1)
+        self.assertIn("1 at a time", str(e.exception))
+        with self.assertRaises(keys.KeyBudgetError) as e:
+            keys.choose_mode(c, "per-op", whole["per-op"] - 1, whole["largest_op_keys"])
+        self.assertIn("PNNC_HE_KEY_GROUP=1", str(e.exception))
+
+    def test_the_estimate_counts_the_circuits_tensors(self):
+        import numpy as np
+        from pnnc_he import keys
+
+        doc = fixture.tiny_with_affine()
+        small = keys.estimate(circuit_mod.Circuit(Path("c.json"), doc, {}))
+        big = keys.estimate(circuit_mod.Circuit(Path("c.json"), doc, {"w": np.zeros(1 << 20)}))
+        self.assertEqual(big["working_bytes"] - small["working_bytes"], 8 << 20)
+        self.assertEqual(big["per-op"] - small["per-op"], 8 << 20)
+
+    def test_the_estimate_counts_the_values_alive_at_once(self):
+        from pnnc_he import keys
+
+        doc = fixture.tiny_with_affine()
+        c = circuit_mod.Circuit(Path("c.json"), doc, {})
+        # A chain keeps at most the value being computed and its input; a
+        # residual add keeps its skip input alive too.
+        has_skip = any(op["kind"]["op"] == "add" for op in doc["ops"])
+        self.assertEqual(keys.live_values(c), 3 if has_skip else 2)
+
     def test_a_bootstrap_refreshes_levels_and_matches_plaintext(self):
         # Toy insecure parameters (N = 2^12, security 0): a real OpenFHE bootstrap.
         doc = fixture.tiny_bootstrap()
@@ -139,8 +208,8 @@ class KeysTest(unittest.TestCase):
         before = next(o for o in report["ops"] if o["id"] == doc["ops"][boot["id"] - 1]["inputs"][0])
         self.assertEqual(before["level_measured"], [19])
         self.assertLess(report["max_logit_error"], 1e-3)
-        # Per-op keys keep the bootstrapping keys aside: the same result.
-        code, per_op, out, err = run_main(doc, inputs, ["--keys", "per-op"])
+        # Per-op keys (one at a time) keep the bootstrapping keys aside: the same result.
+        code, per_op, out, err = run_main(doc, inputs, ["--keys", "per-op", "--key-group", "1"])
         self.assertEqual(code, 0, out + err)
         self.assertEqual(per_op["keys"]["mode"], "per-op")
         for a, b in zip(report["samples"], per_op["samples"]):
@@ -157,6 +226,18 @@ class KeysTest(unittest.TestCase):
         self.assertEqual(rows[0]["level_in"], 19)
         self.assertLess(rows[0]["max_error"], 1e-2)
         self.assertIn("keygen", out.getvalue())
+
+    def test_the_bootstrap_bench_measures_another_level_budget(self):
+        from pnnc_he import bootstrap_bench
+
+        c = circuit_mod.Circuit(Path("c.json"), fixture.tiny_bootstrap(), {})
+        out = io.StringIO()
+        rows = bootstrap_bench.bench(c, 1, out, level_budget=[4, 4])
+        # Sparse secret: [4, 4] takes 18 levels (the plan's [3, 3] 16).
+        self.assertEqual([(r["level_planned"], r["level_out"]) for r in rows], [(18, 18)])
+        self.assertLess(rows[0]["max_error"], 1e-2)
+        self.assertRegex(out.getvalue(), r"level budget \[4, 4\]: 18 levels")
+        self.assertRegex(out.getvalue(), r"\d+\.\d automorphism keys")
 
     def test_bootstrapping_keys_count_in_the_estimate_and_the_refusal(self):
         from pnnc_he import keys
