@@ -7,6 +7,9 @@
 //! (`$PNNC_TORCH_PYTHON`, else `python3`); without one build.rs marks every
 //! test ignored with the reason (`pnnc_torch` cfg).
 
+#[allow(dead_code)] // each test crate uses a different part of the shared helpers
+mod common;
+
 use pnnc::data::{Dataset, Splits, augment_batch};
 use pnnc::export::torch::{self as export, Options};
 use pnnc::ir::{Checkpoint, DataSpec, Model, Normalization, Tensor, Value};
@@ -1044,13 +1047,7 @@ train {
 
 /// IDX files of `n` 28x28 images: class c lights up row band c.
 fn write_idx(dir: &Path, prefix: &str, n: usize, seed: u32) {
-    use std::io::Write;
-    let gz = |name: String, bytes: &[u8]| {
-        let f = std::fs::File::create(dir.join(name)).unwrap();
-        let mut e = flate2::write::GzEncoder::new(f, flate2::Compression::fast());
-        e.write_all(bytes).unwrap();
-        e.finish().unwrap();
-    };
+    let gz = |name: String, bytes: &[u8]| common::gz(&dir.join(name), bytes);
     let mut images = vec![0, 0, 8, 3];
     for d in [n as u32, 28, 28] {
         images.extend(d.to_be_bytes());
@@ -1068,17 +1065,6 @@ fn write_idx(dir: &Path, prefix: &str, n: usize, seed: u32) {
     }
     gz(format!("{prefix}-images-idx3-ubyte.gz"), &images);
     gz(format!("{prefix}-labels-idx1-ubyte.gz"), &labels);
-}
-
-fn pnnc_cli(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pnnc"))
-        .args(args)
-        .current_dir(dir)
-        .env("PNN_DATA", dir.join("empty"))
-        .env("HOME", dir.join("empty"))
-        .env("XDG_CACHE_HOME", dir.join("empty"))
-        .output()
-        .unwrap()
 }
 
 fn trainer(python: &Path, dir: &Path, args: &[&str]) -> Output {
@@ -1123,17 +1109,17 @@ fn cli_export_train_resume_and_back_into_pnnc() {
         "-o",
         "d.safetensors",
     ];
-    let out = ok(&pnnc_cli(&dir, &args));
+    let out = ok(&common::pnnc(&dir, &args));
     assert!(out.contains("train 160, val 40, test 60"), "{out}");
     assert!(out.contains("validation seed 1"), "{out}");
-    let again = pnnc_cli(&dir, &args);
+    let again = common::pnnc(&dir, &args);
     assert_eq!(again.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&again.stderr).contains("--overwrite"));
-    ok(&pnnc_cli(
+    ok(&common::pnnc(
         &dir,
         &["export", "torch", "model.pnn", "-o", "exp"],
     ));
-    let again = pnnc_cli(&dir, &["export", "torch", "model.pnn", "-o", "exp"]);
+    let again = common::pnnc(&dir, &["export", "torch", "model.pnn", "-o", "exp"]);
     assert_eq!(again.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
 
@@ -1179,7 +1165,7 @@ fn cli_export_train_resume_and_back_into_pnnc() {
 
     // Back in pnnc: eval agrees with the trainer's own test accuracy, compile accepts it.
     let summary = export::read_summary(&dir.join("straight")).unwrap();
-    let o = ok(&pnnc_cli(
+    let o = ok(&common::pnnc(
         &dir,
         &[
             "eval",
@@ -1193,7 +1179,7 @@ fn cli_export_train_resume_and_back_into_pnnc() {
     ));
     let eval: serde_json::Value = serde_json::from_str(o.lines().next().unwrap()).unwrap();
     assert_eq!(eval["accuracy"].as_f64(), summary.test_acc, "{o}");
-    ok(&pnnc_cli(
+    ok(&common::pnnc(
         &dir,
         &[
             "compile",
@@ -1205,7 +1191,7 @@ fn cli_export_train_resume_and_back_into_pnnc() {
         ],
     ));
     // pnnc continues the PyTorch run from its resume file.
-    ok(&pnnc_cli(
+    ok(&common::pnnc(
         &dir,
         &[
             "train",
@@ -1372,7 +1358,7 @@ fn torch_sweep_cells_match_the_native_sweep() {
             out,
         ];
         args.extend(engine);
-        ok(&pnnc_cli(&dir, &args))
+        ok(&common::pnnc(&dir, &args))
     };
     sweep("native", &[]);
     let log = sweep(
@@ -1448,7 +1434,7 @@ fn torch_sweep_cells_match_the_native_sweep() {
     );
     assert!(dir.join("torch/results.md").is_file());
     // The run folder's model.json (the model as trained) evaluates its weights.
-    let o = ok(&pnnc_cli(
+    let o = ok(&common::pnnc(
         &dir,
         &[
             "eval",
@@ -1484,9 +1470,9 @@ fn torch_sweep_cells_match_the_native_sweep() {
     let mut args = vec!["sweep", "model.pnn", "--threads", "1", "--data", "data"];
     args.extend(raw);
     let native_raw = [args.clone(), vec!["--out", "raw-native"]].concat();
-    ok(&pnnc_cli(&dir, &native_raw));
+    ok(&common::pnnc(&dir, &native_raw));
     let torch_raw = [args, vec!["--out", "raw-torch", "--engine", "torch"]].concat();
-    ok(&pnnc_cli(&dir, &torch_raw));
+    ok(&common::pnnc(&dir, &torch_raw));
     let (n, t) = (cell("raw-native"), cell("raw-torch"));
     let site = n["diverged_site"].as_str().unwrap();
     assert_eq!(t["diverged_site"], n["diverged_site"], "{n}\n{t}");
@@ -1504,7 +1490,7 @@ fn torch_sweep_cells_match_the_native_sweep() {
         );
     }
     // The torch options need the torch engine.
-    let o = pnnc_cli(&dir, &["sweep", "model.pnn", "--nproc-per-node", "2"]);
+    let o = common::pnnc(&dir, &["sweep", "model.pnn", "--nproc-per-node", "2"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--engine torch"));
     std::fs::remove_dir_all(&dir).unwrap();
