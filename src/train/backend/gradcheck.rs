@@ -554,6 +554,23 @@ fn cross_entropy_gradient() {
 
 /// Checks d(loss)/d(param) of a whole network against central differences,
 /// on every parameter (up to `per_param` entries each).
+/// The model a `.pnn` text describes, as the checker builds it.
+fn model_from_source(name: &str, text: &str) -> crate::ir::Model {
+    let checked = crate::check::check_source(name, text);
+    assert!(!checked.has_errors(), "{:?}", checked.diagnostics);
+    checked.model.expect("model")
+}
+
+/// An L2 boundary loss (sum reduction, weight 0.5) with the given penalty.
+fn l2_boundary(penalty: f64) -> BoundaryLoss {
+    BoundaryLoss {
+        kind: BoundaryKind::L2,
+        penalty: Some(penalty),
+        weight: 0.5,
+        reduce: Reduce::Sum,
+    }
+}
+
 fn check_network(model: &crate::ir::Model, boundary: Option<&BoundaryLoss>, input_scale: f64) {
     let batch = 4;
     let mut net = NetworkOf::<f64>::new(model, 3, &NetworkOptions::default()).unwrap();
@@ -663,12 +680,7 @@ fn whole_conv_network_with_pools_and_residual() {
     );
     s.avgpool(2, 1).poly(&act).global_avgpool().dense(3, true);
     let model = model_from_ops("c", vec![2, 7, 7], 3, s.ops);
-    let bl = BoundaryLoss {
-        kind: BoundaryKind::L2,
-        penalty: Some(1.0),
-        weight: 0.5,
-        reduce: Reduce::Sum,
-    };
+    let bl = l2_boundary(1.0);
     check_network(&model, Some(&bl), 2.0);
 }
 
@@ -680,15 +692,8 @@ fn whole_network_with_grouped_and_1d_layers_from_source() {
         act p = poly(degree: 3, fit: relu, range: 4)\n\
         net {\n  conv(6, 3, padding: 1, groups: 2, bias: true)\n  p\n  batchnorm\n\
         conv(6, 3, stride: 2, groups: 6)\n  p\n  avgpool(2)\n  flatten\n  dense(3)\n}\n";
-    let checked = crate::check::check_source("seq.pnn", text);
-    assert!(!checked.has_errors(), "{:?}", checked.diagnostics);
-    let model = checked.model.expect("model");
-    let bl = BoundaryLoss {
-        kind: BoundaryKind::L2,
-        penalty: Some(1.0),
-        weight: 0.5,
-        reduce: Reduce::Sum,
-    };
+    let model = model_from_source("seq.pnn", text);
+    let bl = l2_boundary(1.0);
     check_network(&model, Some(&bl), 2.0);
 }
 
@@ -701,9 +706,7 @@ fn whole_network_with_given_polynomials_from_source() {
         act sq = poly(coeffs: [0, 0, 1], range: 4)\n\
         act cubic = poly(coeffs: [0.5, 0.25, -0.125, 0.0625], range: 3, basis: power, learnable: true)\n\
         net {\n  conv(3, 3, bias: true)\n  sq\n  flatten\n  dense(4)\n  cubic\n  dense(3)\n}\n";
-    let checked = crate::check::check_source("given.pnn", text);
-    assert!(!checked.has_errors(), "{:?}", checked.diagnostics);
-    let model = checked.model.expect("model");
+    let model = model_from_source("given.pnn", text);
     let net = NetworkOf::<f64>::new(&model, 3, &NetworkOptions::default()).unwrap();
     let coeffs: Vec<String> = net
         .params()
@@ -712,12 +715,7 @@ fn whole_network_with_given_polynomials_from_source() {
         .filter(|n| n.ends_with(".coeffs"))
         .collect();
     assert_eq!(coeffs, ["poly2.coeffs"], "only the learnable cubic trains");
-    let bl = BoundaryLoss {
-        kind: BoundaryKind::L2,
-        penalty: Some(0.25),
-        weight: 0.5,
-        reduce: Reduce::Sum,
-    };
+    let bl = l2_boundary(0.25);
     check_network(&model, Some(&bl), 2.0);
     check_network(&model, None, 2.0);
 }
@@ -734,16 +732,9 @@ fn whole_network_with_concat_from_source() {
         concat {\n  } {\n    conv(2, 1); p\n  } {\n    conv(4, 3, padding: 1); batchnorm\n  }\n\
         batchnorm\n  p\n  avgpool(2)\n  flatten\n\
         concat { dense(4); p } { dense(3) }\n  dense(3)\n}\n";
-    let checked = crate::check::check_source("cat.pnn", text);
-    assert!(!checked.has_errors(), "{:?}", checked.diagnostics);
-    let model = checked.model.expect("model");
+    let model = model_from_source("cat.pnn", text);
     assert_eq!(model.net[2].output.dims(), [9, 5, 5]);
-    let bl = BoundaryLoss {
-        kind: BoundaryKind::L2,
-        penalty: Some(1.0),
-        weight: 0.5,
-        reduce: Reduce::Sum,
-    };
+    let bl = l2_boundary(1.0);
     check_network(&model, Some(&bl), 2.0);
     check_network(&model, None, 2.0);
 }
