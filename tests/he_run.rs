@@ -53,6 +53,30 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// The report of a run that exited 0 and printed the encrypted check as passed.
+fn passed_report(out: &Output, report_path: &Path) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("encrypted check: PASSED"), "{stdout}");
+    serde_json::from_str(&std::fs::read_to_string(report_path).expect("report")).expect("json")
+}
+
+/// Every op's measured level is the one the compiler planned.
+fn assert_levels_as_planned(ops: &[serde_json::Value]) {
+    for op in ops {
+        assert_eq!(
+            op["level_measured"],
+            serde_json::json!([op["level_predicted"]]),
+            "{op}"
+        );
+    }
+}
+
 #[test]
 #[cfg_attr(
     not(pnnc_openfhe),
@@ -68,26 +92,10 @@ fn encrypted_run_matches_plaintext_with_predicted_levels() {
         &python,
         &report_path,
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("encrypted check: PASSED"), "{stdout}");
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report_path).expect("report"))
-            .expect("json");
+    let report = passed_report(&out, &report_path);
     assert_eq!(report["passed"], true);
     assert_eq!(report["samples"].as_array().map(Vec::len), Some(2));
-    for op in report["ops"].as_array().expect("ops") {
-        assert_eq!(
-            op["level_measured"],
-            serde_json::json!([op["level_predicted"]]),
-            "{op}"
-        );
-    }
+    assert_levels_as_planned(report["ops"].as_array().expect("ops"));
     assert!(report["max_logit_error"].as_f64().expect("error") < 1e-3);
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -109,28 +117,12 @@ fn a_compiled_circuit_with_a_bootstrap_matches_plaintext() {
     let circuit = root().join("tests/fixtures/toy_bootstrap.circuit.json");
     let samples = root().join("tests/fixtures/toy_bootstrap.samples.json");
     let out = he_run(&circuit, &samples, &python, &report_path);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("encrypted check: PASSED"), "{stdout}");
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report_path).expect("report"))
-            .expect("json");
+    let report = passed_report(&out, &report_path);
     let ops = report["ops"].as_array().expect("ops");
     let boots: Vec<_> = ops.iter().filter(|o| o["op"] == "bootstrap").collect();
     assert_eq!(boots.len(), 1, "{report}");
     assert_eq!(boots[0]["level_measured"], serde_json::json!([16]));
-    for op in ops {
-        assert_eq!(
-            op["level_measured"],
-            serde_json::json!([op["level_predicted"]]),
-            "{op}"
-        );
-    }
+    assert_levels_as_planned(ops);
     for s in report["samples"].as_array().expect("samples") {
         assert_eq!(s["he_class"], s["plain_class"], "{s}");
     }
