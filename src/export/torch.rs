@@ -11,7 +11,7 @@
 //! by model. `docs/scale-out.md` has the commands and what is identical.
 
 use crate::ir::{Basis, Model, Op, OpKind};
-use crate::train::fit::{FitError, fit_activation, from_raw_power};
+use crate::train::fit::{self, FitError};
 use crate::train::run::{RunConfig, RunSummary};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -183,17 +183,10 @@ fn initial_coeffs(model: &Model) -> Result<BTreeMap<String, Vec<f64>>, ExportErr
         let OpKind::Poly(p) = &op.kind else {
             continue;
         };
-        let coeffs = match &p.coeffs {
-            Some(raw) => from_raw_power(raw, p.range, p.basis),
-            None => {
-                fit_activation(p.fit, p.degree, p.range, p.fit_method, p.basis)
-                    .map_err(|source| ExportError::Fit {
-                        layer: op.name.clone(),
-                        source,
-                    })?
-                    .coeffs
-            }
-        };
+        let coeffs = fit::initial_coeffs(p).map_err(|source| ExportError::Fit {
+            layer: op.name.clone(),
+            source,
+        })?;
         out.insert(op.name.clone(), coeffs);
     }
     Ok(out)

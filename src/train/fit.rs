@@ -396,6 +396,18 @@ pub fn power_to_chebyshev(power: &[f64]) -> Vec<f64> {
     cheb
 }
 
+/// The coefficients an activation site starts from, in its basis: the
+/// given polynomial converted exactly, or the least-squares fit. One place,
+/// so that pnnc's trainer and the PyTorch export start from the same values.
+pub fn initial_coeffs(act: &crate::ir::PolyAct) -> Result<Vec<f64>, FitError> {
+    match &act.coeffs {
+        Some(raw) => Ok(from_raw_power(raw, act.range, act.basis)),
+        None => {
+            Ok(fit_activation(act.fit, act.degree, act.range, act.fit_method, act.basis)?.coeffs)
+        }
+    }
+}
+
 /// A polynomial given as p(x) = sum a_k x^k on the raw input (`poly(coeffs:
 /// [...])`), as the coefficients `basis` evaluates with fit range B: the
 /// same polynomial, converted exactly (f64 rounding only).

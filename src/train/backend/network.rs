@@ -14,7 +14,6 @@ use crate::ir::{
     Basis, BoundaryKind, BoundaryLoss, Model, Op, OpKind, PolyAct, Reduce, Shape, Tensor,
 };
 use crate::train::error::TrainError;
-use crate::train::fit::fit_activation;
 use dfdx::optim::UnusedTensors;
 use dfdx::shapes::HasShape;
 use dfdx::tensor::{Cpu, Gradients, NoneTape, OwnedTape, Trace, WithEmptyTape};
@@ -580,17 +579,10 @@ impl<T: Elem> NetworkOf<T> {
         act: &PolyAct,
         b: &mut Builder,
     ) -> Result<Layer<T>, TrainError> {
-        let initial = match &act.coeffs {
-            Some(raw) => crate::train::fit::from_raw_power(raw, act.range, act.basis),
-            None => {
-                fit_activation(act.fit, act.degree, act.range, act.fit_method, act.basis)
-                    .map_err(|source| TrainError::Fit {
-                        op: op.name.clone(),
-                        source,
-                    })?
-                    .coeffs
-            }
-        };
+        let initial = crate::train::fit::initial_coeffs(act).map_err(|source| TrainError::Fit {
+            op: op.name.clone(),
+            source,
+        })?;
         let coeffs: Vec<T> = initial.iter().map(|&c| <T as Real>::from_f64(c)).collect();
         let site = self.sites.len();
         self.sites.push(Site {
